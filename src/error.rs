@@ -1,0 +1,95 @@
+//! The library's one error type.
+//!
+//! Messages are lowercase, say what is wrong and, where the caller can fix it, how. They never
+//! carry key material, a password or a whole invitation code.
+
+/// Everything that can go wrong in the library.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The text is not 25 symbols of the code alphabet, or names an unknown version or kind.
+    #[error("not an invitation code: {reason}")]
+    MalformedCode {
+        /// What is wrong with it, without repeating the text.
+        reason: &'static str,
+    },
+    /// The text reads as 25 symbols but the check symbol does not match: a typing mistake.
+    #[error("the invitation code has a typo: its check symbol does not match")]
+    MistypedCode,
+    /// An email address that cannot be normalized.
+    #[error("invalid email address: {reason}")]
+    InvalidEmail {
+        /// What is wrong with it, without repeating the address.
+        reason: &'static str,
+    },
+    /// A domain that cannot be normalized.
+    #[error("invalid domain: {reason}")]
+    InvalidDomain {
+        /// What is wrong with it, without repeating the domain.
+        reason: &'static str,
+    },
+    /// A domain code was asked for a domain with a single label, such as `com`.
+    #[error("a domain code needs at least two labels (contoso.com, not {domain})")]
+    SingleLabelDomain {
+        /// The normalized single-label domain.
+        domain: String,
+    },
+    /// An expiry instant outside what the four-byte field can hold.
+    #[error(
+        "expiry must lie between 1970-01-01T00:00:00Z and 2106-02-07T06:28:15Z (unix seconds 0 to 4294967295)"
+    )]
+    ExpiryOutOfRange,
+    /// One entry of a key ring text is wrong.
+    #[error("entry {entry}: {problem}")]
+    KeyRingEntry {
+        /// 1-based position of the entry among the non-blank, non-comment entries.
+        entry: usize,
+        /// What is wrong with it.
+        problem: KeyProblem,
+    },
+    /// The key ring text holds no entries.
+    #[error("the key ring has no keys; make one with `invitegate keygen`")]
+    EmptyKeyRing,
+    /// One line of a deny list is not an invitation code.
+    #[error("deny list line {line}: {reason}")]
+    DenyListLine {
+        /// 1-based line number.
+        line: usize,
+        /// Why the line is not a code, without repeating it.
+        reason: String,
+    },
+}
+
+/// Why one key ring entry was refused. Never carries key bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyProblem {
+    /// No `:` between key id and key.
+    #[error("expected KID:BASE64, e.g. 7:<44 base64 characters>")]
+    MissingColon,
+    /// The key id is not a decimal number from 0 to 255.
+    #[error("the key id is not a whole number from 0 to 255")]
+    BadKeyId,
+    /// The key is not standard base64.
+    #[error("key {key_id} is not valid standard base64")]
+    BadBase64 {
+        /// The entry's key id.
+        key_id: u8,
+    },
+    /// The key is shorter than 32 bytes.
+    #[error("key {key_id} is {len} bytes; keys need at least {min}", min = crate::keys::MIN_KEY_BYTES)]
+    TooShort {
+        /// The entry's key id.
+        key_id: u8,
+        /// How many bytes the key has.
+        len: usize,
+    },
+    /// The key id was used by an earlier entry.
+    #[error("key id {key_id} appears twice (first in entry {first_entry})")]
+    DuplicateKeyId {
+        /// The repeated key id.
+        key_id: u8,
+        /// The entry where it first appeared.
+        first_entry: usize,
+    },
+}

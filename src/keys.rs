@@ -1,0 +1,254 @@
+//! The key ring: parsing its text form and holding each key's prepared HMAC state.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use hmac::{KeyInit, Mac};
+use zeroize::Zeroizing;
+
+use crate::Error;
+use crate::error::KeyProblem;
+
+/// HMAC-SHA256 with its key already absorbed.
+pub(crate) type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// Keys shorter than this are refused: HMAC-SHA256 wants at least its output size of entropy.
+pub const MIN_KEY_BYTES: usize = 32;
+
+/// Standard alphabet; padding may be present or not, as operators paste both.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// One key: its id and its prepared HMAC state.
+///
+/// The raw key bytes are not kept: they are zeroized as soon as the HMAC state is derived, and
+/// the state itself (key-equivalent) is zeroized on drop by `hmac`'s `zeroize` feature.
+#[derive(Clone)]
+struct Key {
+    id: u8,
+    mac: HmacSha256,
+}
+
+/// The secret state of invitegate: keys by id, the first one signing.
+///
+/// `Debug` lists key ids only.
+#[derive(Clone)]
+pub struct KeyRing {
+    keys: Vec<Key>,
+    /// Position in `keys` for each key id, so verification finds the key in one step.
+    by_id: [Option<u8>; 256],
+}
+
+impl KeyRing {
+    /// Parses the spec's text form: entries `KID:BASE64` separated by newlines or commas,
+    /// blank lines and lines starting with `#` ignored, each id at most once, the first entry
+    /// signing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::KeyRingEntry`] naming the first wrong entry and why; [`Error::EmptyKeyRing`]
+    /// when no entry remains. Neither carries key material.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        let mut keys = Vec::new();
+        let mut by_id = [None; 256];
+        let mut first_entry = [0usize; 256];
+        let entries = text
+            .lines()
+            .filter(|line| !line.trim_ascii_start().starts_with('#'))
+            .flat_map(|line| line.split(','))
+            .map(str::trim_ascii)
+            .filter(|entry| !entry.is_empty());
+        for (index, entry) in entries.enumerate() {
+            let number = index + 1;
+            let problem = |problem| Error::KeyRingEntry {
+                entry: number,
+                problem,
+            };
+            let (id, key) = parse_entry(entry).map_err(problem)?;
+            let slot = usize::from(id);
+            if by_id[slot].is_some() {
+                return Err(problem(KeyProblem::DuplicateKeyId {
+                    key_id: id,
+                    first_entry: first_entry[slot],
+                }));
+            }
+            // A ring holds at most 256 keys (ids are unique bytes), so the index fits a u8.
+            by_id[slot] = u8::try_from(keys.len()).ok();
+            first_entry[slot] = number;
+            keys.push(key);
+        }
+        if keys.is_empty() {
+            return Err(Error::EmptyKeyRing);
+        }
+        Ok(Self { keys, by_id })
+    }
+
+    /// A ring of one key made from raw bytes, e.g. fresh from a random source.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::KeyRingEntry`] when the key is shorter than [`MIN_KEY_BYTES`].
+    pub fn from_key(id: u8, key: &[u8]) -> Result<Self, Error> {
+        let key = prepare(id, key).map_err(|problem| Error::KeyRingEntry { entry: 1, problem })?;
+        let mut by_id = [None; 256];
+        by_id[usize::from(id)] = Some(0);
+        Ok(Self {
+            keys: vec![key],
+            by_id,
+        })
+    }
+
+    /// The id of the signing key (the first entry).
+    #[must_use]
+    pub fn signing_key_id(&self) -> u8 {
+        self.keys.first().map_or(0, |k| k.id)
+    }
+
+    /// Every key id, signing key first.
+    pub fn key_ids(&self) -> impl Iterator<Item = u8> + '_ {
+        self.keys.iter().map(|k| k.id)
+    }
+
+    /// Whether the ring holds a key with this id.
+    #[must_use]
+    pub fn contains(&self, id: u8) -> bool {
+        self.by_id[usize::from(id)].is_some()
+    }
+
+    /// The prepared HMAC state of the signing key.
+    pub(crate) fn signing_mac(&self) -> (u8, &HmacSha256) {
+        // `parse` and `from_key` refuse an empty ring, so there is always a first key; the
+        // fallback arm is unreachable but keeps this free of a panic path.
+        match self.keys.first() {
+            Some(key) => (key.id, &key.mac),
+            None => unreachable_ring(),
+        }
+    }
+
+    /// The prepared HMAC state of key `id`, if the ring holds it.
+    pub(crate) fn mac(&self, id: u8) -> Option<&HmacSha256> {
+        let index = self.by_id[usize::from(id)]?;
+        self.keys.get(usize::from(index)).map(|k| &k.mac)
+    }
+}
+
+#[cold]
+fn unreachable_ring() -> ! {
+    unreachable!("a KeyRing always holds at least one key")
+}
+
+impl fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("signing_key_id", &self.signing_key_id())
+            .field("key_ids", &self.key_ids().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses one `KID:BASE64` entry.
+fn parse_entry(entry: &str) -> Result<(u8, Key), KeyProblem> {
+    let (id, key) = entry.split_once(':').ok_or(KeyProblem::MissingColon)?;
+    let id = id.trim_ascii();
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(KeyProblem::BadKeyId);
+    }
+    let id: u8 = id.parse().map_err(|_| KeyProblem::BadKeyId)?;
+    let bytes = Zeroizing::new(
+        BASE64
+            .decode(key.trim_ascii())
+            .map_err(|_| KeyProblem::BadBase64 { key_id: id })?,
+    );
+    Ok((id, prepare(id, &bytes)?))
+}
+
+/// Checks the key length and absorbs the key into an HMAC state.
+fn prepare(id: u8, bytes: &[u8]) -> Result<Key, KeyProblem> {
+    if bytes.len() < MIN_KEY_BYTES {
+        return Err(KeyProblem::TooShort {
+            key_id: id,
+            len: bytes.len(),
+        });
+    }
+    // HMAC accepts keys of any length; the length was checked above.
+    let mac = HmacSha256::new_from_slice(bytes).map_err(|_| KeyProblem::TooShort {
+        key_id: id,
+        len: bytes.len(),
+    })?;
+    Ok(Key { id, mac })
+}
+
+/// Encodes key bytes for a ring entry: `ID:BASE64` with padding.
+#[must_use]
+pub fn format_entry(id: u8, key: &[u8]) -> Zeroizing<String> {
+    Zeroizing::new(format!("{id}:{}", BASE64.encode(key)))
+}
+
+/// Runs the HMAC for one header and audience, returning the first nine bytes.
+pub(crate) fn tag(mac: &HmacSha256, header: &[u8], audience: &str) -> [u8; crate::code::TAG_BYTES] {
+    let mut mac = mac.clone();
+    mac.update(crate::MAC_DOMAIN);
+    mac.update(header);
+    mac.update(audience.as_bytes());
+    let full = mac.finalize().into_bytes();
+    let mut tag = [0u8; crate::code::TAG_BYTES];
+    tag.copy_from_slice(&full[..crate::code::TAG_BYTES]);
+    tag
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY_A: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    #[test]
+    fn errors_name_the_entry_and_never_the_key() {
+        let short = "AAECAwQFBgcICQoLDA0ODw=="; // 16 bytes
+        let text = format!("7:{KEY_A}\n5:{short}");
+        let err = KeyRing::parse(&text).map(|_| ()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "entry 2: key 5 is 16 bytes; keys need at least 32"
+        );
+        assert!(!err.to_string().contains(short));
+    }
+
+    #[test]
+    fn comments_commas_and_padding() {
+        let unpadded = KEY_A.trim_end_matches('=');
+        let text = format!("# rotated 2026-11\n\n  9:{unpadded} , 7:{KEY_A}\r\n");
+        let ring = KeyRing::parse(&text).unwrap();
+        assert_eq!(ring.signing_key_id(), 9);
+        assert_eq!(ring.key_ids().collect::<Vec<_>>(), [9, 7]);
+        assert!(ring.contains(7) && !ring.contains(8));
+        let debug = format!("{ring:?}");
+        assert!(!debug.contains("AAEC"), "{debug}");
+    }
+
+    #[test]
+    fn refusals() {
+        let cases = [
+            (String::new(), "the key ring has no keys"),
+            ("# only a comment".to_owned(), "the key ring has no keys"),
+            (KEY_A.to_owned(), "entry 1: expected KID:BASE64"),
+            (format!("256:{KEY_A}"), "entry 1: the key id is not"),
+            (format!("+7:{KEY_A}"), "entry 1: the key id is not"),
+            (
+                "7:not base64!".to_owned(),
+                "entry 1: key 7 is not valid standard base64",
+            ),
+            (
+                format!("7:{KEY_A},7:{KEY_A}"),
+                "entry 2: key id 7 appears twice (first in entry 1)",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = KeyRing::parse(&text).map(|_| ()).unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{text:?}: {err}");
+        }
+    }
+}

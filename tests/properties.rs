@@ -1,0 +1,174 @@
+//! Property tests: hostile text never panics, mint and verify round-trip, and a code never
+//! admits an audience it was not minted for.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use invitegate::{
+    Audience, Code, EmailAddress, Expiry, KeyRing, Kind, Outcome, VerifyOptions, mint, verify,
+};
+use proptest::prelude::*;
+use time::OffsetDateTime;
+
+fn ring() -> KeyRing {
+    KeyRing::parse(
+        "7:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n\
+         200:ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7fH1+f4CBgoOEhYaHiImKiw==",
+    )
+    .expect("ring parses")
+}
+
+fn at(unix: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(unix).expect("instant in range")
+}
+
+/// A DNS label: letters, digits and inner hyphens, sometimes upper case or non-ASCII.
+fn label() -> impl Strategy<Value = String> {
+    prop_oneof![
+        8 => "[a-zA-Z0-9]([a-zA-Z0-9-]{0,10}[a-zA-Z0-9])?",
+        1 => "[a-z]{1,4}[äöüéñ][a-z]{0,4}",
+    ]
+    .prop_filter("no xn-- prefix", |l| {
+        !l.to_ascii_lowercase().starts_with("xn--")
+    })
+}
+
+fn domain(min_labels: usize) -> impl Strategy<Value = String> {
+    prop::collection::vec(label(), min_labels..5).prop_map(|labels| labels.join("."))
+}
+
+fn email() -> impl Strategy<Value = String> {
+    ("[a-zA-Z0-9._%+-]{1,20}", domain(2)).prop_map(|(local, domain)| format!("{local}@{domain}"))
+}
+
+fn kind() -> impl Strategy<Value = Kind> {
+    prop_oneof![
+        Just(Kind::Email),
+        Just(Kind::Domain),
+        Just(Kind::DomainAndSubdomains)
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn arbitrary_text_never_panics(text in any::<String>(), email in any::<String>(), now in any::<i32>()) {
+        let outcome = verify(&ring(), &text, &email, at(i64::from(now)), &VerifyOptions::default());
+        // Random text essentially never forms a valid code; if it did, it would have to be
+        // structurally valid first.
+        prop_assert!(!outcome.is_valid() || Code::parse(&text).is_ok());
+        let _ = EmailAddress::parse(&email);
+        let _ = invitegate::normalize_domain(&email);
+        let _ = KeyRing::parse(&text);
+    }
+
+    #[test]
+    fn code_like_text_never_panics(text in "[0-9A-Za-z -]{0,40}", email in email()) {
+        let outcome = verify(&ring(), &text, &email, at(1_790_000_000), &VerifyOptions::default());
+        prop_assert!(!outcome.is_valid());
+    }
+
+    #[test]
+    fn arbitrary_emails_never_panic(local in ".{0,30}", domain in ".{0,30}") {
+        let text = format!("{local}@{domain}");
+        if let Ok(address) = EmailAddress::parse(&text) {
+            // Normalization is idempotent.
+            let again = EmailAddress::parse(address.as_str()).expect("a normal address stays valid");
+            prop_assert_eq!(again.as_str(), address.as_str());
+        }
+    }
+
+    #[test]
+    fn mint_then_verify_round_trips(
+        kind in kind(),
+        address in email(),
+        sub in prop::collection::vec(label(), 0..3),
+        expiry in 1u32..,
+        before in 1u32..1_000_000,
+    ) {
+        let ring = ring();
+        let (local, domain) = address.rsplit_once('@').expect("strategy makes an @");
+        let audience = match kind {
+            Kind::Email => Audience::email(&address),
+            _ => Audience::new(kind, domain),
+        }.expect("strategy makes valid audiences");
+        let code = mint(&ring, &audience, Expiry::from_unix(expiry));
+        // Subdomains only for kind 3; an exact match for the others.
+        let signer = if kind == Kind::DomainAndSubdomains && !sub.is_empty() {
+            format!("{local}@{}.{domain}", sub.join("."))
+        } else {
+            address.clone()
+        };
+        let now = at(i64::from(expiry) - i64::from(before));
+        let typed = code.to_string().to_lowercase().replace('-', " ");
+        let outcome = verify(&ring, &typed, &signer, now, &VerifyOptions::default());
+        let Outcome::Valid(grant) = outcome else {
+            return Err(TestCaseError::fail(format!("{kind:?} {signer}: {outcome:?}")));
+        };
+        prop_assert_eq!(grant.audience, audience);
+        prop_assert_eq!(grant.key_id, 7);
+        prop_assert_eq!(grant.expiry.unix(), expiry);
+        prop_assert_eq!(Code::parse(&typed).expect("parses"), code);
+    }
+
+    #[test]
+    fn a_code_never_verifies_for_a_different_audience(
+        kind in kind(),
+        minted_for in email(),
+        other in email(),
+    ) {
+        let ring = ring();
+        let (_, minted_domain) = minted_for.rsplit_once('@').expect("@");
+        let audience = Audience::new(kind, if kind == Kind::Email { &minted_for } else { minted_domain })
+            .expect("valid audience");
+        let other_address = EmailAddress::parse(&other).expect("valid address");
+        let admitted = match kind {
+            Kind::Email => other_address.as_str() == audience.value(),
+            Kind::Domain => other_address.domain() == audience.value(),
+            Kind::DomainAndSubdomains => {
+                let d = other_address.domain();
+                d == audience.value() || d.ends_with(&format!(".{}", audience.value()))
+            }
+        };
+        prop_assume!(!admitted);
+        let code = mint(&ring, &audience, Expiry::from_unix(u32::MAX));
+        let outcome = verify(&ring, &code.to_string(), &other, at(0), &VerifyOptions::default());
+        prop_assert_eq!(outcome, Outcome::NotValid);
+    }
+
+    #[test]
+    fn display_then_parse_is_identity_for_any_valid_header(
+        kind in kind(), key_id in any::<u8>(), expiry in any::<u32>(), tag in any::<[u8; 9]>()
+    ) {
+        // Build the text independently of minting: header + random tag + check symbol.
+        let mut bytes = [0u8; 15];
+        bytes[..6].copy_from_slice(&Code::header(kind, key_id, Expiry::from_unix(expiry)));
+        bytes[6..].copy_from_slice(&tag);
+        let data = base32::encode(base32::Alphabet::Crockford, &bytes);
+        // Find the one check symbol that parses: exactly one of 32 must.
+        let parsed: Vec<Code> = "0123456789ABCDEFGHJKMNPQRSTVWXYZ".chars()
+            .filter_map(|c| Code::parse(&format!("{data}{c}")).ok())
+            .collect();
+        prop_assert_eq!(parsed.len(), 1);
+        let code = parsed[0];
+        prop_assert_eq!(code.as_bytes(), &bytes);
+        prop_assert_eq!(Code::parse(&code.to_string()).expect("canonical parses"), code);
+        prop_assert_eq!(code.kind(), kind);
+        prop_assert_eq!(code.key_id(), key_id);
+        prop_assert_eq!(code.expiry().unix(), expiry);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    /// The fast path that skips UTS #46 must give exactly what the `idna` crate gives.
+    #[test]
+    fn plain_ldh_fast_path_agrees_with_idna(domain in "[a-z0-9.-]{1,24}|(xn--)?[a-z0-9-]{0,6}(\\.(xn--)?[a-z0-9-]{0,6}){0,3}") {
+        if invitegate::audience::is_plain_ldh(&domain) {
+            let by_idna = idna::domain_to_ascii_cow(domain.as_bytes(), idna::AsciiDenyList::URL);
+            let by_idna = by_idna.ok();
+            prop_assert_eq!(by_idna.as_deref(), Some(domain.as_str()));
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! The shared specification vectors (`tests/data/test-vectors.json`), and the exhaustive checks
+//! that the format's check symbol and tag promise.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use invitegate::{Audience, Code, Expiry, KeyRing, Kind, Outcome, VerifyOptions, mint, verify};
+use serde::Deserialize;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+#[derive(Deserialize)]
+struct Vectors {
+    keyring: String,
+    mint: Vec<MintCase>,
+    verify: Vec<VerifyCase>,
+}
+
+#[derive(Deserialize)]
+struct MintCase {
+    kind: String,
+    input: String,
+    normalized: String,
+    expires: u32,
+    key_id: u8,
+    code: String,
+}
+
+#[derive(Deserialize)]
+struct VerifyCase {
+    code: String,
+    email: String,
+    now: i64,
+    leeway: u64,
+    outcome: String,
+}
+
+fn vectors() -> Vectors {
+    let text = include_str!("data/test-vectors.json");
+    serde_json::from_str(text).expect("test-vectors.json parses")
+}
+
+/// The vectors' ring with `key_id` moved first, so that it signs.
+fn ring_signing_with(keyring: &str, key_id: u8) -> KeyRing {
+    let prefix = format!("{key_id}:");
+    let (first, rest): (Vec<&str>, Vec<&str>) =
+        keyring.lines().partition(|line| line.starts_with(&prefix));
+    assert_eq!(first.len(), 1, "the vectors' ring holds key {key_id}");
+    KeyRing::parse(&[first, rest].concat().join("\n")).expect("the vectors' ring parses")
+}
+
+fn kind_named(name: &str) -> Kind {
+    match name {
+        "email" => Kind::Email,
+        "domain" => Kind::Domain,
+        "domain+subdomains" => Kind::DomainAndSubdomains,
+        other => panic!("unknown kind {other} in vectors"),
+    }
+}
+
+fn at(unix: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(unix).expect("instant in range")
+}
+
+#[test]
+fn every_mint_vector_reproduces() {
+    let v = vectors();
+    assert!(!v.mint.is_empty());
+    for (i, case) in v.mint.iter().enumerate() {
+        let name = format!(
+            "mint case {i} ({} {:?}, key {})",
+            case.kind, case.input, case.key_id
+        );
+        let ring = ring_signing_with(&v.keyring, case.key_id);
+        let audience = Audience::new(kind_named(&case.kind), &case.input)
+            .unwrap_or_else(|e| panic!("{name}: audience refused: {e}"));
+        assert_eq!(audience.value(), case.normalized, "{name}: normalization");
+        let code = mint(&ring, &audience, Expiry::from_unix(case.expires));
+        assert_eq!(code.to_string(), case.code, "{name}: code");
+        let parsed = Code::parse(&case.code).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(parsed, code, "{name}: parse of the display form");
+        assert_eq!(parsed.key_id(), case.key_id, "{name}: key id");
+        assert_eq!(parsed.expiry().unix(), case.expires, "{name}: expiry");
+        assert_eq!(parsed.kind(), kind_named(&case.kind), "{name}: kind");
+    }
+}
+
+#[test]
+fn every_verify_vector_reproduces() {
+    let v = vectors();
+    let ring = KeyRing::parse(&v.keyring).expect("the vectors' ring parses");
+    assert!(!v.verify.is_empty());
+    for (i, case) in v.verify.iter().enumerate() {
+        let options = VerifyOptions {
+            leeway: Duration::from_secs(case.leeway),
+            ..VerifyOptions::default()
+        };
+        let outcome = verify(&ring, &case.code, &case.email, at(case.now), &options);
+        assert_eq!(
+            outcome.name(),
+            case.outcome,
+            "verify case {i}: {:?} for {:?} at {} (leeway {})",
+            case.code,
+            case.email,
+            case.now,
+            case.leeway
+        );
+    }
+}
+
+/// Display form of arbitrary bytes, computed independently of the library: base32 crate for
+/// the data symbols and the spec's Luhn mod 32 written out again here.
+fn display(bytes: &[u8; 15]) -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let data = base32::encode(base32::Alphabet::Crockford, bytes);
+    let mut sum = 0u32;
+    for (i, symbol) in data.bytes().rev().enumerate() {
+        let value = ALPHABET
+            .iter()
+            .position(|&a| a == symbol)
+            .expect("alphabet") as u32;
+        let p = value * if i % 2 == 0 { 2 } else { 1 };
+        sum += p / 32 + p % 32;
+    }
+    let check = ALPHABET[((32 - sum % 32) % 32) as usize] as char;
+    format!("{data}{check}")
+}
+
+const ALICE_CODE: &str = "243Q1-PYRG0-DVPFF-Z9H9F-NDX66";
+const NOW: i64 = 1_790_000_000;
+
+#[test]
+fn independent_display_matches_the_vectors() {
+    let code = Code::parse(ALICE_CODE).expect("vector parses");
+    assert_eq!(display(code.as_bytes()), ALICE_CODE.replace('-', ""));
+}
+
+#[test]
+fn every_single_bit_flip_is_rejected() {
+    let v = vectors();
+    let ring = KeyRing::parse(&v.keyring).expect("ring");
+    let options = VerifyOptions::default();
+    let original = *Code::parse(ALICE_CODE).expect("vector parses").as_bytes();
+    assert!(verify(&ring, ALICE_CODE, "alice@contoso.com", at(NOW), &options).is_valid());
+    let mut flips = 0;
+    for bit in 0..120 {
+        let mut bytes = original;
+        bytes[bit / 8] ^= 0x80 >> (bit % 8);
+        let outcome = verify(
+            &ring,
+            &display(&bytes),
+            "alice@contoso.com",
+            at(NOW),
+            &options,
+        );
+        assert!(
+            matches!(outcome, Outcome::NotValid | Outcome::Malformed),
+            "bit {bit}: {outcome:?}"
+        );
+        flips += 1;
+    }
+    assert_eq!(flips, 120);
+}
+
+#[test]
+fn every_single_symbol_substitution_reads_as_mistyped() {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let v = vectors();
+    let ring = KeyRing::parse(&v.keyring).expect("ring");
+    let options = VerifyOptions::default();
+    let symbols: Vec<u8> = ALICE_CODE.bytes().filter(|&b| b != b'-').collect();
+    assert_eq!(symbols.len(), 25);
+    let mut substitutions = 0;
+    for position in 0..25 {
+        for &other in ALPHABET.iter().filter(|&&s| s != symbols[position]) {
+            let mut typed = symbols.clone();
+            typed[position] = other;
+            let typed = String::from_utf8(typed).expect("ascii");
+            let outcome = verify(&ring, &typed, "alice@contoso.com", at(NOW), &options);
+            assert_eq!(
+                outcome,
+                Outcome::Mistyped,
+                "position {position} -> {}",
+                other as char
+            );
+            substitutions += 1;
+        }
+    }
+    assert_eq!(substitutions, 25 * 31);
+}
+
+#[test]
+fn lenient_reading_accepts_lookalikes_and_separators() {
+    // The vector's first group is 243Q1: `1` may be typed as I, i, L or l.
+    for typed in ["243QI", "243Qi", "243QL", "243Ql"] {
+        let text = ALICE_CODE.replacen("243Q1", typed, 1);
+        assert_eq!(
+            Code::parse(&text).map(|c| c.to_string()).as_deref(),
+            Ok(ALICE_CODE)
+        );
+    }
+    // `0` may be typed as O or o.
+    let text = ALICE_CODE.replace("PYRG0", "PYRGo");
+    assert_eq!(
+        Code::parse(&text).map(|c| c.to_string()).as_deref(),
+        Ok(ALICE_CODE)
+    );
+    let text = format!("\t{}\r\n", ALICE_CODE.replace('-', " - "));
+    assert!(Code::parse(&text).is_ok());
+}
+
+#[test]
+fn strict_reading_refuses_everything_else() {
+    let v = vectors();
+    let ring = KeyRing::parse(&v.keyring).expect("ring");
+    let options = VerifyOptions::default();
+    let malformed = [
+        "",
+        "-----",
+        &ALICE_CODE.replace('Q', "U"),
+        &ALICE_CODE.replace('-', "_"),
+        &ALICE_CODE.replace('-', "."),
+        &format!("{ALICE_CODE}0"),
+        &format!("{ALICE_CODE}\u{a0}"),
+        &ALICE_CODE.replace('2', "\u{ff12}"),
+        &ALICE_CODE.replace("-", "\u{2013}"),
+    ];
+    for text in malformed {
+        let outcome = verify(&ring, text, "alice@contoso.com", at(NOW), &options);
+        assert_eq!(outcome, Outcome::Malformed, "{text:?}");
+    }
+}
+
+#[test]
+fn unknown_version_or_kind_is_malformed_after_the_check_symbol() {
+    let v = vectors();
+    let ring = KeyRing::parse(&v.keyring).expect("ring");
+    let options = VerifyOptions::default();
+    let original = *Code::parse(ALICE_CODE).expect("vector parses").as_bytes();
+    for first in [0x00, 0x10, 0x14, 0x1F, 0x21, 0x01, 0xF1] {
+        let mut bytes = original;
+        bytes[0] = first;
+        let outcome = verify(
+            &ring,
+            &display(&bytes),
+            "alice@contoso.com",
+            at(NOW),
+            &options,
+        );
+        assert_eq!(outcome, Outcome::Malformed, "byte 0 = {first:#04x}");
+    }
+}
+
+#[test]
+fn unknown_key_id_is_not_valid_and_no_other_key_is_tried() {
+    let v = vectors();
+    // A ring without key 7 but with key 200: the vector signed by 7 must not verify, even
+    // though the ring has other keys.
+    let only_200 = v
+        .keyring
+        .lines()
+        .filter(|l| l.starts_with("200:"))
+        .collect::<String>();
+    let ring = KeyRing::parse(&only_200).expect("ring");
+    let outcome = verify(
+        &ring,
+        ALICE_CODE,
+        "alice@contoso.com",
+        at(NOW),
+        &VerifyOptions::default(),
+    );
+    assert_eq!(outcome, Outcome::NotValid);
+    // A ring holding key 7's id with key 200's bytes: the tag does not match.
+    let swapped = only_200.replacen("200:", "7:", 1);
+    let ring = KeyRing::parse(&swapped).expect("ring");
+    let outcome = verify(
+        &ring,
+        ALICE_CODE,
+        "alice@contoso.com",
+        at(NOW),
+        &VerifyOptions::default(),
+    );
+    assert_eq!(outcome, Outcome::NotValid);
+}
+
+#[test]
+fn deny_list_revokes_and_reports_after_the_tag() {
+    let v = vectors();
+    let ring = KeyRing::parse(&v.keyring).expect("ring");
+    let deny_list =
+        invitegate::DenyList::parse(&format!("# revoked\n\n{}\n", ALICE_CODE.to_lowercase()))
+            .expect("deny list parses");
+    let options = VerifyOptions {
+        deny_list,
+        ..VerifyOptions::default()
+    };
+    let revoked = verify(&ring, ALICE_CODE, "alice@contoso.com", at(NOW), &options);
+    assert!(matches!(revoked, Outcome::Revoked(_)), "{revoked:?}");
+    // The tag is checked first: the wrong person hears not-valid, not revoked.
+    let other = verify(&ring, ALICE_CODE, "mallory@contoso.com", at(NOW), &options);
+    assert_eq!(other, Outcome::NotValid);
+    // Revocation is checked before expiry.
+    let late = verify(
+        &ring,
+        ALICE_CODE,
+        "alice@contoso.com",
+        at(4_000_000_000),
+        &options,
+    );
+    assert!(matches!(late, Outcome::Revoked(_)), "{late:?}");
+    let bad = invitegate::DenyList::parse("ok\n")
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(bad.starts_with("deny list line 1: "), "{bad}");
+}
+
+#[test]
+fn expired_reports_the_authentic_expiry() {
+    let v = vectors();
+    let ring = KeyRing::parse(&v.keyring).expect("ring");
+    let outcome = verify(
+        &ring,
+        ALICE_CODE,
+        "alice@contoso.com",
+        at(1_893_456_060),
+        &VerifyOptions::default(),
+    );
+    let Outcome::Expired(grant) = outcome else {
+        panic!("expected expired, got {outcome:?}")
+    };
+    assert_eq!(grant.expiry.unix(), 1_893_456_000);
+    assert_eq!(grant.expiry.to_string(), "2030-01-01T00:00:00Z");
+    assert_eq!(grant.key_id, 7);
+    assert_eq!(grant.audience.value(), "alice@contoso.com");
+}
+
+#[test]
+fn subdomain_grant_names_the_matched_audience() {
+    let v = vectors();
+    let ring = KeyRing::parse(&v.keyring).expect("ring");
+    let outcome = verify(
+        &ring,
+        "2C3PP-DQCG0-16VQP-KWXQJ-ANZBP",
+        "Anyone@EU.Sales.Contoso.com",
+        at(NOW),
+        &VerifyOptions::default(),
+    );
+    let Outcome::Valid(grant) = outcome else {
+        panic!("expected valid, got {outcome:?}")
+    };
+    assert_eq!(grant.kind(), Kind::DomainAndSubdomains);
+    assert_eq!(grant.audience.value(), "contoso.com");
+    // A code for contoso.com never admits a sibling that merely ends in the same letters.
+    for email in [
+        "x@notcontoso.com",
+        "x@contoso.com.evil.com",
+        "x@com",
+        "x@contoso.co",
+    ] {
+        let outcome = verify(
+            &ring,
+            "2C3PP-DQCG0-16VQP-KWXQJ-ANZBP",
+            email,
+            at(NOW),
+            &VerifyOptions::default(),
+        );
+        assert_eq!(outcome, Outcome::NotValid, "{email}");
+    }
+}
+
+#[test]
+fn debug_never_shows_a_whole_code() {
+    let code = Code::parse(ALICE_CODE).expect("vector parses");
+    let debug = format!("{code:?}");
+    assert!(
+        !debug.contains(ALICE_CODE) && !debug.contains(&ALICE_CODE.replace('-', "")),
+        "{debug}"
+    );
+    assert!(debug.contains("243Q1-PYRG0"), "{debug}");
+    assert_eq!(code.fingerprint(), "243Q1-PYRG0");
+}
