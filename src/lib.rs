@@ -3,7 +3,7 @@
 //! An admin mints a short code for one email address, or for a whole email domain, valid until
 //! an instant. The code carries its version, audience kind, key id and expiry, sealed by an
 //! HMAC-SHA256 tag over those fields and the audience. At sign-up the identity provider sends
-//! the user's email and the code they typed; [`verify`] recomputes the tag and answers with an
+//! the user's email and the code they typed; [`verify()`] recomputes the tag and answers with an
 //! [`Outcome`]. The key ring is the only secret state.
 //!
 //! ```

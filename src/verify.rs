@@ -110,7 +110,7 @@ impl Default for VerifyOptions {
 
 /// What an authentic code says: returned only after its tag verified.
 ///
-/// Borrows the email text given to [`verify`] when that was already normal; call
+/// Borrows the email text given to [`verify()`] when that was already normal; call
 /// [`Grant::into_owned`] to keep it longer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant<'a> {
