@@ -30,10 +30,11 @@ pub mod audience;
 pub mod code;
 pub mod error;
 pub mod keys;
+pub mod policy;
 pub mod verify;
 
 pub use audience::{Audience, EmailAddress, normalize_domain};
-pub use code::{Code, Expiry, Kind};
+pub use code::{Code, Expiry, Inspection, Kind};
 pub use error::{Error, KeyProblem};
 pub use keys::KeyRing;
 pub use verify::{
