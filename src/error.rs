@@ -34,6 +34,16 @@ pub enum Error {
         /// The normalized single-label domain.
         domain: String,
     },
+    /// A domain code was asked for a public suffix or a free-mail provider.
+    #[error(
+        "refusing a domain code for {domain}: {reason}; pass --allow-public-domain if you really mean everyone"
+    )]
+    PublicDomain {
+        /// The normalized domain.
+        domain: String,
+        /// Why it is public.
+        reason: &'static str,
+    },
     /// An expiry instant outside what the four-byte field can hold.
     #[error(
         "expiry must lie between 1970-01-01T00:00:00Z and 2106-02-07T06:28:15Z (unix seconds 0 to 4294967295)"
@@ -50,6 +60,12 @@ pub enum Error {
     /// The key ring text holds no entries.
     #[error("the key ring has no keys; make one with `invitegate keygen`")]
     EmptyKeyRing,
+    /// A batch could not be read or written (a bad row is not an error; it is reported).
+    #[error("batch: {reason}")]
+    Batch {
+        /// What went wrong, with the CSV line where known.
+        reason: String,
+    },
     /// One line of a deny list is not an invitation code.
     #[error("deny list line {line}: {reason}")]
     DenyListLine {

@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audience;
+pub mod batch;
 pub mod code;
 pub mod error;
 pub mod keys;

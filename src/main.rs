@@ -1,4 +1,19 @@
-//! The `invitegate` command line.
-fn main() {
-    println!("invitegate {}", env!("CARGO_PKG_VERSION"));
+//! The `invitegate` command line: parse, build configuration, call the library.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(status) => status.into(),
+        Err(err) => {
+            // One line, with every context layer: "reading keys file k.txt: entry 2: ...".
+            eprintln!("invitegate: {err:#}");
+            cli::Status::Error.into()
+        }
+    }
 }

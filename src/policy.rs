@@ -4,6 +4,8 @@
 //! (`co.uk`, `github.io`) or a free-mail provider (`gmail.com`) that is anyone at all, which is
 //! almost always a mistake; minting tools refuse such domains unless told otherwise.
 
+use crate::{Audience, Error, Kind};
+
 /// The large free-mail providers. Anyone can get an address there, so a domain code for one
 /// admits anyone. Kept short on purpose: the public suffix list covers the structural cases,
 /// and this list only the providers whose domains are ordinary registrable names.
@@ -56,6 +58,25 @@ pub fn public_domain_reason(domain: &str) -> Option<&'static str> {
                 .is_some_and(|head| head.ends_with('.'))
     });
     free_mail.then_some("it is a free email provider, where anyone can get an address")
+}
+
+/// Refuses a domain audience that is public, unless `allow_public` says otherwise. Email
+/// audiences always pass.
+///
+/// # Errors
+///
+/// [`Error::PublicDomain`] naming the domain and why it is public.
+pub fn check_audience(audience: &Audience<'_>, allow_public: bool) -> Result<(), Error> {
+    if audience.kind() == Kind::Email || allow_public {
+        return Ok(());
+    }
+    match public_domain_reason(audience.value()) {
+        Some(reason) => Err(Error::PublicDomain {
+            domain: audience.value().to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

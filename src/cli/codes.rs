@@ -1,0 +1,320 @@
+//! `invitegate mint`, `verify` and `inspect`.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{ArgGroup, Args};
+use invitegate::policy::check_audience;
+use invitegate::{
+    Audience, Code, DenyList, Error, Expiry, Inspection, Kind, Outcome, VerifyOptions,
+};
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{KeySource, Status, keys};
+
+/// The largest leeway accepted: clock skew is seconds, not hours; more would quietly extend
+/// every code's life.
+pub const MAX_LEEWAY_SECS: u64 = 3600;
+
+/// When a code expires: relative to now, or at an instant.
+#[derive(Debug, Args)]
+pub struct ExpiryArgs {
+    /// Valid for this long from now: 30m, 12h, 14d, 2w, ...
+    #[arg(long, value_name = "DURATION", conflicts_with = "expires_at")]
+    pub expires_in: Option<humantime::Duration>,
+    /// Valid until this instant, RFC 3339: 2026-12-31T00:00:00Z.
+    #[arg(long, value_name = "RFC3339")]
+    pub expires_at: Option<String>,
+}
+
+impl ExpiryArgs {
+    /// The expiry the flags ask for, if any; refused when not in the future or out of range.
+    pub fn resolve(&self, now: OffsetDateTime) -> anyhow::Result<Option<Expiry>> {
+        let at = match (&self.expires_in, &self.expires_at) {
+            (Some(duration), _) => {
+                let duration = time::Duration::try_from(Duration::from(*duration))
+                    .context("--expires-in is too long")?;
+                now.checked_add(duration)
+                    .context("--expires-in is too long")?
+            }
+            (None, Some(text)) => parse_instant(text, "--expires-at")?,
+            (None, None) => return Ok(None),
+        };
+        if at <= now {
+            bail!(
+                "the expiry {} is not in the future",
+                at.format(&Rfc3339).unwrap_or_default()
+            );
+        }
+        Ok(Some(Expiry::from_datetime(at)?))
+    }
+}
+
+/// Parses an RFC 3339 instant from a flag.
+pub fn parse_instant(text: &str, flag: &str) -> anyhow::Result<OffsetDateTime> {
+    OffsetDateTime::parse(text.trim(), &Rfc3339).map_err(|_| {
+        anyhow::anyhow!("{flag} takes an RFC 3339 date and time such as 2026-12-31T00:00:00Z")
+    })
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("audience").required(true).args(["email", "domain"])))]
+#[command(group(ArgGroup::new("expiry").required(true).args(["expires_in", "expires_at"])))]
+pub struct MintArgs {
+    #[command(flatten)]
+    keys: KeySource,
+    /// Mint for this email address.
+    #[arg(long, value_name = "ADDRESS")]
+    email: Option<String>,
+    /// Mint for every address in this domain.
+    #[arg(long, value_name = "DOMAIN")]
+    domain: Option<String>,
+    /// With --domain: admit its subdomains too.
+    #[arg(long, requires = "domain")]
+    subdomains: bool,
+    /// Allow domain codes for public suffixes and free-mail providers (gmail.com, co.uk).
+    #[arg(long)]
+    allow_public_domain: bool,
+    #[command(flatten)]
+    expiry: ExpiryArgs,
+    /// Print {"code","kind","audience","key_id","expires_at"} instead of the code alone.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `invitegate mint`.
+pub fn mint(args: &MintArgs) -> anyhow::Result<Status> {
+    let now = OffsetDateTime::now_utc();
+    let audience = match (&args.email, &args.domain) {
+        (Some(email), _) => Audience::email(email)?,
+        (None, Some(domain)) if args.subdomains => Audience::domain_and_subdomains(domain)?,
+        (None, Some(domain)) => Audience::domain(domain)?,
+        (None, None) => bail!("give --email or --domain"),
+    };
+    check_audience(&audience, args.allow_public_domain)?;
+    let Some(expiry) = args.expiry.resolve(now)? else {
+        bail!("give --expires-in or --expires-at");
+    };
+    let ring = keys::load(&args.keys)?;
+    let code = invitegate::mint(&ring, &audience, expiry);
+    if args.json {
+        let out = json!({
+            "code": code.to_string(),
+            "kind": audience.kind().name(),
+            "audience": audience.value(),
+            "key_id": code.key_id(),
+            "expires_at": expiry.to_string(),
+        });
+        println!("{out}");
+    } else {
+        println!("{code}");
+    }
+    Ok(Status::Success)
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    keys: KeySource,
+    /// The email address the person signs up with.
+    #[arg(long, value_name = "ADDRESS")]
+    email: String,
+    /// Verify as of this instant (RFC 3339) instead of now.
+    #[arg(long, value_name = "RFC3339")]
+    at: Option<String>,
+    /// Seconds after expiry during which a code still verifies (clock skew), at most 3600.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    leeway: u64,
+    /// Revoked codes, one canonical code a line.
+    #[arg(long, value_name = "FILE")]
+    deny_list: Option<PathBuf>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    json: bool,
+    /// The code as typed; `-` reads it from standard input.
+    #[arg(value_name = "CODE")]
+    code: String,
+}
+
+/// `invitegate verify`.
+pub fn verify(args: &VerifyArgs) -> anyhow::Result<Status> {
+    if args.leeway > MAX_LEEWAY_SECS {
+        bail!(
+            "--leeway is at most {MAX_LEEWAY_SECS} seconds; a longer one extends every code's life"
+        );
+    }
+    let now = match &args.at {
+        Some(text) => parse_instant(text, "--at")?,
+        None => OffsetDateTime::now_utc(),
+    };
+    let deny_list = match &args.deny_list {
+        Some(path) => load_deny_list(path)?,
+        None => DenyList::new(),
+    };
+    let text = read_code_argument(&args.code)?;
+    let ring = keys::load(&args.keys)?;
+    let options = VerifyOptions {
+        leeway: Duration::from_secs(args.leeway),
+        deny_list,
+    };
+    let (outcome, detail) = match Code::parse(&text) {
+        Ok(code) => (
+            invitegate::verify_code(&ring, &code, &args.email, now, &options),
+            None,
+        ),
+        Err(Error::MistypedCode) => (Outcome::Mistyped, None),
+        Err(err) => (Outcome::Malformed, Some(err.to_string())),
+    };
+    if args.json {
+        println!("{}", outcome_json(&outcome));
+    } else {
+        println!("{}", outcome_line(&outcome, detail.as_deref()));
+    }
+    Ok(if outcome.is_valid() {
+        Status::Success
+    } else {
+        Status::NotVerified
+    })
+}
+
+/// Reads a deny list file.
+pub fn load_deny_list(path: &std::path::Path) -> anyhow::Result<DenyList> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading deny list {}", path.display()))?;
+    DenyList::parse(&text).with_context(|| format!("reading deny list {}", path.display()))
+}
+
+/// The CODE argument, or standard input for `-`.
+fn read_code_argument(code: &str) -> anyhow::Result<String> {
+    if code != "-" {
+        return Ok(code.to_owned());
+    }
+    let mut text = String::new();
+    // A code is 29 characters; a little room for line breaks, and no more.
+    std::io::stdin()
+        .take(256)
+        .read_to_string(&mut text)
+        .context("reading the code from standard input")?;
+    Ok(text)
+}
+
+/// One human line for an outcome.
+fn outcome_line(outcome: &Outcome<'_>, detail: Option<&str>) -> String {
+    let name = outcome.name();
+    match outcome {
+        Outcome::Valid(g) => format!(
+            "{name}: {} code for {}, key {}, expires {}",
+            g.kind(),
+            g.audience,
+            g.key_id,
+            g.expiry
+        ),
+        Outcome::Expired(g) => format!(
+            "{name}: {} code for {}, key {}, expired {}",
+            g.kind(),
+            g.audience,
+            g.key_id,
+            g.expiry
+        ),
+        Outcome::Revoked(g) => format!(
+            "{name}: {} code for {}, key {}, is on the deny list",
+            g.kind(),
+            g.audience,
+            g.key_id
+        ),
+        Outcome::NotValid => format!("{name}: not a valid code for this email address"),
+        Outcome::Mistyped => {
+            format!("{name}: the check symbol does not match; check the code for a typo")
+        }
+        Outcome::Malformed => format!("{name}: {}", detail.unwrap_or("not an invitation code")),
+    }
+}
+
+/// The JSON form of an outcome, with the spec's outcome names.
+fn outcome_json(outcome: &Outcome<'_>) -> serde_json::Value {
+    match outcome.grant() {
+        Some(g) => json!({
+            "outcome": outcome.name(),
+            "kind": g.kind().name(),
+            "audience": g.audience.value(),
+            "key_id": g.key_id,
+            "expires_at": g.expiry.to_string(),
+        }),
+        None => json!({ "outcome": outcome.name() }),
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Print the fields as JSON.
+    #[arg(long)]
+    json: bool,
+    /// The code as typed; `-` reads it from standard input.
+    #[arg(value_name = "CODE")]
+    code: String,
+}
+
+const NOT_AUTHENTICATED: &str = "nothing here is authenticated: anyone can write any of these \
+    fields; only `invitegate verify` with the key ring says whether the code is valid";
+
+/// `invitegate inspect`.
+pub fn inspect(args: &InspectArgs) -> anyhow::Result<Status> {
+    let text = read_code_argument(&args.code)?;
+    let now = OffsetDateTime::now_utc();
+    let seen = match Inspection::of(&text) {
+        Ok(seen) => seen,
+        Err(err) => {
+            if args.json {
+                println!("{}", json!({ "readable": false, "error": err.to_string() }));
+            } else {
+                println!("not readable: {err}");
+            }
+            return Ok(Status::NotVerified);
+        }
+    };
+    let past = i64::from(seen.expiry.unix()) <= now.unix_timestamp();
+    let kind = seen.kind.map(Kind::name);
+    let canonical = seen.code.map(|c| c.to_string());
+    if args.json {
+        let out = json!({
+            "readable": true,
+            "check_symbol_ok": seen.check_symbol_ok,
+            "version": seen.version,
+            "kind": kind,
+            "key_id": seen.key_id,
+            "expires_at": seen.expiry.to_string(),
+            "expired": past,
+            "canonical": canonical,
+            "authenticated": false,
+        });
+        println!("{out}");
+    } else {
+        let check = if seen.check_symbol_ok {
+            "ok"
+        } else {
+            "wrong: the code has a typo"
+        };
+        let version = if seen.version == invitegate::code::VERSION {
+            seen.version.to_string()
+        } else {
+            format!("{} (unknown)", seen.version)
+        };
+        let when = if past { "in the past" } else { "in the future" };
+        println!("canonical:    {}", canonical.as_deref().unwrap_or("-"));
+        println!("check symbol: {check}");
+        println!("version:      {version}");
+        println!("kind:         {}", kind.unwrap_or("unknown"));
+        println!("key id:       {}", seen.key_id);
+        println!("expires:      {} ({when})", seen.expiry);
+        println!("warning: {NOT_AUTHENTICATED}");
+    }
+    Ok(if seen.code.is_some() {
+        Status::Success
+    } else {
+        Status::NotVerified
+    })
+}
