@@ -182,24 +182,24 @@ impl fmt::Debug for EmailAddress<'_> {
 
 /// What a code admits: a kind and its normalized value, which the tag covers.
 ///
-/// Audiences made for minting own their text (`Audience<'static>`); the one verification
-/// matched borrows the caller's email text when that was already normal.
+/// Borrows the text it was made from when that was already normal (the common case, so batch
+/// minting and verification need not allocate); [`Audience::into_owned`] makes it owned.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Audience<'a> {
     kind: Kind,
     value: Cow<'a, str>,
 }
 
-impl Audience<'static> {
+impl<'a> Audience<'a> {
     /// One email address.
     ///
     /// # Errors
     ///
     /// As [`EmailAddress::parse`].
-    pub fn email(address: &str) -> Result<Self, Error> {
+    pub fn email(address: &'a str) -> Result<Self, Error> {
         Ok(Self {
             kind: Kind::Email,
-            value: Cow::Owned(EmailAddress::parse(address)?.text.into_owned()),
+            value: EmailAddress::parse(address)?.text,
         })
     }
 
@@ -208,7 +208,7 @@ impl Audience<'static> {
     /// # Errors
     ///
     /// As [`normalize_domain`], and [`Error::SingleLabelDomain`] for a domain like `com`.
-    pub fn domain(domain: &str) -> Result<Self, Error> {
+    pub fn domain(domain: &'a str) -> Result<Self, Error> {
         Self::domain_of_kind(Kind::Domain, domain)
     }
 
@@ -217,7 +217,7 @@ impl Audience<'static> {
     /// # Errors
     ///
     /// As [`Audience::domain`].
-    pub fn domain_and_subdomains(domain: &str) -> Result<Self, Error> {
+    pub fn domain_and_subdomains(domain: &'a str) -> Result<Self, Error> {
         Self::domain_of_kind(Kind::DomainAndSubdomains, domain)
     }
 
@@ -226,26 +226,23 @@ impl Audience<'static> {
     /// # Errors
     ///
     /// As [`Audience::email`] or [`Audience::domain`].
-    pub fn new(kind: Kind, text: &str) -> Result<Self, Error> {
+    pub fn new(kind: Kind, text: &'a str) -> Result<Self, Error> {
         match kind {
             Kind::Email => Self::email(text),
             Kind::Domain | Kind::DomainAndSubdomains => Self::domain_of_kind(kind, text),
         }
     }
 
-    fn domain_of_kind(kind: Kind, domain: &str) -> Result<Self, Error> {
-        let value = normalize_domain(domain)?.into_owned();
+    fn domain_of_kind(kind: Kind, domain: &'a str) -> Result<Self, Error> {
+        let value = normalize_domain(domain)?;
         if !value.contains('.') {
-            return Err(Error::SingleLabelDomain { domain: value });
+            return Err(Error::SingleLabelDomain {
+                domain: value.into_owned(),
+            });
         }
-        Ok(Self {
-            kind,
-            value: Cow::Owned(value),
-        })
+        Ok(Self { kind, value })
     }
-}
 
-impl<'a> Audience<'a> {
     /// The audience that verification matched: the address itself, or the suffix of its
     /// domain that starts at byte `start`. Borrows when the address does.
     pub(crate) fn matched(kind: Kind, address: EmailAddress<'a>, start: usize) -> Self {

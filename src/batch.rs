@@ -100,24 +100,17 @@ impl Columns {
         })
     }
 
-    /// The output header: input columns but `expires_at`, then the added columns.
-    fn output_header(&self, header: &csv::ByteRecord) -> csv::ByteRecord {
-        let mut out = self.passthrough(header);
-        out.push_field(b"code");
-        out.push_field(b"kind");
-        out.push_field(b"expires_at");
-        out
-    }
-
-    fn passthrough(&self, record: &csv::ByteRecord) -> csv::ByteRecord {
-        let mut out =
-            csv::ByteRecord::with_capacity(record.as_slice().len() + 64, record.len() + 3);
+    /// Fills `out` with the output row: input fields but `expires_at`, then the added ones.
+    fn output_row(&self, record: &csv::ByteRecord, added: [&[u8]; 3], out: &mut csv::ByteRecord) {
+        out.clear();
         for (i, field) in record.iter().enumerate() {
             if Some(i) != self.expires_at {
                 out.push_field(field);
             }
         }
-        out
+        for field in added {
+            out.push_field(field);
+        }
     }
 }
 
@@ -159,9 +152,10 @@ pub fn run<R: Read, W: Write>(
     let mut writer = csv::Writer::from_writer(output);
     let header = reader.byte_headers().map_err(csv_error)?.clone();
     let columns = Columns::find(&header)?;
-    writer
-        .write_byte_record(&columns.output_header(&header))
-        .map_err(csv_error)?;
+    let mut out = csv::ByteRecord::new();
+    let added: [&[u8]; 3] = [b"code", b"kind", b"expires_at"];
+    columns.output_row(&header, added, &mut out);
+    writer.write_byte_record(&out).map_err(csv_error)?;
 
     let mut summary = Summary::default();
     let mut record = csv::ByteRecord::new();
@@ -177,10 +171,12 @@ pub fn run<R: Read, W: Write>(
         };
         match minted {
             Ok((code, kind, expiry)) => {
-                let mut out = columns.passthrough(&record);
-                out.push_field(&code.display_bytes());
-                out.push_field(kind.name().as_bytes());
-                out.push_field(expiry_text.get(expiry).as_bytes());
+                let added = [
+                    &code.display_bytes()[..],
+                    kind.name().as_bytes(),
+                    expiry_text.get(expiry).as_bytes(),
+                ];
+                columns.output_row(&record, added, &mut out);
                 writer.write_byte_record(&out).map_err(csv_error)?;
                 summary.minted += 1;
                 on_row(RowEvent::Minted);

@@ -307,11 +307,14 @@ impl Code {
     /// Written without allocating, for callers that format many codes (batch minting).
     #[must_use]
     pub fn display_bytes(&self) -> [u8; DISPLAY_LEN] {
-        let mut wide = [0u8; 16];
-        wide[16 - CODE_BYTES..].copy_from_slice(&self.bytes);
-        let bits = u128::from_be_bytes(wide);
-        let values: [u8; DATA_SYMBOLS] =
-            core::array::from_fn(|i| ((bits >> (5 * (DATA_SYMBOLS - 1 - i))) & 0x1F) as u8);
+        // Five bytes are exactly eight symbols: three independent 40-bit groups.
+        let mut values = [0u8; DATA_SYMBOLS];
+        for (group, out) in self.bytes.chunks_exact(5).zip(values.chunks_exact_mut(8)) {
+            let bits = group.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+            for (j, value) in out.iter_mut().enumerate() {
+                *value = ((bits >> (35 - 5 * j)) & 0x1F) as u8;
+            }
+        }
         let check = check_symbol(&values);
         let mut out = [b'-'; DISPLAY_LEN];
         let symbols = values.iter().chain(std::iter::once(&check));

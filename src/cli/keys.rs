@@ -59,8 +59,10 @@ pub fn read_file(path: &Path) -> anyhow::Result<KeyRing> {
             return Err(err).with_context(|| format!("reading keys file {}", path.display()));
         }
     };
+    let ring =
+        KeyRing::parse(&text).with_context(|| format!("reading keys file {}", path.display()))?;
     warn_if_readable_by_others(path);
-    KeyRing::parse(&text).with_context(|| format!("reading keys file {}", path.display()))
+    Ok(ring)
 }
 
 /// Whether a would-be path has the shape `KID:BASE64` of a key entry.

@@ -1,0 +1,86 @@
+//! Batch minting throughput against bare minting, measured in the same run.
+//!
+//! `cargo bench --bench batch` prints both, then the batch rate as a fraction of the mint
+//! rate. Target: at least 0.5.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group};
+use invitegate::batch::{BatchOptions, RowEvent};
+use invitegate::{Audience, Expiry, KeyRing, mint};
+use time::OffsetDateTime;
+
+mod common;
+
+const GROUP: &str = "batch";
+const ROWS: u64 = 10_000;
+
+fn recipients() -> Vec<u8> {
+    let mut text = String::from("first_name,last_name,email,department\n");
+    for i in 0..ROWS {
+        text.push_str(&format!(
+            "Person{i},Surname{i},person.{i}@contoso.com,Sales\n"
+        ));
+    }
+    text.into_bytes()
+}
+
+fn batch(c: &mut Criterion) {
+    let ring = KeyRing::parse("7:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
+    let expiry = Expiry::from_unix(1_893_456_000);
+    let alice = Audience::email("alice@contoso.com").unwrap();
+    let input = recipients();
+    let options = BatchOptions {
+        default_expiry: Some(expiry),
+        now: OffsetDateTime::from_unix_timestamp(1_790_000_000).unwrap(),
+        allow_public_domains: false,
+    };
+    let mut output = Vec::with_capacity(input.len() * 2);
+
+    let mut group = c.benchmark_group(GROUP);
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("mint_email", |b| {
+        b.iter(|| mint(&ring, black_box(&alice), expiry))
+    });
+    group.throughput(Throughput::Elements(ROWS));
+    group.sample_size(20);
+    group.bench_function("batch_10k_rows", |b| {
+        b.iter(|| {
+            output.clear();
+            let summary =
+                invitegate::batch::run(&ring, input.as_slice(), &mut output, &options, |e| {
+                    black_box(matches!(e, RowEvent::Minted));
+                })
+                .unwrap();
+            assert_eq!(summary.minted, ROWS);
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, batch);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    let (Some(mint_ns), Some(batch_ns)) = (
+        common::mean_ns(GROUP, "mint_email"),
+        common::mean_ns(GROUP, "batch_10k_rows"),
+    ) else {
+        println!("ratios: run both benchmarks to compare them");
+        return;
+    };
+    let per_row = batch_ns / ROWS as f64;
+    println!("\nbatch against bare mint, measured in this run:");
+    println!(
+        "  mint_email            {mint_ns:>9.1} ns  {:>12.0} codes/s",
+        1e9 / mint_ns
+    );
+    println!(
+        "  batch, per row        {per_row:>9.1} ns  {:>12.0} rows/s",
+        1e9 / per_row
+    );
+    println!("  batch rate / mint rate  {:.2}", mint_ns / per_row);
+}
