@@ -1,6 +1,9 @@
 //! Shared by the criterion benches: reading criterion's own estimates back to print ratios
 //! against a baseline measured in the same run.
 
+// Each bench uses the helpers it needs.
+#![allow(dead_code)]
+
 use std::path::PathBuf;
 
 /// Where criterion writes its estimates for `group/function`.
