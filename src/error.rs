@@ -66,6 +66,12 @@ pub enum Error {
         /// What went wrong, with the CSV line where known.
         reason: String,
     },
+    /// A messages file is not a JSON object of locales to message sets.
+    #[error("messages file: {reason}")]
+    Messages {
+        /// What is wrong with it.
+        reason: String,
+    },
     /// One line of a deny list is not an invitation code.
     #[error("deny list line {line}: {reason}")]
     DenyListLine {

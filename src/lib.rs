@@ -29,9 +29,11 @@
 pub mod audience;
 pub mod batch;
 pub mod code;
+pub mod connector;
 pub mod error;
 pub mod keys;
 pub mod policy;
+pub mod server;
 pub mod verify;
 
 pub use audience::{Audience, EmailAddress, normalize_domain};

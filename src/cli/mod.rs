@@ -3,6 +3,7 @@
 mod batch;
 mod codes;
 mod keys;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +48,12 @@ an `email` column beside it is the recipient). Optional `subdomains` (yes/no) an
   invitegate verify --keys-file keys.txt --email alice@contoso.com 243Q1-PYRG0-DVPFF-Z9H9F-NDX66
   invitegate verify --email alice@contoso.com --at 2026-12-01T00:00:00Z --json 243Q1-PYRG0-DVPFF-Z9H9F-NDX66")]
     Verify(codes::VerifyArgs),
+    /// Run the Azure AD B2C API connector (HTTP).
+    #[command(after_help = "Examples:
+  invitegate serve --dev                  # try it: throwaway keys, prints a curl command
+  BASIC_AUTH_USERNAME=b2c BASIC_AUTH_PASSWORD=... INVITEGATE_KEYS_FILE=keys.txt \\
+    B2C_EXTENSIONS_APP_ID=... invitegate serve --listen 0.0.0.0:8080 --log-format json")]
+    Serve(serve::ServeArgs),
     /// Show what a code's text says, without a key (nothing is authenticated).
     #[command(after_help = "Example:
   invitegate inspect 243Q1-PYRG0-DVPFF-Z9H9F-NDX66")]
@@ -91,5 +98,6 @@ pub fn run(cli: Cli) -> anyhow::Result<Status> {
         Command::Batch(args) => batch::batch(&args),
         Command::Verify(args) => codes::verify(&args),
         Command::Inspect(args) => codes::inspect(&args),
+        Command::Serve(args) => serve::serve(&args),
     }
 }
