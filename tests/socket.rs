@@ -1,0 +1,352 @@
+//! The real server on a real socket: raw HTTP/1.1 requests, keep-alive, chunked bodies,
+//! shutdown with a request in flight, and the binary end to end.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine as _;
+use invitegate::connector::b2c::AttributeNames;
+use invitegate::server::auth::BasicAuth;
+use invitegate::server::messages::Messages;
+use invitegate::server::{Config, run};
+use invitegate::{Audience, Expiry, KeyRing, VerifyOptions, mint};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+const KEYS: &str = "7:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+fn config() -> Config {
+    Config {
+        ring: KeyRing::parse(KEYS).unwrap(),
+        verify: VerifyOptions::default(),
+        auth: Some(BasicAuth::new("b2c", "pw")),
+        attribute: AttributeNames::new("InvitationCode", None),
+        keep_code_attribute: false,
+        messages: Messages::english(),
+        log_emails: false,
+    }
+}
+
+fn body_for(email: &str) -> String {
+    let expiry =
+        Expiry::from_datetime(time::OffsetDateTime::now_utc() + time::Duration::hours(1)).unwrap();
+    let code = mint(
+        &KeyRing::parse(KEYS).unwrap(),
+        &Audience::email("alice@contoso.com").unwrap(),
+        expiry,
+    );
+    format!(r#"{{"email":"{email}","extension_InvitationCode":"{code}"}}"#)
+}
+
+fn auth_header() -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("b2c:pw")
+    )
+}
+
+/// Starts `run` on 127.0.0.1:0; returns the address, the shutdown trigger and the server task.
+async fn start() -> (
+    SocketAddr,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(run(listener, config(), async move {
+        let _ = stopped.await;
+    }));
+    (addr, stop, task)
+}
+
+/// Reads one HTTP/1.1 response: status and body (content-length framed).
+async fn read_response(stream: &mut TcpStream) -> (u16, String) {
+    let mut buffer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buffer.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            n,
+            1,
+            "connection closed inside the response head: {:?}",
+            String::from_utf8_lossy(&buffer)
+        );
+        buffer.push(byte[0]);
+    }
+    let head = String::from_utf8(buffer).unwrap();
+    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("content-length");
+    let mut body = vec![0u8; length];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut body))
+        .await
+        .unwrap()
+        .unwrap();
+    (status, String::from_utf8(body).unwrap())
+}
+
+fn post(body: &str) -> String {
+    format!(
+        "POST /api/b2c/user-flow HTTP/1.1\r\nHost: localhost\r\nAuthorization: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        auth_header(),
+        body.len()
+    )
+}
+
+#[tokio::test]
+async fn keep_alive_serves_several_requests_on_one_connection() {
+    let (addr, stop, task) = start().await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    for (email, action) in [
+        ("alice@contoso.com", "Continue"),
+        ("eve@contoso.com", "ValidationError"),
+        ("alice@contoso.com", "Continue"),
+    ] {
+        stream
+            .write_all(post(&body_for(email)).as_bytes())
+            .await
+            .unwrap();
+        let (status, body) = read_response(&mut stream).await;
+        assert!(
+            body.contains(&format!(r#""action":"{action}""#)),
+            "{status} {body}"
+        );
+    }
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn chunked_body_is_read() {
+    let (addr, stop, task) = start().await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let body = body_for("alice@contoso.com");
+    let (first, second) = body.split_at(10);
+    let request = format!(
+        "POST /api/b2c/user-flow HTTP/1.1\r\nHost: localhost\r\nAuthorization: {}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n{:x}\r\n{second}\r\n0\r\n\r\n",
+        auth_header(),
+        first.len(),
+        second.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let (status, body) = read_response(&mut stream).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""action":"Continue""#), "{body}");
+    // A chunked body over the limit is refused with 413, not buffered.
+    let big = "x".repeat(70 * 1024);
+    let request = format!(
+        "POST /api/b2c/user-flow HTTP/1.1\r\nHost: localhost\r\nAuthorization: {}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{big}\r\n0\r\n\r\n",
+        auth_header(),
+        big.len()
+    );
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let (status, _) = read_response(&mut stream).await;
+    assert_eq!(status, 413);
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn oversized_head_is_refused() {
+    let (addr, stop, task) = start().await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let _ = stream.write_all(request.as_bytes()).await;
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply))
+        .await
+        .unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_finishes_the_request_in_flight_and_refuses_new_ones() {
+    let (addr, stop, task) = start().await;
+    let body = body_for("alice@contoso.com");
+    let request = post(&body);
+    let (head, rest) = request.split_at(request.len() - 20);
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The listener is closed: a new connection is refused.
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "new connections refused after shutdown"
+    );
+    // The request in flight completes.
+    stream.write_all(rest.as_bytes()).await.unwrap();
+    let (status, reply) = read_response(&mut stream).await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply.contains("Continue"));
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+/// The binary end to end: keygen, mint with the CLI, serve, validate over HTTP, SIGTERM.
+#[test]
+fn cli_mints_and_the_served_connector_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_invitegate");
+    let keygen = Command::new(bin)
+        .current_dir(dir.path())
+        .args(["keygen", "--add-to", "keys.txt"])
+        .output()
+        .unwrap();
+    assert!(keygen.status.success());
+    let mint = Command::new(bin)
+        .current_dir(dir.path())
+        .args([
+            "mint",
+            "--keys-file",
+            "keys.txt",
+            "--email",
+            "carol@fabrikam.com",
+            "--expires-in",
+            "1h",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        mint.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mint.stderr)
+    );
+    let code = String::from_utf8(mint.stdout).unwrap().trim().to_owned();
+
+    let mut server = Command::new(bin)
+        .current_dir(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .env("INVITEGATE_KEYS_FILE", "keys.txt")
+        .env_remove("INVITEGATE_KEYS")
+        .env("BASIC_AUTH_USERNAME", "b2c")
+        .env("BASIC_AUTH_PASSWORD", "pw")
+        .env(
+            "B2C_EXTENSIONS_APP_ID",
+            "93fd07aa-333c-409d-955d-96008fd08dd9",
+        )
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut logs = BufReader::new(server.stderr.take().unwrap());
+    let mut addr = None;
+    for _ in 0..20 {
+        let mut line = String::new();
+        if logs.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        let json: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if json["message"] == "invitegate serving" {
+            addr = json["address"].as_str().map(str::to_owned);
+            break;
+        }
+    }
+    let addr: SocketAddr = addr.expect("the server logs its address").parse().unwrap();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let answer = |email: &str| {
+        let body = format!(
+            r#"{{"email":"{email}","extension_93fd07aa333c409d955d96008fd08dd9_InvitationCode":"{code}","step":"PostAttributeCollection"}}"#
+        );
+        runtime.block_on(async {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            stream.write_all(post(&body).as_bytes()).await.unwrap();
+            read_response(&mut stream).await
+        })
+    };
+    let (status, body) = answer("Carol@Fabrikam.com");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        r#"{"version":"1.0.0","action":"Continue","extension_93fd07aa333c409d955d96008fd08dd9_InvitationCode":""}"#
+    );
+    let (status, body) = answer("dave@fabrikam.com");
+    assert_eq!(status, 400, "{body}");
+
+    // One log line per request, with the code's fingerprint and the email's domain only.
+    let mut line = String::new();
+    logs.read_line(&mut line).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(json["outcome"], "valid", "{line}");
+    assert_eq!(json["email"], "fabrikam.com", "{line}");
+    assert_eq!(json["code"], code[..11], "{line}");
+    assert!(!line.contains(&code) && !line.contains("carol"), "{line}");
+
+    // SIGTERM stops it cleanly.
+    let status = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = server.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
+
+#[test]
+fn a_taken_port_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_invitegate"))
+        .args(["serve", "--insecure-no-auth", "--listen", &addr])
+        .env("INVITEGATE_KEYS", KEYS)
+        .env_remove("INVITEGATE_KEYS_FILE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("binding {addr}")), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn serve_refuses_to_start_without_credentials_or_keys() {
+    let run = |envs: &[(&str, &str)]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_invitegate"));
+        command.args(["serve", "--listen", "127.0.0.1:0"]);
+        for name in [
+            "INVITEGATE_KEYS",
+            "INVITEGATE_KEYS_FILE",
+            "BASIC_AUTH_USERNAME",
+            "BASIC_AUTH_PASSWORD",
+        ] {
+            command.env_remove(name);
+        }
+        command.envs(envs.iter().copied());
+        command.output().unwrap()
+    };
+    let no_auth = run(&[("INVITEGATE_KEYS", KEYS)]);
+    assert_eq!(no_auth.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_auth.stderr).contains("BASIC_AUTH_USERNAME"));
+    let no_keys = run(&[
+        ("BASIC_AUTH_USERNAME", "b2c"),
+        ("BASIC_AUTH_PASSWORD", "pw"),
+    ]);
+    assert_eq!(no_keys.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_keys.stderr).contains("no key ring"));
+}
