@@ -61,10 +61,7 @@ struct Reply {
 }
 
 async fn send(config: Config, method: &str, path: &str, auth: Option<&str>, body: &[u8]) -> Reply {
-    let mut request = warp::test::request()
-        .method(method)
-        .path(path)
-        .body(body.to_vec());
+    let mut request = warp::test::request().method(method).path(path).body(body);
     if let Some(auth) = auth {
         request = request.header("authorization", auth);
     }
