@@ -18,7 +18,6 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt as _};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -240,7 +239,7 @@ where
 
 /// The contract's answer to a request body; fills `record` on the way.
 fn connector_response(config: &Config, record: &mut Record, body: &[u8]) -> b2c::Response {
-    let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(body) else {
+    let Ok(object) = serde_json::from_slice::<b2c::Object<'_>>(body) else {
         record.outcome = "bad-request";
         return validation_error(config, MessageKey::BadRequest, None);
     };
@@ -250,12 +249,13 @@ fn connector_response(config: &Config, record: &mut Record, body: &[u8]) -> b2c:
 fn connector_answer(
     config: &Config,
     record: &mut Record,
-    object: &Map<String, Value>,
+    object: &b2c::Object<'_>,
 ) -> b2c::Response {
     let request = b2c::Request::read(object, &config.attribute);
-    let locales = request.ui_locales;
+    let locales = request.ui_locales.as_deref();
     if let Some(step) = request
         .step
+        .as_deref()
         .filter(|s| *s != b2c::POST_ATTRIBUTE_COLLECTION)
     {
         record.outcome = "wrong-step";
@@ -266,13 +266,13 @@ fn connector_answer(
         );
         return block_page(config, MessageKey::WrongStep, locales);
     }
-    let Some(email) = request.email else {
+    let Some(email) = request.email.as_deref() else {
         record.outcome = "no-email";
         return block_page(config, MessageKey::NoEmail, locales);
     };
     record.email = Some(email.to_owned());
-    let (key, typed) = match request.code {
-        CodeClaim::Present { key, value } if !value.trim().is_empty() => (key, value),
+    let (key, typed) = match &request.code {
+        CodeClaim::Present { key, value } if !value.trim().is_empty() => (*key, value.as_ref()),
         CodeClaim::Present { .. } | CodeClaim::Missing => {
             record.outcome = "missing-code";
             return validation_error(config, MessageKey::MissingCode, locales);
@@ -465,7 +465,25 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let service = warp::service(routes(config));
+    serve(listener, routes(config), shutdown).await
+}
+
+/// Serves any warp filter with the connection handling of [`run`]: the same limits, timeouts
+/// and graceful shutdown. The HTTP bench uses it to serve a bare route beside the connector.
+///
+/// # Errors
+///
+/// As [`run`].
+pub async fn serve<F>(
+    listener: TcpListener,
+    filter: F,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()>
+where
+    F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
+    F::Future: Send,
+{
+    let service = warp::service(filter);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut shutdown = std::pin::pin!(shutdown);

@@ -3,8 +3,16 @@
 //!
 //! Pure: takes the parsed JSON body and returns what to answer; the HTTP layer sends it.
 
-use serde::Serialize;
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+
+/// A request body's top-level object: keys, and values left unparsed until the connector asks
+/// for one. A B2C body carries every attribute the flow collects; the connector reads four.
+pub type Object<'a> = HashMap<Cow<'a, str>, &'a RawValue>;
 
 /// The only step at which B2C allows a ValidationError.
 pub const POST_ATTRIBUTE_COLLECTION: &str = "PostAttributeCollection";
@@ -16,13 +24,13 @@ pub const API_VERSION: &str = "1.0.0";
 #[derive(Debug, PartialEq, Eq)]
 pub struct Request<'a> {
     /// `step`, when present.
-    pub step: Option<&'a str>,
+    pub step: Option<Cow<'a, str>>,
     /// The email: `email`, else an `identities` entry of sign-in type `emailAddress` or `email`.
-    pub email: Option<&'a str>,
+    pub email: Option<Cow<'a, str>>,
     /// The code attribute: its key as B2C sent it, and its value.
     pub code: CodeClaim<'a>,
     /// `ui_locales`, when present.
-    pub ui_locales: Option<&'a str>,
+    pub ui_locales: Option<Cow<'a, str>>,
 }
 
 /// The invitation code attribute in a request.
@@ -40,7 +48,7 @@ pub enum CodeClaim<'a> {
         /// The key as sent, to clear it under the same name.
         key: &'a str,
         /// The code as typed.
-        value: &'a str,
+        value: Cow<'a, str>,
     },
 }
 
@@ -83,20 +91,34 @@ impl AttributeNames {
     }
 }
 
+/// A JSON string borrowed from the body where it has no escapes.
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// One entry of `identities`.
+#[derive(Deserialize)]
+struct Identity<'a> {
+    #[serde(rename = "signInType", borrow, default)]
+    sign_in_type: Option<Cow<'a, str>>,
+    #[serde(rename = "issuerAssignedId", borrow, default)]
+    issuer_assigned_id: Option<Cow<'a, str>>,
+}
+
 impl<'a> Request<'a> {
     /// Reads the fields the connector needs from the request body's top-level object.
     #[must_use]
-    pub fn read(body: &'a Map<String, Value>, names: &AttributeNames) -> Self {
-        let text = |key: &str| body.get(key).and_then(Value::as_str);
-        let email = text("email")
-            .filter(|e| !e.trim().is_empty())
-            .or_else(|| email_from_identities(body.get("identities")));
+    pub fn read(body: &'a Object<'a>, names: &AttributeNames) -> Self {
+        let text = |key: &str| body.get(key).and_then(|raw| string(raw));
+        let email = text("email").filter(|e| !e.trim().is_empty()).or_else(|| {
+            body.get("identities")
+                .and_then(|raw| email_from_identities(raw))
+        });
         let code = body.iter().find(|(key, _)| names.matches(key)).map_or(
             CodeClaim::Missing,
-            |(key, value)| match value {
-                Value::String(value) => CodeClaim::Present { key, value },
-                Value::Null => CodeClaim::Missing,
-                _ => CodeClaim::NotAString { key },
+            |(key, raw)| match string(raw) {
+                Some(value) => CodeClaim::Present { key, value },
+                None if raw.get() == "null" => CodeClaim::Missing,
+                None => CodeClaim::NotAString { key },
             },
         );
         Self {
@@ -108,16 +130,24 @@ impl<'a> Request<'a> {
     }
 }
 
+/// A raw value as a string, borrowed from the body unless it holds escapes; `None` when the
+/// value is not a string.
+fn string<'a>(raw: &'a RawValue) -> Option<Cow<'a, str>> {
+    serde_json::from_str::<Text<'a>>(raw.get())
+        .ok()
+        .map(|t| t.0)
+}
+
 /// `issuerAssignedId` of the first identity whose `signInType` is `emailAddress` or `email`.
-fn email_from_identities(identities: Option<&Value>) -> Option<&str> {
-    identities?.as_array()?.iter().find_map(|identity| {
-        let sign_in_type = identity.get("signInType")?.as_str()?;
+fn email_from_identities<'a>(identities: &'a RawValue) -> Option<Cow<'a, str>> {
+    let identities: Vec<Identity<'a>> = serde_json::from_str(identities.get()).ok()?;
+    identities.into_iter().find_map(|identity| {
+        let sign_in_type = identity.sign_in_type?;
         let is_email = sign_in_type.eq_ignore_ascii_case("emailAddress")
             || sign_in_type.eq_ignore_ascii_case("email");
-        is_email
-            .then(|| identity.get("issuerAssignedId")?.as_str())
-            .flatten()
-            .filter(|e| !e.trim().is_empty())
+        identity
+            .issuer_assigned_id
+            .filter(|e| is_email && !e.trim().is_empty())
     })
 }
 
@@ -216,7 +246,7 @@ impl Response {
 mod tests {
     use super::*;
 
-    fn object(json: &str) -> Map<String, Value> {
+    fn object(json: &str) -> Object<'_> {
         serde_json::from_str(json).unwrap()
     }
 
@@ -226,18 +256,22 @@ mod tests {
             "InvitationCode",
             Some("93fd07aa-333c-409d-955d-96008fd08dd9"),
         );
-        let body = object(
-            r#"{"email":"johnsmith@fabrikam.onmicrosoft.com","identities":[],"step":"PostAttributeCollection",
-                "extension_93fd07aa333c409d955d96008fd08dd9_invitationcode":"ABCDE","ui_locales":"en-US"}"#,
-        );
+        let text = r#"{"email":"johnsmith@fabrikam.onmicrosoft.com","identities":[],
+            "step":"PostAttributeCollection","ui_locales":"en-US",
+            "extension_93fd07aa333c409d955d96008fd08dd9_invitationcode":"AB\u0043DE"}"#;
+        let body = object(text);
         let request = Request::read(&body, &names);
-        assert_eq!(request.email, Some("johnsmith@fabrikam.onmicrosoft.com"));
-        assert_eq!(request.step, Some("PostAttributeCollection"));
+        assert_eq!(
+            request.email.as_deref(),
+            Some("johnsmith@fabrikam.onmicrosoft.com")
+        );
+        assert_eq!(request.step.as_deref(), Some("PostAttributeCollection"));
+        assert_eq!(request.ui_locales.as_deref(), Some("en-US"));
         assert_eq!(
             request.code,
             CodeClaim::Present {
                 key: "extension_93fd07aa333c409d955d96008fd08dd9_invitationcode",
-                value: "ABCDE"
+                value: "ABCDE".into(),
             }
         );
     }
@@ -245,20 +279,21 @@ mod tests {
     #[test]
     fn email_from_identities_and_short_attribute_name() {
         let names = AttributeNames::new("InvitationCode", None);
-        let body = object(
-            r#"{"identities":[{"signInType":"federated","issuer":"facebook.com","issuerAssignedId":"1"},
-                {"signInType":"emailAddress","issuer":"t.onmicrosoft.com","issuerAssignedId":"a@b.com"}],
-                "extension_InvitationCode": 5}"#,
-        );
+        let text = r#"{"identities":[
+            {"signInType":"federated","issuer":"facebook.com","issuerAssignedId":"1"},
+            {"signInType":"emailAddress","issuer":"t.onmicrosoft.com","issuerAssignedId":"a@b.com"}],
+            "extension_InvitationCode": 5}"#;
+        let body = object(text);
         let request = Request::read(&body, &names);
-        assert_eq!(request.email, Some("a@b.com"));
+        assert_eq!(request.email.as_deref(), Some("a@b.com"));
         assert_eq!(
             request.code,
             CodeClaim::NotAString {
                 key: "extension_InvitationCode"
             }
         );
-        assert_eq!(Request::read(&object("{}"), &names).email, None);
+        let empty = object("{}");
+        assert_eq!(Request::read(&empty, &names).email, None);
     }
 
     #[test]
