@@ -166,21 +166,14 @@ fn main() {
             .unify();
 
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-        let mut addrs = Vec::new();
-        for which in ["bare", "connector"] {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            addrs.push(listener.local_addr().unwrap());
-            let mut stop = stop_rx.clone();
-            let shutdown = async move {
-                let _ = stop.changed().await;
-            };
-            if which == "bare" {
-                tokio::spawn(serve(listener, bare.clone(), shutdown));
-            } else {
-                tokio::spawn(serve(listener, routes(config), shutdown));
-                break;
-            }
-        }
+        let stopper = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stop.changed().await;
+        };
+        let bare_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let connector_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addrs = [bare_listener.local_addr().unwrap(), connector_listener.local_addr().unwrap()];
+        tokio::spawn(serve(bare_listener, bare, stopper(stop_rx.clone())));
+        tokio::spawn(serve(connector_listener, routes(config), stopper(stop_rx.clone())));
         // Warm both up, then measure each under the same load.
         load(addrs[0], request, connections, Duration::from_millis(500)).await;
         load(addrs[1], request, connections, Duration::from_millis(500)).await;
