@@ -12,6 +12,7 @@ pub mod metrics;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -123,10 +124,12 @@ fn routes_with_state(
         .and(warp::body::stream())
         .and(with_state)
         .then(user_flow);
-    healthz
-        .or(metrics)
+    // The connector first: it is the route that carries the load, and each route tried before
+    // the matching one costs a rejection.
+    user_flow
+        .or(healthz)
         .unify()
-        .or(user_flow)
+        .or(metrics)
         .unify()
         .recover(recover)
         .unify()
@@ -207,7 +210,14 @@ where
         record.outcome = "too-large";
         return payload_too_large();
     }
-    let body = match tokio::time::timeout(BODY_READ_TIMEOUT, read_limited(body)).await {
+    // Most bodies arrive with the head: read once, and arm the timer only when waiting.
+    let mut reading = std::pin::pin!(read_limited(body));
+    let first = std::future::poll_fn(|cx| Poll::Ready(reading.as_mut().poll(cx))).await;
+    let read = match first {
+        Poll::Ready(read) => Ok(read),
+        Poll::Pending => tokio::time::timeout(BODY_READ_TIMEOUT, reading).await,
+    };
+    let body = match read {
         Ok(Ok(body)) => body,
         Ok(Err(BodyError::TooLarge)) => {
             record.outcome = "too-large";
@@ -239,19 +249,18 @@ where
 
 /// The contract's answer to a request body; fills `record` on the way.
 fn connector_response(config: &Config, record: &mut Record, body: &[u8]) -> b2c::Response {
-    let Ok(object) = serde_json::from_slice::<b2c::Object<'_>>(body) else {
+    let Ok(request) = b2c::Request::parse(body, &config.attribute) else {
         record.outcome = "bad-request";
         return validation_error(config, MessageKey::BadRequest, None);
     };
-    connector_answer(config, record, &object)
+    connector_answer(config, record, request)
 }
 
 fn connector_answer(
     config: &Config,
     record: &mut Record,
-    object: &b2c::Object<'_>,
+    request: b2c::Request<'_>,
 ) -> b2c::Response {
-    let request = b2c::Request::read(object, &config.attribute);
     let locales = request.ui_locales.as_deref();
     if let Some(step) = request
         .step
@@ -272,7 +281,9 @@ fn connector_answer(
     };
     record.email = Some(email.to_owned());
     let (key, typed) = match &request.code {
-        CodeClaim::Present { key, value } if !value.trim().is_empty() => (*key, value.as_ref()),
+        CodeClaim::Present { key, value } if !value.trim().is_empty() => {
+            (key.as_ref(), value.as_ref())
+        }
         CodeClaim::Present { .. } | CodeClaim::Missing => {
             record.outcome = "missing-code";
             return validation_error(config, MessageKey::MissingCode, locales);
@@ -341,6 +352,9 @@ fn block_page(config: &Config, key: MessageKey, locales: Option<&str>) -> b2c::R
 /// One structured line a connector request: outcome, kind, key id, the code's fingerprint and
 /// the email's domain (the whole address only with `log_emails`). Never a whole code.
 fn log(config: &Config, record: &Record, status: StatusCode, elapsed: Duration) {
+    if !tracing::enabled!(target: "invitegate::connector", tracing::Level::INFO) {
+        return;
+    }
     let email = record.email.as_deref().map(|email| {
         if config.log_emails {
             email.trim().to_owned()
@@ -369,27 +383,35 @@ enum BodyError {
     Broken,
 }
 
-/// Collects a body of at most [`MAX_BODY_BYTES`], whatever its transfer encoding.
+/// Collects a body of at most [`MAX_BODY_BYTES`], whatever its transfer encoding. The usual
+/// single chunk is taken as it is; only a body in several chunks is copied together.
 async fn read_limited<S, B>(mut body: S) -> Result<Bytes, BodyError>
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: bytes::Buf,
 {
-    let mut collected = BytesMut::new();
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    let mut total = 0usize;
     while let Some(chunk) = body.next().await {
         let mut chunk = chunk.map_err(|_| BodyError::Broken)?;
-        let len = u64::try_from(collected.len() + chunk.remaining()).unwrap_or(u64::MAX);
-        if len > MAX_BODY_BYTES {
+        total = total.saturating_add(chunk.remaining());
+        if u64::try_from(total).unwrap_or(u64::MAX) > MAX_BODY_BYTES {
             return Err(BodyError::TooLarge);
         }
-        while chunk.has_remaining() {
-            let part = chunk.chunk();
-            collected.extend_from_slice(part);
-            let n = part.len();
-            chunk.advance(n);
+        let bytes = chunk.copy_to_bytes(chunk.remaining());
+        match (&mut joined, first.take()) {
+            (Some(joined), _) => joined.extend_from_slice(&bytes),
+            (None, None) => first = Some(bytes),
+            (None, Some(earlier)) => {
+                let mut buffer = BytesMut::with_capacity(total);
+                buffer.extend_from_slice(&earlier);
+                buffer.extend_from_slice(&bytes);
+                joined = Some(buffer);
+            }
         }
     }
-    Ok(collected.freeze())
+    Ok(joined.map_or_else(|| first.unwrap_or_default(), BytesMut::freeze))
 }
 
 fn json_reply(status: StatusCode, body: Vec<u8>) -> Response {

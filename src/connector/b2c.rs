@@ -4,21 +4,13 @@
 //! Pure: takes the parsed JSON body and returns what to answer; the HTTP layer sends it.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
-
-/// A request body's top-level object: keys, and values left unparsed until the connector asks
-/// for one. A B2C body carries every attribute the flow collects; the connector reads four.
-pub type Object<'a> = HashMap<Cow<'a, str>, &'a RawValue>;
 
 /// The only step at which B2C allows a ValidationError.
 pub const POST_ATTRIBUTE_COLLECTION: &str = "PostAttributeCollection";
-
-/// The contract version every response carries.
-pub const API_VERSION: &str = "1.0.0";
 
 /// What the connector found in a request body.
 #[derive(Debug, PartialEq, Eq)]
@@ -41,12 +33,12 @@ pub enum CodeClaim<'a> {
     /// The attribute is there but its value is not a string.
     NotAString {
         /// The key as sent.
-        key: &'a str,
+        key: Cow<'a, str>,
     },
     /// The attribute as sent.
     Present {
         /// The key as sent, to clear it under the same name.
-        key: &'a str,
+        key: Cow<'a, str>,
         /// The code as typed.
         value: Cow<'a, str>,
     },
@@ -91,64 +83,294 @@ impl AttributeNames {
     }
 }
 
-/// A JSON string borrowed from the body where it has no escapes.
-#[derive(Deserialize)]
-struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
-
-/// One entry of `identities`.
-#[derive(Deserialize)]
-struct Identity<'a> {
-    #[serde(rename = "signInType", borrow, default)]
-    sign_in_type: Option<Cow<'a, str>>,
-    #[serde(rename = "issuerAssignedId", borrow, default)]
-    issuer_assigned_id: Option<Cow<'a, str>>,
-}
-
 impl<'a> Request<'a> {
-    /// Reads the fields the connector needs from the request body's top-level object.
-    #[must_use]
-    pub fn read(body: &'a Object<'a>, names: &AttributeNames) -> Self {
-        let text = |key: &str| body.get(key).and_then(|raw| string(raw));
-        let email = text("email").filter(|e| !e.trim().is_empty()).or_else(|| {
-            body.get("identities")
-                .and_then(|raw| email_from_identities(raw))
-        });
-        let code = body.iter().find(|(key, _)| names.matches(key)).map_or(
-            CodeClaim::Missing,
-            |(key, raw)| match string(raw) {
-                Some(value) => CodeClaim::Present { key, value },
-                None if raw.get() == "null" => CodeClaim::Missing,
-                None => CodeClaim::NotAString { key },
-            },
-        );
-        Self {
-            step: text("step"),
-            email,
-            code,
-            ui_locales: text("ui_locales"),
-        }
+    /// Reads the fields the connector needs from a request body, which must be one JSON
+    /// object. Every other member is skipped without being built; strings are borrowed from
+    /// the body unless they hold escapes. Of a repeated member, the last counts.
+    ///
+    /// # Errors
+    ///
+    /// When the body is not a JSON object.
+    pub fn parse(body: &'a [u8], names: &AttributeNames) -> Result<Self, serde_json::Error> {
+        let mut deserializer = serde_json::Deserializer::from_slice(body);
+        let request = RequestSeed { names }.deserialize(&mut deserializer)?;
+        deserializer.end()?;
+        Ok(request)
     }
 }
 
-/// A raw value as a string, borrowed from the body unless it holds escapes; `None` when the
-/// value is not a string.
-fn string<'a>(raw: &'a RawValue) -> Option<Cow<'a, str>> {
-    serde_json::from_str::<Text<'a>>(raw.get())
-        .ok()
-        .map(|t| t.0)
+struct RequestSeed<'n> {
+    names: &'n AttributeNames,
 }
 
-/// `issuerAssignedId` of the first identity whose `signInType` is `emailAddress` or `email`.
-fn email_from_identities<'a>(identities: &'a RawValue) -> Option<Cow<'a, str>> {
-    let identities: Vec<Identity<'a>> = serde_json::from_str(identities.get()).ok()?;
-    identities.into_iter().find_map(|identity| {
-        let sign_in_type = identity.sign_in_type?;
+impl<'de> DeserializeSeed<'de> for RequestSeed<'_> {
+    type Value = Request<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RequestSeed<'_> {
+    type Value = Request<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object of claims")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut request = Request {
+            step: None,
+            email: None,
+            code: CodeClaim::Missing,
+            ui_locales: None,
+        };
+        let mut identities = None;
+        while let Some(Claim::Text(key)) = map.next_key::<Claim<'de>>()? {
+            match key.as_ref() {
+                "email" => request.email = map.next_value::<Claim<'de>>()?.non_blank(),
+                "step" => request.step = map.next_value::<Claim<'de>>()?.text(),
+                "ui_locales" => request.ui_locales = map.next_value::<Claim<'de>>()?.text(),
+                // Kept raw: decoded only when there is no `email` member.
+                "identities" => identities = Some(map.next_value::<&'de RawValue>()?),
+                name if self.names.matches(name) => {
+                    request.code = match map.next_value::<Claim<'de>>()? {
+                        Claim::Text(value) => CodeClaim::Present { key, value },
+                        Claim::Null => CodeClaim::Missing,
+                        Claim::Other => CodeClaim::NotAString { key },
+                    };
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        if request.email.is_none() {
+            request.email = identities
+                .and_then(|raw| serde_json::from_str::<Identities<'de>>(raw.get()).ok())
+                .and_then(|found| found.0);
+        }
+        Ok(request)
+    }
+}
+
+/// Any JSON value, kept only when it is a string.
+enum Claim<'a> {
+    Text(Cow<'a, str>),
+    Null,
+    Other,
+}
+
+impl<'a> Claim<'a> {
+    fn text(self) -> Option<Cow<'a, str>> {
+        match self {
+            Self::Text(text) => Some(text),
+            Self::Null | Self::Other => None,
+        }
+    }
+
+    fn non_blank(self) -> Option<Cow<'a, str>> {
+        self.text().filter(|text| !text.trim().is_empty())
+    }
+}
+
+impl<'de> de::Deserialize<'de> for Claim<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(Lenient(|| Claim::Other, ClaimShape))
+    }
+}
+
+/// How a lenient visitor turns the value it meets into its result.
+trait Shape<'de> {
+    type Value;
+    /// A string.
+    fn text(&self, _text: Cow<'de, str>) -> Self::Value;
+    /// `null`.
+    fn null(&self) -> Self::Value;
+    /// An array; the default drains it.
+    fn seq<A: SeqAccess<'de>>(
+        &self,
+        mut seq: A,
+        other: Self::Value,
+    ) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(other)
+    }
+    /// An object; the default drains it.
+    fn map<A: MapAccess<'de>>(
+        &self,
+        mut map: A,
+        other: Self::Value,
+    ) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(other)
+    }
+}
+
+/// A visitor that accepts any JSON value and lets a [`Shape`] keep what it wants; numbers and
+/// booleans become the `other` value.
+struct Lenient<F, S>(F, S);
+
+impl<'de, F: Fn() -> S::Value, S: Shape<'de>> Visitor<'de> for Lenient<F, S> {
+    type Value = S::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(self.1.text(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(self.1.text(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(self.1.text(Cow::Owned(v)))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(self.1.null())
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(self.1.null())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(self.0())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(self.0())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(self.0())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(self.0())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        self.1.seq(seq, self.0())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        self.1.map(map, self.0())
+    }
+}
+
+struct ClaimShape;
+
+impl<'de> Shape<'de> for ClaimShape {
+    type Value = Claim<'de>;
+
+    fn text(&self, text: Cow<'de, str>) -> Claim<'de> {
+        Claim::Text(text)
+    }
+
+    fn null(&self) -> Claim<'de> {
+        Claim::Null
+    }
+}
+
+/// `identities`: the `issuerAssignedId` of the first entry whose `signInType` is
+/// `emailAddress` or `email`. Entries of other shapes, or a value that is not an array, are
+/// passed over.
+struct Identities<'a>(Option<Cow<'a, str>>);
+
+impl<'de> de::Deserialize<'de> for Identities<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(Lenient(|| Identities(None), IdentitiesShape))
+    }
+}
+
+struct IdentitiesShape;
+
+impl<'de> Shape<'de> for IdentitiesShape {
+    type Value = Identities<'de>;
+
+    fn text(&self, _: Cow<'de, str>) -> Identities<'de> {
+        Identities(None)
+    }
+
+    fn null(&self) -> Identities<'de> {
+        Identities(None)
+    }
+
+    fn seq<A: SeqAccess<'de>>(
+        &self,
+        mut seq: A,
+        _: Identities<'de>,
+    ) -> Result<Identities<'de>, A::Error> {
+        let mut found = None;
+        while let Some(identity) = seq.next_element::<Identity<'de>>()? {
+            if found.is_none() {
+                found = identity.email();
+            }
+        }
+        Ok(Identities(found))
+    }
+}
+
+/// One entry of `identities`.
+#[derive(Default)]
+struct Identity<'a> {
+    sign_in_type: Option<Cow<'a, str>>,
+    issuer_assigned_id: Option<Cow<'a, str>>,
+}
+
+impl<'a> Identity<'a> {
+    fn email(self) -> Option<Cow<'a, str>> {
+        let sign_in_type = self.sign_in_type?;
         let is_email = sign_in_type.eq_ignore_ascii_case("emailAddress")
             || sign_in_type.eq_ignore_ascii_case("email");
-        identity
-            .issuer_assigned_id
+        self.issuer_assigned_id
             .filter(|e| is_email && !e.trim().is_empty())
-    })
+    }
+}
+
+impl<'de> de::Deserialize<'de> for Identity<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(Lenient(Identity::default, IdentityShape))
+    }
+}
+
+struct IdentityShape;
+
+impl<'de> Shape<'de> for IdentityShape {
+    type Value = Identity<'de>;
+
+    fn text(&self, _: Cow<'de, str>) -> Identity<'de> {
+        Identity::default()
+    }
+
+    fn null(&self) -> Identity<'de> {
+        Identity::default()
+    }
+
+    fn map<A: MapAccess<'de>>(
+        &self,
+        mut map: A,
+        _: Identity<'de>,
+    ) -> Result<Identity<'de>, A::Error> {
+        let mut identity = Identity::default();
+        while let Some(Claim::Text(key)) = map.next_key::<Claim<'de>>()? {
+            match key.as_ref() {
+                "signInType" => identity.sign_in_type = map.next_value::<Claim<'de>>()?.text(),
+                "issuerAssignedId" => {
+                    identity.issuer_assigned_id = map.next_value::<Claim<'de>>()?.text();
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(identity)
+    }
 }
 
 /// One response of the contract, ready to serialize. Never holds a JSON `null`.
@@ -171,18 +393,6 @@ pub enum Response {
     },
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    version: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<u16>,
-    action: &'static str,
-    #[serde(rename = "userMessage", skip_serializing_if = "Option::is_none")]
-    user_message: Option<&'a str>,
-    #[serde(flatten)]
-    claims: Map<String, Value>,
-}
-
 impl Response {
     /// The HTTP status B2C expects for this response.
     #[must_use]
@@ -203,51 +413,50 @@ impl Response {
         }
     }
 
-    /// The JSON body.
+    /// The JSON body. Written directly: three fixed shapes whose strings are escaped by
+    /// `serde_json`.
     #[must_use]
     pub fn to_json(&self) -> Vec<u8> {
-        let body = match self {
-            Self::Continue { claims } => Body {
-                version: API_VERSION,
-                status: None,
-                action: self.action(),
-                user_message: None,
-                claims: claims
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                    .collect(),
-            },
+        let mut out = Vec::with_capacity(160);
+        out.extend_from_slice(br#"{"version":"1.0.0","#);
+        match self {
+            Self::Continue { claims } => {
+                out.extend_from_slice(br#""action":"Continue""#);
+                for (key, value) in claims {
+                    out.push(b',');
+                    push_json_string(&mut out, key);
+                    out.push(b':');
+                    push_json_string(&mut out, value);
+                }
+            }
             // The body's `status` is required too for a ValidationError, else B2C shows a
             // generic error.
-            Self::ValidationError { user_message } => Body {
-                version: API_VERSION,
-                status: Some(400),
-                action: self.action(),
-                user_message: Some(user_message),
-                claims: Map::new(),
-            },
-            Self::ShowBlockPage { user_message } => Body {
-                version: API_VERSION,
-                status: None,
-                action: self.action(),
-                user_message: Some(user_message),
-                claims: Map::new(),
-            },
-        };
-        // Serializing a struct of strings and numbers into a Vec cannot fail; the fallback is
-        // a valid body all the same.
-        serde_json::to_vec(&body).unwrap_or_else(|_| {
-            br#"{"version":"1.0.0","action":"ShowBlockPage","userMessage":"Sign-up is not available right now."}"#.to_vec()
-        })
+            Self::ValidationError { user_message } => {
+                out.extend_from_slice(br#""status":400,"action":"ValidationError","userMessage":"#);
+                push_json_string(&mut out, user_message);
+            }
+            Self::ShowBlockPage { user_message } => {
+                out.extend_from_slice(br#""action":"ShowBlockPage","userMessage":"#);
+                push_json_string(&mut out, user_message);
+            }
+        }
+        out.push(b'}');
+        out
     }
+}
+
+/// Appends `text` as a JSON string literal.
+fn push_json_string(out: &mut Vec<u8>, text: &str) {
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn object(json: &str) -> Object<'_> {
-        serde_json::from_str(json).unwrap()
+    fn parse<'a>(json: &'a str, names: &AttributeNames) -> Request<'a> {
+        Request::parse(json.as_bytes(), names).unwrap()
     }
 
     #[test]
@@ -259,8 +468,7 @@ mod tests {
         let text = r#"{"email":"johnsmith@fabrikam.onmicrosoft.com","identities":[],
             "step":"PostAttributeCollection","ui_locales":"en-US",
             "extension_93fd07aa333c409d955d96008fd08dd9_invitationcode":"AB\u0043DE"}"#;
-        let body = object(text);
-        let request = Request::read(&body, &names);
+        let request = parse(text, &names);
         assert_eq!(
             request.email.as_deref(),
             Some("johnsmith@fabrikam.onmicrosoft.com")
@@ -270,7 +478,7 @@ mod tests {
         assert_eq!(
             request.code,
             CodeClaim::Present {
-                key: "extension_93fd07aa333c409d955d96008fd08dd9_invitationcode",
+                key: "extension_93fd07aa333c409d955d96008fd08dd9_invitationcode".into(),
                 value: "ABCDE".into(),
             }
         );
@@ -283,17 +491,29 @@ mod tests {
             {"signInType":"federated","issuer":"facebook.com","issuerAssignedId":"1"},
             {"signInType":"emailAddress","issuer":"t.onmicrosoft.com","issuerAssignedId":"a@b.com"}],
             "extension_InvitationCode": 5}"#;
-        let body = object(text);
-        let request = Request::read(&body, &names);
+        let request = parse(text, &names);
         assert_eq!(request.email.as_deref(), Some("a@b.com"));
         assert_eq!(
             request.code,
             CodeClaim::NotAString {
-                key: "extension_InvitationCode"
+                key: "extension_InvitationCode".into()
             }
         );
-        let empty = object("{}");
-        assert_eq!(Request::read(&empty, &names).email, None);
+        assert_eq!(parse("{}", &names).email, None);
+        // Odd shapes are passed over, not fatal.
+        let odd = r#"{"identities":[1,"x",null,[2],{"signInType":5},
+            {"signInType":"email","issuerAssignedId":"c@d.com"}],
+            "email":null,"step":{"a":[1,2]},"extension_InvitationCode":null}"#;
+        let request = parse(odd, &names);
+        assert_eq!(request.email.as_deref(), Some("c@d.com"));
+        assert_eq!(request.step, None);
+        assert_eq!(request.code, CodeClaim::Missing);
+        // `email` wins over identities; a blank one does not.
+        let both = r#"{"email":" ","identities":[{"signInType":"emailAddress","issuerAssignedId":"e@f.com"}]}"#;
+        assert_eq!(parse(both, &names).email.as_deref(), Some("e@f.com"));
+        for bad in ["[]", "\"x\"", "{", "{} {}", "", "{\"a\":}"] {
+            assert!(Request::parse(bad.as_bytes(), &names).is_err(), "{bad}");
+        }
     }
 
     #[test]
