@@ -350,3 +350,59 @@ fn serve_refuses_to_start_without_credentials_or_keys() {
     assert_eq!(no_keys.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&no_keys.stderr).contains("no key ring"));
 }
+
+/// The Azure Functions packaging forwards to the path the connector serves, and the handler
+/// listens where the host says.
+#[test]
+fn azure_functions_custom_handler_contract() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/azure-functions");
+    let host: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("host.json")).unwrap()).unwrap();
+    assert_eq!(host["customHandler"]["enableForwardingHttpRequest"], true);
+    assert_eq!(
+        host["customHandler"]["description"]["defaultExecutablePath"],
+        "handler"
+    );
+    assert_eq!(
+        host["customHandler"]["description"]["arguments"][0],
+        "serve"
+    );
+    let function: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("b2c-user-flow/function.json")).unwrap(),
+    )
+    .unwrap();
+    let route = function["bindings"][0]["route"].as_str().unwrap();
+    assert_eq!(format!("/api/{route}"), invitegate::server::USER_FLOW_PATH);
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_invitegate"))
+        .args(["serve", "--insecure-no-auth"])
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+        .env("INVITEGATE_KEYS", KEYS)
+        .env_remove("INVITEGATE_KEYS_FILE")
+        .env_remove("INVITEGATE_LISTEN")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let answer = runtime.block_on(async {
+        for _ in 0..100 {
+            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await {
+                stream
+                    .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .await
+                    .unwrap();
+                return Some(read_response(&mut stream).await);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(answer, Some((200, r#"{"status":"ok"}"#.to_owned())));
+}
