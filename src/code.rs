@@ -318,15 +318,28 @@ impl Code {
         let check = check_symbol(&values);
         let mut out = [b'-'; DISPLAY_LEN];
         let symbols = values.iter().chain(std::iter::once(&check));
-        for (i, &value) in symbols.enumerate() {
-            // Symbol i sits after i / 5 dashes; values are below 32.
-            if let Some(slot) = out.get_mut(i + i / 5) {
-                *slot = ALPHABET[usize::from(value & 0x1F)];
+        for (&position, &value) in DISPLAY_POSITIONS.iter().zip(symbols) {
+            // Positions are below DISPLAY_LEN and values below 32, by construction.
+            if let (Some(slot), Some(&symbol)) =
+                (out.get_mut(position), ALPHABET.get(usize::from(value)))
+            {
+                *slot = symbol;
             }
         }
         out
     }
 }
+
+/// Where symbol `i` goes in the display form: after `i / 5` dashes.
+static DISPLAY_POSITIONS: [usize; SYMBOLS] = {
+    let mut positions = [0; SYMBOLS];
+    let mut i = 0;
+    while i < SYMBOLS {
+        positions[i] = i + i / 5;
+        i += 1;
+    }
+    positions
+};
 
 impl fmt::Display for Code {
     /// The canonical form: 25 upper-case symbols in five groups of five joined by `-`.
