@@ -406,3 +406,76 @@ fn azure_functions_custom_handler_contract() {
     let _ = server.wait();
     assert_eq!(answer, Some((200, r#"{"status":"ok"}"#.to_owned())));
 }
+
+/// The quick start: `serve --dev` prints a banner whose credentials and code get a Continue.
+#[test]
+fn dev_mode_banner_works_as_printed() {
+    let mut server = Command::new(env!("CARGO_BIN_EXE_invitegate"))
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+        .env_remove("INVITEGATE_KEYS")
+        .env_remove("INVITEGATE_KEYS_FILE")
+        .env_remove("BASIC_AUTH_USERNAME")
+        .env_remove("BASIC_AUTH_PASSWORD")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    let mut stdout = BufReader::new(server.stdout.take().unwrap());
+    // The banner sits between two rule lines of `=`.
+    let mut rules = 0;
+    while rules < 2 {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        rules += usize::from(line.starts_with("====="));
+        banner.push_str(&line);
+    }
+    let field = |name: &str| {
+        banner
+            .lines()
+            .find_map(|l| l.trim_start().strip_prefix(name))
+            .map(|rest| rest.split_whitespace().next().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("no {name} in banner:\n{banner}"))
+    };
+    assert!(banner.contains("DEVELOPMENT ONLY"), "{banner}");
+    assert!(banner.contains("curl -s -u 'dev:"), "{banner}");
+    let endpoint = field("endpoint");
+    let password = field("password");
+    let code = field("test code");
+    let addr: SocketAddr = endpoint
+        .strip_prefix("http://")
+        .and_then(|rest| rest.strip_suffix("/api/b2c/user-flow"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(addr.ip().is_loopback());
+    let body = format!(
+        r#"{{"email":"alice@example.com","extension_InvitationCode":"{code}","step":"PostAttributeCollection"}}"#
+    );
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("dev:{password}"));
+    let request = format!(
+        "POST /api/b2c/user-flow HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (status, reply) = runtime.block_on(async {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        read_response(&mut stream).await
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        reply,
+        r#"{"version":"1.0.0","action":"Continue","extension_InvitationCode":""}"#
+    );
+    // Development mode refuses to listen beyond loopback.
+    let public = Command::new(env!("CARGO_BIN_EXE_invitegate"))
+        .args(["serve", "--dev", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(public.status.code(), Some(2));
+}
