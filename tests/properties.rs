@@ -172,3 +172,32 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    /// However an address is spelled (case, spacing, trailing dot), normalizing it gives what
+    /// normalizing its normal form gives: the fast path for normal input agrees with the full
+    /// path for every other spelling.
+    #[test]
+    fn normalization_agrees_across_spellings(
+        local in "[a-zA-Z0-9._+-]{1,12}",
+        domain in "[a-zA-Z0-9-]{1,8}(\\.[a-zA-Z0-9-]{1,8}){1,3}",
+        upper in any::<bool>(),
+        dot in any::<bool>(),
+        pad in any::<bool>(),
+    ) {
+        let spelled = format!(
+            "{}{}@{}{}{}",
+            if pad { "  " } else { "" },
+            if upper { local.to_uppercase() } else { local.clone() },
+            if upper { domain.to_uppercase() } else { domain.clone() },
+            if dot { "." } else { "" },
+            if pad { "\t" } else { "" },
+        );
+        let normal = format!("{}@{}", local.to_lowercase(), domain.to_lowercase());
+        let from_spelled = EmailAddress::parse(&spelled).map(|a| (a.as_str().to_owned(), a.domain().to_owned()));
+        let from_normal = EmailAddress::parse(&normal).map(|a| (a.as_str().to_owned(), a.domain().to_owned()));
+        prop_assert_eq!(from_spelled, from_normal);
+    }
+}
