@@ -462,6 +462,10 @@ fn inspect_needs_no_key() {
     assert_eq!(json["check_symbol_ok"], false);
     assert_eq!(json["key_id"], 7);
     assert_eq!(json["authenticated"], false);
+    assert!(
+        json.get("canonical").is_none(),
+        "no canonical form for a mistyped code: {json}"
+    );
     let junk = run(invitegate(dir.path()).args(["inspect", "hello"]));
     assert_eq!(status(&junk), 1);
     let piped = run_with_stdin(

@@ -280,17 +280,22 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<Status> {
     let kind = seen.kind.map(Kind::name);
     let canonical = seen.code.map(|c| c.to_string());
     if args.json {
-        let out = json!({
+        let mut out = json!({
             "readable": true,
             "check_symbol_ok": seen.check_symbol_ok,
             "version": seen.version,
-            "kind": kind,
             "key_id": seen.key_id,
             "expires_at": seen.expiry.to_string(),
             "expired": past,
-            "canonical": canonical,
             "authenticated": false,
         });
+        // Fields that are unknown are left out rather than written as null.
+        if let Some(kind) = kind {
+            out["kind"] = json!(kind);
+        }
+        if let Some(canonical) = &canonical {
+            out["canonical"] = json!(canonical);
+        }
         println!("{out}");
     } else {
         let check = if seen.check_symbol_ok {
