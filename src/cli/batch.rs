@@ -72,9 +72,15 @@ pub fn batch(args: &BatchArgs) -> anyhow::Result<Status> {
         ),
         _ => None,
     };
-    let progress = std::io::stderr()
-        .is_terminal()
-        .then(|| indicatif::ProgressBar::new_spinner().with_message("rows"));
+    let progress = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{spinner} {human_pos} rows  {elapsed}")
+        {
+            bar.set_style(style);
+        }
+        bar
+    });
     let mut rejects_header_written = false;
     let mut write_error = None;
     let summary = invitegate::batch::run(&ring, input, output, &options, |event| {
