@@ -42,13 +42,23 @@ pub struct ServeArgs {
     #[command(flatten)]
     keys: KeySource,
     /// HTTP Basic user name B2C sends. The password comes from BASIC_AUTH_PASSWORD only.
-    #[arg(long, env = "BASIC_AUTH_USERNAME", value_name = "NAME")]
+    #[arg(
+        long,
+        env = "BASIC_AUTH_USERNAME",
+        value_name = "NAME",
+        hide_env_values = true
+    )]
     basic_auth_username: Option<String>,
     /// Serve without authentication. Anyone who finds the URL can then probe codes.
     #[arg(long)]
     insecure_no_auth: bool,
     /// Application (client) ID of the tenant's b2c-extensions-app; hyphens are fine.
-    #[arg(long, env = "B2C_EXTENSIONS_APP_ID", value_name = "ID")]
+    #[arg(
+        long,
+        env = "B2C_EXTENSIONS_APP_ID",
+        value_name = "ID",
+        hide_env_values = true
+    )]
     extensions_app_id: Option<String>,
     /// Name of the custom attribute holding the code.
     #[arg(
