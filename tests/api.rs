@@ -454,3 +454,91 @@ async fn without_auth_only_when_configured_so() {
     .await;
     assert_eq!(reply.status, 200);
 }
+
+mod hostile_input {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// JSON-looking bodies: objects with the connector's keys holding any JSON value.
+    fn claims() -> impl Strategy<Value = Vec<u8>> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            ".{0,40}".prop_map(Value::from),
+            "[0-9A-Za-z -]{20,35}".prop_map(Value::from),
+        ];
+        let value = leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map("[a-zA-Z_]{1,12}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        });
+        let key = prop_oneof![
+            Just("email".to_owned()),
+            Just("identities".to_owned()),
+            Just("step".to_owned()),
+            Just("ui_locales".to_owned()),
+            Just(ATTR.to_owned()),
+            Just("extension_InvitationCode".to_owned()),
+            "[a-zA-Z_]{1,20}",
+        ];
+        prop::collection::btree_map(key, value, 0..8)
+            .prop_map(|m| serde_json::to_vec(&Value::Object(m.into_iter().collect())).unwrap())
+    }
+
+    fn assert_answer(
+        status: u16,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<(), TestCaseError> {
+        prop_assert!(status < 500, "status {status}");
+        prop_assert!(matches!(status, 200 | 400 | 413), "status {status}");
+        prop_assert_eq!(content_type, Some("application/json"));
+        let json: Value =
+            serde_json::from_slice(body).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert!(!body.windows(4).any(|w| w == b"null"), "{json}");
+        Ok(())
+    }
+
+    fn reply(body: Vec<u8>) -> (u16, Option<String>, Vec<u8>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let response = warp::test::request()
+                .method("POST")
+                .path(PATH)
+                .header("authorization", basic(USER, PASSWORD))
+                .body(body)
+                .reply(&routes(config()))
+                .await;
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (
+                response.status().as_u16(),
+                content_type,
+                response.body().to_vec(),
+            )
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_bytes_never_get_a_5xx(body in prop::collection::vec(any::<u8>(), 0..512)) {
+            let (status, content_type, body) = reply(body);
+            assert_answer(status, content_type.as_deref(), &body)?;
+        }
+
+        #[test]
+        fn arbitrary_claims_never_get_a_5xx(body in claims()) {
+            let (status, content_type, body) = reply(body);
+            assert_answer(status, content_type.as_deref(), &body)?;
+        }
+    }
+}
