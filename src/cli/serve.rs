@@ -196,6 +196,11 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
         ),
     };
     let ring = keys::load(&args.keys)?;
+    assemble(args, ring, auth)
+}
+
+/// The configuration from the flags, given the ring and credentials (real or throwaway).
+fn assemble(args: &ServeArgs, ring: KeyRing, auth: Option<BasicAuth>) -> anyhow::Result<Config> {
     Ok(Config {
         ring,
         verify: verify_options(args)?,
@@ -217,9 +222,9 @@ fn dev_config(args: &ServeArgs, listen: SocketAddr) -> anyhow::Result<(Config, O
     let password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(password_bytes);
     let expiry = Expiry::from_datetime(OffsetDateTime::now_utc() + time::Duration::days(1))?;
     let code = invitegate::mint(&ring, &Audience::email("alice@example.com")?, expiry);
-    let attribute = AttributeNames::new(&args.attribute, args.extensions_app_id.as_deref());
+    let config = assemble(args, ring, Some(BasicAuth::new("dev", &password)))?;
     let url = format!("http://{{addr}}{USER_FLOW_PATH}");
-    let claim = attribute.response_name().to_owned();
+    let claim = config.attribute.response_name();
     let banner = format!(
         "\n================ DEVELOPMENT ONLY: NOT FOR PRODUCTION ================
 invitegate is serving with a throwaway key ring and password that change
@@ -238,15 +243,6 @@ Try it (answers {{\"version\":\"1.0.0\",\"action\":\"Continue\",...}}):
 =======================================================================\n"
     );
     tracing::warn!(address = %listen, "development mode: throwaway keys and credentials");
-    let config = Config {
-        ring,
-        verify: verify_options(args)?,
-        auth: Some(BasicAuth::new("dev", &password)),
-        attribute,
-        keep_code_attribute: args.keep_code_attribute,
-        messages: messages(args)?,
-        log_emails: args.log_emails,
-    };
     Ok((config, Some(banner)))
 }
 
