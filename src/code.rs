@@ -175,9 +175,13 @@ impl Code {
     /// the symbols are not exactly 25; [`Error::MistypedCode`] if the check symbol is wrong;
     /// [`Error::MalformedCode`] if the version is not 1 or the kind not 1-3.
     pub fn parse(text: &str) -> Result<Self, Error> {
-        let code = Self {
-            bytes: read_symbols(text.as_bytes())?,
-        };
+        Self::checked(read_symbols(text.as_bytes())?)
+    }
+
+    /// A code from bytes whose check symbol was right: version 1 and a known kind, or
+    /// [`Error::MalformedCode`] (step 3 of the spec).
+    fn checked(bytes: [u8; CODE_BYTES]) -> Result<Self, Error> {
+        let code = Self { bytes };
         if code.version() != VERSION {
             return Err(Error::MalformedCode {
                 reason: "unknown format version",
@@ -296,7 +300,7 @@ impl Inspection {
             key_id: seen.key_id(),
             expiry: seen.expiry(),
             check_symbol_ok,
-            code: Code::parse(text).ok(),
+            code: check_symbol_ok.then(|| Code::checked(bytes).ok()).flatten(),
         })
     }
 }
