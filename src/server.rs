@@ -27,7 +27,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 use crate::connector::b2c::{self, AttributeNames, CodeClaim};
-use crate::{Code, Error, KeyRing, Outcome, VerifyOptions, verify_code};
+use crate::{Code, KeyRing, Outcome, VerifyOptions, verify_code};
 use auth::BasicAuth;
 use messages::{MessageKey, Messages};
 use metrics::Metrics;
@@ -293,25 +293,19 @@ fn connector_answer(
             return validation_error(config, MessageKey::BadRequest, locales);
         }
     };
-    let code = match Code::parse(typed) {
-        Ok(code) => code,
-        Err(Error::MistypedCode) => {
-            record.outcome = "mistyped";
-            return validation_error(config, MessageKey::Mistyped, locales);
+    let outcome = match Code::parse(typed) {
+        Ok(code) => {
+            record.code = Some(code);
+            verify_code(
+                &config.ring,
+                &code,
+                email,
+                OffsetDateTime::now_utc(),
+                &config.verify,
+            )
         }
-        Err(_) => {
-            record.outcome = "malformed";
-            return validation_error(config, MessageKey::Malformed, locales);
-        }
+        Err(err) => Outcome::unreadable(&err),
     };
-    record.code = Some(code);
-    let outcome = verify_code(
-        &config.ring,
-        &code,
-        email,
-        OffsetDateTime::now_utc(),
-        &config.verify,
-    );
     record.outcome = outcome.name();
     match outcome {
         Outcome::Valid(_) => {

@@ -171,6 +171,16 @@ impl<'a> Outcome<'a> {
         }
     }
 
+    /// The outcome for text that [`Code::parse`] refused: `mistyped` for a wrong check symbol,
+    /// `malformed` for anything else (spec section 5, steps 1 to 3).
+    #[must_use]
+    pub fn unreadable(error: &Error) -> Outcome<'static> {
+        match error {
+            Error::MistypedCode => Outcome::Mistyped,
+            _ => Outcome::Malformed,
+        }
+    }
+
     /// Whether the code admits the address now.
     #[must_use]
     pub fn is_valid(&self) -> bool {
@@ -207,8 +217,7 @@ pub fn verify<'a>(
 ) -> Outcome<'a> {
     match Code::parse(text) {
         Ok(code) => verify_code(ring, &code, email, now, options),
-        Err(Error::MistypedCode) => Outcome::Mistyped,
-        Err(_) => Outcome::Malformed,
+        Err(err) => Outcome::unreadable(&err),
     }
 }
 

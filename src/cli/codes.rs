@@ -7,9 +7,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::{ArgGroup, Args};
 use invitegate::policy::check_audience;
-use invitegate::{
-    Audience, Code, DenyList, Error, Expiry, Inspection, Kind, Outcome, VerifyOptions,
-};
+use invitegate::{Audience, Code, DenyList, Expiry, Inspection, Kind, Outcome, VerifyOptions};
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -166,8 +164,7 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Status> {
             invitegate::verify_code(&ring, &code, &args.email, now, &options),
             None,
         ),
-        Err(Error::MistypedCode) => (Outcome::Mistyped, None),
-        Err(err) => (Outcome::Malformed, Some(err.to_string())),
+        Err(err) => (Outcome::unreadable(&err), Some(err.to_string())),
     };
     if args.json {
         println!("{}", outcome_json(&outcome));
