@@ -238,9 +238,7 @@ fn mint_row(
         })?;
         Expiry::from_datetime(at).map_err(|err| err.to_string())?
     };
-    if i64::from(expiry.unix()) <= options.now.unix_timestamp() {
-        return Err(format!("the expiry {expiry} is not in the future"));
-    }
+    let expiry = expiry.after(options.now).map_err(|err| err.to_string())?;
     Ok((mint(ring, &audience, expiry), kind, expiry))
 }
 

@@ -128,6 +128,19 @@ impl Expiry {
             .map_err(|_| Error::ExpiryOutOfRange)
     }
 
+    /// This expiry, if it falls in a later second than `now`: what minting a code at `now`
+    /// requires.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ExpiryNotInFuture`] when a code with it would be expired as soon as minted.
+    pub fn after(self, now: OffsetDateTime) -> Result<Self, Error> {
+        if i64::from(self.0) <= now.unix_timestamp() {
+            return Err(Error::ExpiryNotInFuture { expiry: self });
+        }
+        Ok(self)
+    }
+
     /// Seconds since the Unix epoch.
     #[must_use]
     pub const fn unix(self) -> u32 {

@@ -49,6 +49,12 @@ pub enum Error {
         "expiry must lie between 1970-01-01T00:00:00Z and 2106-02-07T06:28:15Z (unix seconds 0 to 4294967295)"
     )]
     ExpiryOutOfRange,
+    /// A code would be minted already expired.
+    #[error("the expiry {expiry} is not in the future")]
+    ExpiryNotInFuture {
+        /// The expiry asked for.
+        expiry: crate::Expiry,
+    },
     /// One entry of a key ring text is wrong.
     #[error("entry {entry}: {problem}")]
     KeyRingEntry {

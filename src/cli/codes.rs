@@ -42,13 +42,7 @@ impl ExpiryArgs {
             (None, Some(text)) => parse_instant(text, "--expires-at")?,
             (None, None) => return Ok(None),
         };
-        if at <= now {
-            bail!(
-                "the expiry {} is not in the future",
-                at.format(&Rfc3339).unwrap_or_default()
-            );
-        }
-        Ok(Some(Expiry::from_datetime(at)?))
+        Ok(Some(Expiry::from_datetime(at)?.after(now)?))
     }
 }
 
