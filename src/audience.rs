@@ -83,6 +83,71 @@ pub fn is_plain_ldh(domain: &str) -> bool {
     true
 }
 
+/// Bits of [`ADDRESS_CLASS`].
+const LOCAL: u8 = 1;
+const DOMAIN: u8 = 2;
+const DOT: u8 = 4;
+const HYPHEN: u8 = 8;
+
+/// What a byte may be in an address that is already normal and plainly so: [`LOCAL`] for
+/// printable ASCII other than upper case and `@`; [`DOMAIN`] for `a`-`z`, `0`-`9`, `-`, `.`;
+/// [`DOT`] and [`HYPHEN`] mark the two bytes that may not come twice in a row in such a domain.
+static ADDRESS_CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut byte: usize = 0x21;
+    while byte < 0x7F {
+        if byte as u8 != b'@' && !(byte as u8).is_ascii_uppercase() {
+            table[byte] = LOCAL;
+        }
+        if (byte as u8).is_ascii_lowercase() || (byte as u8).is_ascii_digit() {
+            table[byte] |= DOMAIN;
+        }
+        byte += 1;
+    }
+    table[b'.' as usize] |= DOMAIN | DOT;
+    table[b'-' as usize] |= DOMAIN | HYPHEN;
+    table
+};
+
+/// The index of the `@` when `address` is already what section 4 makes of it and plainly so;
+/// `None` sends it through every step instead.
+///
+/// Plainly so: one `@` with printable, non-upper-case ASCII before it, and after it a domain of
+/// lower-case letters, digits, `-` and `.` with no empty label and no `--` (so no `xn--`
+/// label, which UTS #46 would decode and check). Such an address has nothing to trim, its
+/// local part has no upper case, and its domain passes [`is_plain_ldh`] and the label check,
+/// so normalization returns it unchanged. One pass a part, a table look-up a byte; the unit
+/// tests check it against the full steps.
+fn plain_address(address: &[u8]) -> Option<usize> {
+    // The domain first, right to left up to the `@`. Starting as if a dot came after the last
+    // byte makes a trailing dot (or an empty domain) an empty label, as a leading one is below.
+    let mut previous = DOT;
+    let mut all = DOMAIN;
+    let mut doubled = 0;
+    let mut at = None;
+    for (i, &b) in address.iter().enumerate().rev() {
+        if b == b'@' {
+            at = Some(i);
+            break;
+        }
+        let class = ADDRESS_CLASS[usize::from(b)];
+        all &= class;
+        doubled |= previous & class;
+        previous = class;
+    }
+    let at = at?;
+    let local = address.get(..at)?;
+    let local_class = local
+        .iter()
+        .fold(LOCAL, |all, &b| all & ADDRESS_CLASS[usize::from(b)]);
+    let plain = !local.is_empty()
+        && local_class & LOCAL != 0
+        && all & DOMAIN != 0
+        && doubled & (DOT | HYPHEN) == 0
+        && previous & DOT == 0;
+    plain.then_some(at)
+}
+
 /// A normalized email address: `local@domain`, local part Unicode lower-case, domain as
 /// [`normalize_domain`] makes it.
 ///
@@ -102,6 +167,17 @@ impl<'a> EmailAddress<'a> {
     /// [`Error::InvalidEmail`] without an `@` or with an empty side; [`Error::InvalidDomain`]
     /// when the domain cannot be normalized.
     pub fn parse(text: &'a str) -> Result<Self, Error> {
+        if let Some(at) = plain_address(text.as_bytes()) {
+            return Ok(Self {
+                text: Cow::Borrowed(text),
+                at,
+            });
+        }
+        Self::parse_general(text)
+    }
+
+    /// Section 4 step by step, for any address [`plain_address`] does not vouch for.
+    fn parse_general(text: &'a str) -> Result<Self, Error> {
         let trimmed = text.trim_ascii();
         // A plain reverse scan: addresses are short, and memrchr's set-up costs more here.
         let Some(at) = trimmed.bytes().rposition(|b| b == b'@') else {
@@ -341,6 +417,70 @@ mod tests {
         assert!(EmailAddress::parse("@contoso.com").is_err());
         assert!(EmailAddress::parse("alice@").is_err());
         assert!(EmailAddress::parse("alice").is_err());
+    }
+
+    /// Addresses built from the pieces that decide [`plain_address`], and a few others.
+    fn address_like() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::strategy::Strategy;
+        const PIECES: [&str; 16] = [
+            "a",
+            "b0",
+            "Z",
+            ".",
+            "-",
+            "@",
+            "xn--",
+            "xn--bcher-kva",
+            "--",
+            " ",
+            "\t",
+            "ä",
+            "_",
+            "\"",
+            "+",
+            "\u{a0}",
+        ];
+        proptest::collection::vec(proptest::sample::select(&PIECES[..]), 0..10)
+            .prop_map(|parts| parts.concat())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
+
+        /// The shortcut only ever answers what the full steps would: the same text, borrowed,
+        /// split at the same `@`.
+        #[test]
+        fn plain_addresses_are_what_the_full_steps_make(text in address_like()) {
+            if let Some(at) = plain_address(text.as_bytes()) {
+                let full = EmailAddress::parse_general(&text);
+                proptest::prop_assert!(
+                    matches!(&full, Ok(EmailAddress { text: Cow::Borrowed(t), at: a }) if *t == text && *a == at),
+                    "{text:?}: {full:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn plain_address_takes_the_common_case_only() {
+        assert_eq!(plain_address(b"alice@contoso.com"), Some(5));
+        assert_eq!(plain_address(b"a.b+tag@eu.my-shop.example"), Some(7));
+        for other in [
+            "Alice@contoso.com",
+            "alice@Contoso.com",
+            " alice@contoso.com",
+            "alice@contoso.com.",
+            "alice@.contoso.com",
+            "alice@contoso..com",
+            "alice@xn--bcher-kva.de",
+            "a@b@contoso.com",
+            "@contoso.com",
+            "alice@",
+            "al ice@contoso.com",
+            "älice@contoso.com",
+        ] {
+            assert_eq!(plain_address(other.as_bytes()), None, "{other}");
+        }
     }
 
     #[test]
