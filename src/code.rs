@@ -188,7 +188,11 @@ impl Code {
     /// the symbols are not exactly 25; [`Error::MistypedCode`] if the check symbol is wrong;
     /// [`Error::MalformedCode`] if the version is not 1 or the kind not 1-3.
     pub fn parse(text: &str) -> Result<Self, Error> {
-        Self::checked(read_symbols(text.as_bytes())?)
+        let read = read_symbols(text.as_bytes())?;
+        if !read.check_symbol_ok {
+            return Err(Error::MistypedCode);
+        }
+        Self::checked(read.bytes)
     }
 
     /// A code from bytes whose check symbol was right: version 1 and a known kind, or
@@ -303,9 +307,10 @@ impl Inspection {
     ///
     /// [`Error::MalformedCode`] when the text is not 25 symbols of the alphabet.
     pub fn of(text: &str) -> Result<Self, Error> {
-        let [data @ .., check] = gather(text.as_bytes())?;
-        let bytes = unpack(&data);
-        let check_symbol_ok = check == check_symbol(&data);
+        let Read {
+            bytes,
+            check_symbol_ok,
+        } = read_symbols(text.as_bytes())?;
         let seen = Code { bytes };
         Ok(Self {
             version: seen.version(),
@@ -348,7 +353,7 @@ impl Code {
 }
 
 /// Where symbol `i` goes in the display form: after `i / 5` dashes.
-static DISPLAY_POSITIONS: [usize; SYMBOLS] = {
+const DISPLAY_POSITIONS: [usize; SYMBOLS] = {
     let mut positions = [0; SYMBOLS];
     let mut i = 0;
     while i < SYMBOLS {
@@ -386,15 +391,72 @@ impl std::str::FromStr for Code {
     }
 }
 
-/// Reads exactly 25 symbols, skipping separators, checks the check symbol and returns the 15
-/// bytes the first 24 encode.
-fn read_symbols(text: &[u8]) -> Result<[u8; CODE_BYTES], Error> {
-    let values = gather(text)?;
-    let [data @ .., check] = values;
-    if check != check_symbol(&data) {
-        return Err(Error::MistypedCode);
+/// What the 25 symbols of a code's text say.
+struct Read {
+    /// The 15 bytes the first 24 symbols encode.
+    bytes: [u8; CODE_BYTES],
+    /// Whether the 25th symbol is the check symbol of the first 24.
+    check_symbol_ok: bool,
+}
+
+/// Reads exactly 25 symbols, skipping separators: the bytes they encode and whether the check
+/// symbol is right.
+fn read_symbols(text: &[u8]) -> Result<Read, Error> {
+    if let Some(read) = read_in_place(text) {
+        return Ok(read);
     }
-    Ok(unpack(&data))
+    let values = gather(text)?;
+    Ok(decode(|i| values[i]).0)
+}
+
+/// Text in the display form (five groups of five, one separator between groups), as codes are
+/// sent out and pasted back: each symbol is read from where it must be, in one pass with
+/// nothing carried from byte to byte but sums. `None` for any other shape and for a stranger,
+/// so that [`gather`] reads it the long way and says what is wrong.
+fn read_in_place(text: &[u8]) -> Option<Read> {
+    let display = <&[u8; DISPLAY_LEN]>::try_from(text).ok()?;
+    let split = [5, 11, 17, 23]
+        .iter()
+        .all(|&gap| SYMBOL_VALUE[usize::from(display[gap])] == SEPARATOR);
+    if !split {
+        return None;
+    }
+    let (read, seen) = decode(|i| SYMBOL_VALUE[usize::from(display[i + i / 5])]);
+    // Symbol values are below 32; the separator and stranger marks are not.
+    (seen < 32).then_some(read)
+}
+
+/// Decodes symbol values `value(0)` to `value(24)`: packs the first 24, most significant first,
+/// into 15 bytes (three independent groups of eight symbols and five bytes), and checks the
+/// 25th against their Luhn mod 32 sum. Also returns every value ORed together, so a caller
+/// that looked values up without checking them can tell whether all were symbols.
+///
+/// Done here rather than through a base32 crate because the check symbol needs the values
+/// anyway and this keeps reading free of allocation. The tests check it against the `base32`
+/// crate.
+#[inline(always)]
+fn decode(value: impl Fn(usize) -> u8) -> (Read, u8) {
+    let mut seen = 0u8;
+    let mut luhn = Luhn::default();
+    let mut bytes = [0u8; CODE_BYTES];
+    for (group, out) in bytes.chunks_exact_mut(5).enumerate() {
+        let mut bits = 0u64;
+        for i in (group * 8..group * 8 + 8).step_by(2) {
+            let (plain, doubled) = (value(i), value(i + 1));
+            seen |= plain | doubled;
+            luhn.add(plain, doubled);
+            bits = (bits << 10) | u64::from(plain) << 5 | u64::from(doubled);
+        }
+        let [_, _, _, be @ ..] = bits.to_be_bytes();
+        out.copy_from_slice(&be);
+    }
+    let check = value(DATA_SYMBOLS);
+    seen |= check;
+    let read = Read {
+        bytes,
+        check_symbol_ok: check == luhn.check(),
+    };
+    (read, seen)
 }
 
 /// Reads any spelling the spec allows: separators anywhere, exactly 25 symbols.
@@ -434,55 +496,43 @@ fn gather(text: &[u8]) -> Result<[u8; SYMBOLS], Error> {
     }
 }
 
-/// Packs 24 five-bit values, most significant first, into 15 bytes.
-///
-/// Done here rather than through a base32 crate because reading already produced the values
-/// (the check symbol needs them) and this keeps the hot path free of allocation. Two 60-bit
-/// halves keep the dependency chains short. The tests check it against the `base32` crate.
-fn unpack(values: &[u8; DATA_SYMBOLS]) -> [u8; CODE_BYTES] {
-    let half = |part: &[u8]| part.iter().fold(0u64, |acc, &v| (acc << 5) | u64::from(v));
-    let (high, low) = values.split_at(DATA_SYMBOLS / 2);
-    let bits = (u128::from(half(high)) << 60) | u128::from(half(low));
-    let wide = bits.to_be_bytes();
-    let mut bytes = [0u8; CODE_BYTES];
-    bytes.copy_from_slice(&wide[16 - CODE_BYTES..]);
-    bytes
+/// A running Luhn mod 32 sum over 24 symbol values, taken in (plain, doubled) pairs from the
+/// left: right to left the weights are 2, 1, 2, 1, ..., so with an even count the doubled
+/// values are those at odd positions from the left.
+#[derive(Default)]
+struct Luhn {
+    plain: u32,
+    doubled: u32,
+    carries: u32,
 }
 
-/// One symbol's contribution to the Luhn mod 32 sum.
-const fn luhn_term(value: u8, doubled: bool) -> u32 {
-    let p = (value as u32) << (doubled as u32);
-    p / 32 + p % 32
-}
-
-/// `luhn_term(v, true)` for every symbol value, so the sum is one look-up a symbol.
-static DOUBLED: [u8; 32] = {
-    let mut table = [0u8; 32];
-    let mut value = 0;
-    while value < 32 {
-        table[value] = luhn_term(value as u8, true) as u8;
-        value += 1;
+impl Luhn {
+    /// Adds one pair of values below 32.
+    #[inline(always)]
+    fn add(&mut self, plain: u8, doubled: u8) {
+        self.plain += u32::from(plain);
+        self.doubled += u32::from(doubled);
+        // Doubling `v` gives `2v`, whose base-32 digits sum to `2v - 31` from 16 up: the same
+        // as `2v + 1` modulo 32.
+        self.carries += u32::from(doubled >> 4);
     }
-    table
-};
 
-/// The check value for a Luhn mod 32 sum.
-fn luhn_check(sum: u32) -> u8 {
-    ((32 - sum % 32) % 32) as u8
+    /// The check value: what brings the sum to a multiple of 32.
+    fn check(&self) -> u8 {
+        let sum = self.plain + 2 * self.doubled + self.carries;
+        ((32 - sum % 32) % 32) as u8
+    }
 }
 
-/// Luhn mod 32 over the 24 data symbol values, right to left with weights 2, 1, 2, 1, ...
-///
-/// With exactly 24 values, the doubled positions counted from the right are the odd positions
-/// counted from the left; written over a fixed-size array the sum vectorizes.
+/// The check symbol's value for 24 data symbol values.
 fn check_symbol(values: &[u8; DATA_SYMBOLS]) -> u8 {
-    let mut sum = 0u32;
+    let mut luhn = Luhn::default();
     for pair in values.chunks_exact(2) {
         if let [plain, doubled] = *pair {
-            sum += u32::from(plain) + u32::from(DOUBLED[usize::from(doubled & 0x1F)]);
+            luhn.add(plain, doubled);
         }
     }
-    luhn_check(sum)
+    luhn.check()
 }
 
 #[cfg(test)]
@@ -498,7 +548,34 @@ mod tests {
             *value = SYMBOL_VALUE[usize::from(symbol)];
         }
         let check = ALPHABET[usize::from(check_symbol(&values))] as char;
-        assert_eq!(read_symbols(format!("{text}{check}").as_bytes()), Ok(bytes));
+        let in_a_row = format!("{text}{check}");
+        let display = Code { bytes }.to_string();
+        let scattered = format!(" {}\t{} ", &in_a_row[..3], &in_a_row[3..]).to_lowercase();
+        // The first two take the in-place path, the last the long way round.
+        for spelling in [in_a_row, display, scattered] {
+            let read = read_symbols(spelling.as_bytes());
+            assert!(
+                matches!(read, Ok(Read { bytes: b, check_symbol_ok: true }) if b == bytes),
+                "{spelling}"
+            );
+        }
+    }
+
+    #[test]
+    fn both_paths_agree_on_every_check_symbol() {
+        let display = Code {
+            bytes: core::array::from_fn(|i| (i as u8).wrapping_mul(91) ^ 0x3C),
+        }
+        .to_string();
+        for symbol in ALPHABET.iter().map(|&b| b as char) {
+            let mut text = display.clone();
+            text.replace_range(DISPLAY_LEN - 1.., &symbol.to_string());
+            let fast = read_in_place(text.as_bytes()).map(|r| (r.bytes, r.check_symbol_ok));
+            let values = gather(text.as_bytes()).expect("25 symbols");
+            let (slow, _) = decode(|i| values[i]);
+            assert_eq!(fast, Some((slow.bytes, slow.check_symbol_ok)), "{symbol}");
+            assert_eq!(slow.check_symbol_ok, text == display, "{symbol}");
+        }
     }
 
     #[test]
