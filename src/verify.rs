@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use crate::Error;
 use crate::audience::{Audience, EmailAddress, domain_candidates};
-use crate::code::{CODE_BYTES, Code, Expiry, Kind};
+use crate::code::{CODE_BYTES, Code, Expiry, Kind, TAG_BYTES};
 use crate::keys::{KeyRing, tag};
 
 /// Leeway after the expiry instant during which a code still verifies, for clock skew.
@@ -221,6 +221,15 @@ pub fn verify<'a>(
     }
 }
 
+/// Compares two tags in constant time: all nine bytes are always compared, as one 64-bit word
+/// and one byte, and the answer does not depend on where they differ.
+fn tags_equal(a: &[u8; TAG_BYTES], b: &[u8; TAG_BYTES]) -> bool {
+    let ([a_word @ .., a_last], [b_word @ .., b_last]) = (*a, *b);
+    let same =
+        u64::from_le_bytes(a_word).ct_eq(&u64::from_le_bytes(b_word)) & a_last.ct_eq(&b_last);
+    bool::from(same)
+}
+
 /// Verifies an already parsed code; steps 4 to 8 of the spec.
 ///
 /// For callers that parse once and keep the [`Code`] (for example to log its fingerprint).
@@ -241,7 +250,7 @@ pub fn verify_code<'a>(
     let kind = code.kind();
     let header = code.header_bytes();
     let matches =
-        |candidate: &&str| -> bool { bool::from(tag(mac, header, candidate).ct_eq(code.tag())) };
+        |candidate: &&str| -> bool { tags_equal(&tag(mac, header, candidate), code.tag()) };
     let matched = match kind {
         Kind::Email => Some(address.as_str()).filter(matches),
         Kind::Domain => Some(address.domain()).filter(matches),
