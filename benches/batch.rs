@@ -66,8 +66,8 @@ fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
     let (Some(mint_ns), Some(batch_ns)) = (
-        common::mean_ns(GROUP, "mint_email"),
-        common::mean_ns(GROUP, "batch_10k_rows"),
+        common::median_ns(GROUP, "mint_email"),
+        common::median_ns(GROUP, "batch_10k_rows"),
     ) else {
         println!("ratios: run both benchmarks to compare them");
         return;
