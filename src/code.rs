@@ -406,7 +406,8 @@ fn read_symbols(text: &[u8]) -> Result<Read, Error> {
         return Ok(read);
     }
     let values = gather(text)?;
-    Ok(decode(|i| values[i]).0)
+    // `gather` returns symbol values only, so `decode` finds nothing to refuse.
+    decode(|i| values[i]).ok_or(STRANGER)
 }
 
 /// Text in the display form (five groups of five, one separator between groups), as codes are
@@ -421,43 +422,50 @@ fn read_in_place(text: &[u8]) -> Option<Read> {
     if !split {
         return None;
     }
-    let (read, seen) = decode(|i| SYMBOL_VALUE[usize::from(display[i + i / 5])]);
-    // Symbol values are below 32; the separator and stranger marks are not.
-    (seen < 32).then_some(read)
+    decode(|i| SYMBOL_VALUE[usize::from(display[i + i / 5])])
 }
 
 /// Decodes symbol values `value(0)` to `value(24)`: packs the first 24, most significant first,
-/// into 15 bytes (three independent groups of eight symbols and five bytes), and checks the
-/// 25th against their Luhn mod 32 sum. Also returns every value ORed together, so a caller
-/// that looked values up without checking them can tell whether all were symbols.
+/// into 15 bytes, and checks the 25th against their Luhn mod 32 sum. `None` as soon as a value
+/// is 32 or more (not a symbol's), which only values looked up without checking can be.
 ///
-/// Done here rather than through a base32 crate because the check symbol needs the values
-/// anyway and this keeps reading free of allocation. The tests check it against the `base32`
-/// crate.
+/// Three independent groups of eight symbols make five bytes each; checking each group as it
+/// is read keeps only a few values live at a time. Done here rather than through a base32
+/// crate because the check symbol needs the values anyway and this keeps reading free of
+/// allocation. The tests check it against the `base32` crate.
 #[inline(always)]
-fn decode(value: impl Fn(usize) -> u8) -> (Read, u8) {
-    let mut seen = 0u8;
+fn decode(value: impl Fn(usize) -> u8) -> Option<Read> {
     let mut luhn = Luhn::default();
     let mut bytes = [0u8; CODE_BYTES];
     for (group, out) in bytes.chunks_exact_mut(5).enumerate() {
         let mut bits = 0u64;
+        let mut seen = 0u8;
         for i in (group * 8..group * 8 + 8).step_by(2) {
             let (plain, doubled) = (value(i), value(i + 1));
             seen |= plain | doubled;
             luhn.add(plain, doubled);
             bits = (bits << 10) | u64::from(plain) << 5 | u64::from(doubled);
         }
+        if seen >= 32 {
+            return None;
+        }
         let [_, _, _, be @ ..] = bits.to_be_bytes();
         out.copy_from_slice(&be);
     }
     let check = value(DATA_SYMBOLS);
-    seen |= check;
-    let read = Read {
+    if check >= 32 {
+        return None;
+    }
+    Some(Read {
         bytes,
         check_symbol_ok: check == luhn.check(),
-    };
-    (read, seen)
+    })
 }
+
+/// The error for text with a character that is neither a symbol nor a separator.
+const STRANGER: Error = Error::MalformedCode {
+    reason: "it holds a character outside the code alphabet",
+};
 
 /// Reads any spelling the spec allows: separators anywhere, exactly 25 symbols.
 ///
@@ -478,9 +486,7 @@ fn gather(text: &[u8]) -> Result<[u8; SYMBOLS], Error> {
         count += usize::from(value != SEPARATOR);
     }
     if stranger {
-        return Err(Error::MalformedCode {
-            reason: "it holds a character outside the code alphabet",
-        });
+        return Err(STRANGER);
     }
     match count.cmp(&SYMBOLS) {
         std::cmp::Ordering::Less => Err(Error::MalformedCode {
@@ -572,9 +578,16 @@ mod tests {
             text.replace_range(DISPLAY_LEN - 1.., &symbol.to_string());
             let fast = read_in_place(text.as_bytes()).map(|r| (r.bytes, r.check_symbol_ok));
             let values = gather(text.as_bytes()).expect("25 symbols");
-            let (slow, _) = decode(|i| values[i]);
+            let slow = decode(|i| values[i]).expect("symbol values");
             assert_eq!(fast, Some((slow.bytes, slow.check_symbol_ok)), "{symbol}");
             assert_eq!(slow.check_symbol_ok, text == display, "{symbol}");
+        }
+        // A stranger anywhere in the display shape leaves it to the long way.
+        for position in (0..DISPLAY_LEN).filter(|p| p % 6 != 5) {
+            let mut text = display.clone().into_bytes();
+            text[position] = b'U';
+            assert!(read_in_place(&text).is_none(), "{position}");
+            assert_eq!(read_symbols(&text).map(|_| ()), Err(STRANGER), "{position}");
         }
     }
 
