@@ -422,7 +422,7 @@ fn read_in_place(text: &[u8]) -> Option<Read> {
     if !split {
         return None;
     }
-    decode(|i| SYMBOL_VALUE[usize::from(display[i + i / 5])])
+    decode(|i| SYMBOL_VALUE[usize::from(display[DISPLAY_POSITIONS[i]])])
 }
 
 /// Decodes symbol values `value(0)` to `value(24)`: packs the first 24, most significant first,
@@ -557,7 +557,7 @@ mod tests {
         let in_a_row = format!("{text}{check}");
         let display = Code { bytes }.to_string();
         let scattered = format!(" {}\t{} ", &in_a_row[..3], &in_a_row[3..]).to_lowercase();
-        // The first two take the in-place path, the last the long way round.
+        // The display form takes the in-place path, the other two the long way round.
         for spelling in [in_a_row, display, scattered] {
             let read = read_symbols(spelling.as_bytes());
             assert!(
