@@ -166,6 +166,53 @@ impl fmt::Display for Expiry {
     }
 }
 
+/// An instant as whole seconds since the Unix epoch: the form verification compares expiries
+/// in.
+///
+/// Verification takes `impl Into<UnixTime>`, so callers pass an [`OffsetDateTime`] or a
+/// [`std::time::SystemTime`] as they have it. A server that reads the clock for every request
+/// can pass `SystemTime::now()` and skip the calendar conversions of `OffsetDateTime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UnixTime(i64);
+
+impl UnixTime {
+    /// The instant `seconds` after 1970-01-01T00:00:00Z (before it when negative).
+    #[must_use]
+    pub const fn from_unix(seconds: i64) -> Self {
+        Self(seconds)
+    }
+
+    /// Seconds since the Unix epoch.
+    #[must_use]
+    pub const fn unix(self) -> i64 {
+        self.0
+    }
+}
+
+impl From<OffsetDateTime> for UnixTime {
+    fn from(at: OffsetDateTime) -> Self {
+        Self(at.unix_timestamp())
+    }
+}
+
+impl From<std::time::SystemTime> for UnixTime {
+    /// Truncated to the whole second at or before the instant, as `OffsetDateTime` does.
+    fn from(at: std::time::SystemTime) -> Self {
+        let seconds = match at.duration_since(std::time::UNIX_EPOCH) {
+            Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
+            Err(before) => {
+                let before = before.duration();
+                let whole = i64::try_from(before.as_secs()).unwrap_or(i64::MAX);
+                // -0.5 s is in the second that starts at -1.
+                whole
+                    .saturating_add(i64::from(before.subsec_nanos() > 0))
+                    .saturating_neg()
+            }
+        };
+        Self(seconds)
+    }
+}
+
 /// A parsed invitation code: structurally sound (version 1, kind 1-3, check symbol right), not
 /// yet authenticated.
 ///
@@ -544,6 +591,27 @@ fn check_symbol(values: &[u8; DATA_SYMBOLS]) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unix_time_agrees_with_offset_date_time() {
+        use std::time::{Duration, UNIX_EPOCH};
+        for (system, seconds) in [
+            (
+                UNIX_EPOCH + Duration::new(1_790_000_000, 999_999_999),
+                1_790_000_000,
+            ),
+            (UNIX_EPOCH, 0),
+            (UNIX_EPOCH - Duration::from_millis(500), -1),
+            (UNIX_EPOCH - Duration::from_secs(2), -2),
+        ] {
+            assert_eq!(UnixTime::from(system).unix(), seconds, "{system:?}");
+            assert_eq!(
+                UnixTime::from(OffsetDateTime::from(system)),
+                UnixTime::from(system),
+                "{system:?}"
+            );
+        }
+    }
 
     #[test]
     fn reading_matches_the_base32_crate() {

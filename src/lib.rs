@@ -37,7 +37,7 @@ pub mod server;
 pub mod verify;
 
 pub use audience::{Audience, EmailAddress, normalize_domain};
-pub use code::{Code, Expiry, Inspection, Kind};
+pub use code::{Code, Expiry, Inspection, Kind, UnixTime};
 pub use error::{Error, KeyProblem};
 pub use keys::KeyRing;
 pub use verify::{

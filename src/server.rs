@@ -19,7 +19,6 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt as _};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use warp::http::{HeaderValue, Method, StatusCode, header};
@@ -300,7 +299,8 @@ fn connector_answer(
                 &config.ring,
                 &code,
                 email,
-                OffsetDateTime::now_utc(),
+                // Unix seconds straight from the clock: no calendar conversion a request.
+                std::time::SystemTime::now(),
                 &config.verify,
             )
         }

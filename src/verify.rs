@@ -5,11 +5,10 @@ use std::fmt;
 use std::time::Duration;
 
 use subtle::ConstantTimeEq;
-use time::OffsetDateTime;
 
 use crate::Error;
 use crate::audience::{Audience, EmailAddress, domain_candidates};
-use crate::code::{CODE_BYTES, Code, Expiry, Kind, TAG_BYTES};
+use crate::code::{CODE_BYTES, Code, Expiry, Kind, TAG_BYTES, UnixTime};
 use crate::keys::{KeyRing, tag};
 
 /// Leeway after the expiry instant during which a code still verifies, for clock skew.
@@ -203,7 +202,9 @@ impl fmt::Display for Outcome<'_> {
     }
 }
 
-/// Verifies a code as typed against an email address at instant `now`.
+/// Verifies a code as typed against an email address at instant `now` (an
+/// [`OffsetDateTime`](time::OffsetDateTime), a [`SystemTime`](std::time::SystemTime) or a
+/// [`UnixTime`]).
 ///
 /// Steps run in the spec's order: read the text, check symbol, version and kind, key id,
 /// tag, deny list, expiry. Only the key named by the code is tried.
@@ -212,11 +213,22 @@ pub fn verify<'a>(
     ring: &KeyRing,
     text: &str,
     email: &'a str,
-    now: OffsetDateTime,
+    now: impl Into<UnixTime>,
+    options: &VerifyOptions,
+) -> Outcome<'a> {
+    verify_at(ring, text, email, now.into(), options)
+}
+
+/// [`verify()`] with the instant converted: compiled once here, whatever the caller passes.
+fn verify_at<'a>(
+    ring: &KeyRing,
+    text: &str,
+    email: &'a str,
+    now: UnixTime,
     options: &VerifyOptions,
 ) -> Outcome<'a> {
     match Code::parse(text) {
-        Ok(code) => verify_code(ring, &code, email, now, options),
+        Ok(code) => verify_code_at(ring, &code, email, now, options),
         Err(err) => Outcome::unreadable(&err),
     }
 }
@@ -238,7 +250,17 @@ pub fn verify_code<'a>(
     ring: &KeyRing,
     code: &Code,
     email: &'a str,
-    now: OffsetDateTime,
+    now: impl Into<UnixTime>,
+    options: &VerifyOptions,
+) -> Outcome<'a> {
+    verify_code_at(ring, code, email, now.into(), options)
+}
+
+fn verify_code_at<'a>(
+    ring: &KeyRing,
+    code: &Code,
+    email: &'a str,
+    now: UnixTime,
     options: &VerifyOptions,
 ) -> Outcome<'a> {
     let Some(mac) = ring.mac(code.key_id()) else {
@@ -270,7 +292,7 @@ pub fn verify_code<'a>(
     }
     let leeway = i64::try_from(options.leeway.as_secs()).unwrap_or(i64::MAX);
     let deadline = i64::from(grant.expiry.unix()).saturating_add(leeway);
-    if now.unix_timestamp() >= deadline {
+    if now.unix() >= deadline {
         return Outcome::Expired(grant);
     }
     Outcome::Valid(grant)
