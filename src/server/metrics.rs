@@ -11,11 +11,32 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
+/// Every outcome a connector request can have: the spec's six, then the connector's own.
+pub const OUTCOMES: [&str; 14] = [
+    "valid",
+    "malformed",
+    "mistyped",
+    "not-valid",
+    "revoked",
+    "expired",
+    "missing-code",
+    "no-email",
+    "wrong-step",
+    "bad-request",
+    "unauthorized",
+    "method-not-allowed",
+    "too-large",
+    "timeout",
+];
+
 /// The server's metrics and the registry that renders them.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     requests: Family<OutcomeLabels, Counter>,
+    /// The counter of each of [`OUTCOMES`], made at start: a request then counts without the
+    /// family's lock and hashing, and every outcome is exported from the start, at zero.
+    counters: Vec<(&'static str, Counter)>,
     latency: Histogram,
 }
 
@@ -43,18 +64,30 @@ impl Metrics {
             "Time from the request's arrival at the handler to its answer",
             latency.clone(),
         );
+        let counters = OUTCOMES
+            .iter()
+            .map(|&outcome| {
+                let counter = requests.get_or_create(&OutcomeLabels { outcome }).clone();
+                (outcome, counter)
+            })
+            .collect();
         Self {
             registry,
             requests,
+            counters,
             latency,
         }
     }
 
     /// Counts one connector request.
     pub fn record(&self, outcome: &'static str, seconds: f64) {
-        self.requests
-            .get_or_create(&OutcomeLabels { outcome })
-            .inc();
+        match self.counters.iter().find(|(name, _)| *name == outcome) {
+            Some((_, counter)) => counter.inc(),
+            None => self
+                .requests
+                .get_or_create(&OutcomeLabels { outcome })
+                .inc(),
+        };
         self.latency.observe(seconds);
     }
 
@@ -65,5 +98,27 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_is_exported_from_the_start_and_counted() {
+        let metrics = Metrics::new();
+        metrics.record("expired", 0.001);
+        metrics.record("expired", 0.001);
+        metrics.record("something-new", 0.001);
+        let text = metrics.render();
+        for outcome in OUTCOMES {
+            let count = if outcome == "expired" { 2 } else { 0 };
+            let line =
+                format!("invitegate_connector_requests_total{{outcome=\"{outcome}\"}} {count}");
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
+        assert!(text.contains(r#"invitegate_connector_requests_total{outcome="something-new"} 1"#));
+        assert!(text.contains("invitegate_connector_request_duration_seconds_count 3"));
     }
 }
