@@ -134,10 +134,13 @@ fn routes_with_state(
         .unify()
 }
 
-/// The `Authorization` header, if any, without rejecting on bytes that are not text.
+/// The `Authorization` header, if any, without rejecting on bytes that are not text. Only
+/// this one value is cloned, not the request's whole header map.
 fn authorization() -> impl Filter<Extract = (Option<HeaderValue>,), Error = Infallible> + Clone {
-    warp::header::headers_cloned()
-        .map(|headers: warp::http::HeaderMap| headers.get(header::AUTHORIZATION).cloned())
+    warp::header::value(header::AUTHORIZATION.as_str())
+        .map(Some)
+        .or(warp::any().map(|| None))
+        .unify()
 }
 
 fn authorized(config: &Config, authorization: Option<&HeaderValue>) -> bool {
@@ -152,7 +155,27 @@ fn authorized(config: &Config, authorization: Option<&HeaderValue>) -> bool {
 struct Record {
     outcome: &'static str,
     code: Option<Code>,
+    /// What the log line shows of the email: its domain, or the address with `log_emails`.
+    /// Only taken when the line will be written.
     email: Option<String>,
+}
+
+/// Whether connector log lines are written.
+fn logging() -> bool {
+    tracing::enabled!(target: "invitegate::connector", tracing::Level::INFO)
+}
+
+/// What the log shows of an email address: its lower-cased domain, or with `log_emails` the
+/// address.
+fn email_for_log(config: &Config, email: &str) -> String {
+    if config.log_emails {
+        email.trim().to_owned()
+    } else {
+        email.rsplit_once('@').map_or_else(
+            || "(no domain)".to_owned(),
+            |(_, domain)| domain.trim().to_ascii_lowercase(),
+        )
+    }
 }
 
 /// `POST /api/b2c/user-flow`.
@@ -178,10 +201,9 @@ where
         body,
     )
     .await;
-    state
-        .metrics
-        .record(record.outcome, started.elapsed().as_secs_f64());
-    log(&state.config, &record, response.status(), started.elapsed());
+    let elapsed = started.elapsed();
+    state.metrics.record(record.outcome, elapsed.as_secs_f64());
+    log(&record, response.status(), elapsed);
     response
 }
 
@@ -278,7 +300,9 @@ fn connector_answer(
         record.outcome = "no-email";
         return block_page(config, MessageKey::NoEmail, locales);
     };
-    record.email = Some(email.to_owned());
+    if logging() {
+        record.email = Some(email_for_log(config, email));
+    }
     let (key, typed) = match &request.code {
         CodeClaim::Present { key, value } if !value.trim().is_empty() => {
             (key.as_ref(), value.as_ref())
@@ -345,20 +369,10 @@ fn block_page(config: &Config, key: MessageKey, locales: Option<&str>) -> b2c::R
 
 /// One structured line a connector request: outcome, kind, key id, the code's fingerprint and
 /// the email's domain (the whole address only with `log_emails`). Never a whole code.
-fn log(config: &Config, record: &Record, status: StatusCode, elapsed: Duration) {
-    if !tracing::enabled!(target: "invitegate::connector", tracing::Level::INFO) {
+fn log(record: &Record, status: StatusCode, elapsed: Duration) {
+    if !logging() {
         return;
     }
-    let email = record.email.as_deref().map(|email| {
-        if config.log_emails {
-            email.trim().to_owned()
-        } else {
-            email.rsplit_once('@').map_or_else(
-                || "(no domain)".to_owned(),
-                |(_, domain)| domain.trim().to_ascii_lowercase(),
-            )
-        }
-    });
     tracing::info!(
         target: "invitegate::connector",
         outcome = record.outcome,
@@ -366,7 +380,7 @@ fn log(config: &Config, record: &Record, status: StatusCode, elapsed: Duration) 
         kind = record.code.map(|c| c.kind().name()),
         key_id = record.code.map(|c| c.key_id()),
         code = record.code.map(|c| c.fingerprint()).as_deref(),
-        email = email.as_deref(),
+        email = record.email.as_deref(),
         micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         "connector request"
     );
