@@ -137,6 +137,7 @@ const CHUNK_ROWS: usize = 256;
 
 /// A run of consecutive data rows, read by the calling thread, minted by a worker, and written
 /// back in order by the calling thread.
+#[derive(Default)]
 struct Chunk {
     /// Order of the chunk in the input.
     sequence: usize,
@@ -150,16 +151,6 @@ struct Chunk {
 }
 
 impl Chunk {
-    fn new() -> Self {
-        Self {
-            sequence: 0,
-            records: Vec::new(),
-            len: 0,
-            output: Vec::new(),
-            results: Vec::new(),
-        }
-    }
-
     /// Reads up to [`CHUNK_ROWS`] records; `false` when the input had none left.
     fn fill<R: Read>(&mut self, reader: &mut csv::Reader<R>) -> Result<bool, csv::Error> {
         self.len = 0;
@@ -286,13 +277,10 @@ pub fn run<R: Read, W: Write>(
     let mut out = csv::ByteRecord::new();
     let added: [&[u8]; 3] = [b"code", b"kind", b"expires_at"];
     columns.output_row(&header, added, &mut out);
-    let mut header_line = Vec::new();
-    {
-        let mut writer = csv::Writer::from_writer(&mut header_line);
-        writer.write_byte_record(&out).map_err(csv_error)?;
-        writer.flush().map_err(output_error)?;
-    }
-    write_output(&mut output, &header_line)?;
+    let mut writer = csv::Writer::from_writer(&mut output);
+    writer.write_byte_record(&out).map_err(csv_error)?;
+    writer.flush().map_err(output_error)?;
+    drop(writer);
 
     let job = Job {
         ring,
@@ -357,7 +345,7 @@ impl<R: Read, W: Write> Driver<'_, R, W> {
         let mut ended: Option<Result<(), Error>> = None;
         loop {
             while ended.is_none() && sent - next_to_write < self.in_flight_limit {
-                let mut chunk = spare.pop().unwrap_or_else(Chunk::new);
+                let mut chunk = spare.pop().unwrap_or_default();
                 let more = match chunk.fill(self.reader) {
                     Ok(more) => more,
                     Err(err) => {
