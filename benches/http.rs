@@ -17,11 +17,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use invitegate::connector::b2c::AttributeNames;
-use invitegate::server::auth::BasicAuth;
-use invitegate::server::messages::Messages;
-use invitegate::server::{Config, routes, serve};
-use invitegate::{Audience, Expiry, KeyRing, VerifyOptions, mint};
+use invitegate::connector::AttributeNames;
+use invitegate::connector::b2c_user_flow::UserFlow;
+use invitegate::decision::Verifier;
+use invitegate::server::auth::{Auth, BasicAuth};
+use invitegate::server::{Config, Endpoint, routes, serve};
+use invitegate::{Audience, Expiry, KeyRing, mint};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use warp::Filter as _;
@@ -132,15 +133,15 @@ fn main() {
         let ring = KeyRing::parse(KEYS).unwrap();
         let expiry = Expiry::from_datetime(time::OffsetDateTime::now_utc() + time::Duration::days(1)).unwrap();
         let code = mint(&ring, &Audience::email("alice@contoso.com").unwrap(), expiry);
-        let config = Config {
-            ring,
-            verify: VerifyOptions::default(),
-            auth: Some(BasicAuth::new("b2c", "a-long-enough-password")),
+        let mut config = Config::new(Verifier::new(ring));
+        let flow = UserFlow {
             attribute: AttributeNames::new("InvitationCode", Some("93fd07aa-333c-409d-955d-96008fd08dd9")),
             keep_code_attribute: false,
-            messages: Messages::english(),
-            log_emails: false,
         };
+        config.user_flow = Some(Endpoint::new(
+            Auth::Basic(BasicAuth::new("b2c", "a-long-enough-password")),
+            flow,
+        ));
         let body = format!(
             r#"{{"email":"alice@contoso.com","identities":[{{"signInType":"emailAddress","issuer":"contoso.onmicrosoft.com","issuerAssignedId":"alice@contoso.com"}}],"displayName":"Alice","givenName":"Alice","surname":"Smith","{ATTR}":"{code}","step":"PostAttributeCollection","client_id":"93fd07aa-333c-409d-955d-96008fd08dd9","ui_locales":"en-US"}}"#
         );

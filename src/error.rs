@@ -86,6 +86,12 @@ pub enum Error {
         /// Why the line is not a code, without repeating it.
         reason: String,
     },
+    /// A server setting is wrong.
+    #[error("{reason}")]
+    Config {
+        /// What is wrong, and how to put it right.
+        reason: String,
+    },
 }
 
 /// Why one key ring entry was refused. Never carries key bytes.

@@ -30,14 +30,17 @@ pub mod audience;
 pub mod batch;
 pub mod code;
 pub mod connector;
+pub mod decision;
 pub mod error;
 pub mod keys;
+pub mod messages;
 pub mod policy;
 pub mod server;
 pub mod verify;
 
 pub use audience::{Audience, EmailAddress, normalize_domain};
 pub use code::{Code, Expiry, Inspection, Kind, UnixTime};
+pub use decision::{Decision, Reason, Verdict, Verifier, decide};
 pub use error::{Error, KeyProblem};
 pub use keys::KeyRing;
 pub use verify::{

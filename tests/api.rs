@@ -1,14 +1,16 @@
-//! The connector's HTTP contract through `warp::test`: one row per rule of the B2C user-flow
-//! API connector contract (status, content type, parsed body).
+//! The B2C user-flow endpoint's HTTP contract through `warp::test`: one row per rule of the
+//! B2C user-flow API connector contract (status, content type, parsed body).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use base64::Engine as _;
-use invitegate::connector::b2c::AttributeNames;
-use invitegate::server::auth::BasicAuth;
-use invitegate::server::messages::Messages;
-use invitegate::server::{Config, MAX_BODY_BYTES, routes};
-use invitegate::{Audience, DenyList, Expiry, KeyRing, VerifyOptions, mint};
+use invitegate::connector::AttributeNames;
+use invitegate::connector::b2c_user_flow::UserFlow;
+use invitegate::decision::Verifier;
+use invitegate::messages::Messages;
+use invitegate::server::auth::{Auth, BasicAuth};
+use invitegate::server::{Config, Endpoint, MAX_BODY_BYTES, routes};
+use invitegate::{Audience, DenyList, Expiry, KeyRing, mint};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
@@ -36,15 +38,21 @@ fn alice_code() -> String {
 }
 
 fn config() -> Config {
-    Config {
-        ring: ring(),
-        verify: VerifyOptions::default(),
-        auth: Some(BasicAuth::new(USER, PASSWORD)),
+    let mut config = Config::new(Verifier::new(ring()));
+    let flow = UserFlow {
         attribute: AttributeNames::new("InvitationCode", Some(APP_ID)),
         keep_code_attribute: false,
-        messages: Messages::english(),
-        log_emails: false,
-    }
+    };
+    config.user_flow = Some(Endpoint::new(
+        Auth::Basic(BasicAuth::new(USER, PASSWORD)),
+        flow,
+    ));
+    config.metrics_auth = Some(Auth::Basic(BasicAuth::new(USER, PASSWORD)));
+    config
+}
+
+fn user_flow(config: &mut Config) -> &mut Endpoint<UserFlow> {
+    config.user_flow.as_mut().unwrap()
 }
 
 fn basic(user: &str, password: &str) -> String {
@@ -99,7 +107,13 @@ fn assert_no_null(value: &Value, context: &str) {
     }
 }
 
-async fn connector(config: Config, body: Value) -> Reply {
+/// Sends `body` as B2C does, with `step` PostAttributeCollection unless the body names one.
+async fn connector(config: Config, mut body: Value) -> Reply {
+    if let Some(object) = body.as_object_mut() {
+        object
+            .entry("step")
+            .or_insert_with(|| json!("PostAttributeCollection"));
+    }
     let auth = basic(USER, PASSWORD);
     send(
         config,
@@ -190,7 +204,7 @@ async fn valid_codes_continue_and_clear_the_attribute() {
             ATTR.to_owned(),
         ),
         (
-            "unknown keys and no step",
+            "unknown keys",
             json!({"email": "alice@contoso.com", ATTR: code, "displayName": "Alice", "extension_x_Other": 3, "client_id": "x"}),
             ATTR.to_owned(),
         ),
@@ -209,7 +223,7 @@ async fn valid_codes_continue_and_clear_the_attribute() {
         );
     }
     let mut keep = config();
-    keep.keep_code_attribute = true;
+    user_flow(&mut keep).connector.keep_code_attribute = true;
     let reply = connector(keep, json!({"email": "alice@contoso.com", ATTR: code})).await;
     assert_eq!(
         reply.json,
@@ -282,7 +296,7 @@ async fn every_refusal_has_its_own_message() {
     ];
     for (case, body, needle) in rows {
         let mut config = config();
-        config.verify.deny_list = deny_list.clone();
+        config.verifier.options.deny_list = deny_list.clone();
         let reply = connector(config, body).await;
         assert_validation_error(&reply, needle, case);
     }
@@ -312,11 +326,21 @@ async fn block_pages_fail_closed() {
             json!({"email": "alice@contoso.com", ATTR: code, "step": "PreTokenIssuance"}),
             "not available",
         ),
+        (
+            "step not a string",
+            json!({"email": "alice@contoso.com", ATTR: code, "step": 1}),
+            "not available",
+        ),
     ];
     for (case, body, needle) in rows {
         let reply = connector(config(), body).await;
         assert_block_page(&reply, needle, case);
     }
+    // No step at all cannot be told from another step: it fails closed too.
+    let auth = basic(USER, PASSWORD);
+    let body = json!({"email": "alice@contoso.com", ATTR: code}).to_string();
+    let reply = send(config(), "POST", PATH, Some(&auth), body.as_bytes()).await;
+    assert_block_page(&reply, "not available", "no step");
 }
 
 #[tokio::test]
@@ -364,12 +388,12 @@ async fn wrong_method_or_path() {
 #[tokio::test]
 async fn messages_follow_ui_locales() {
     let mut config = config();
-    config.messages = Messages::from_json(
+    config.verifier.messages = Messages::from_json(
         r#"{"fr": {"not_valid": "Ce code n'est pas valable pour cette adresse."},
             "fr-CA": {"not_valid": "Code non valide pour ce courriel."}}"#,
     )
     .unwrap();
-    let config = std::sync::Arc::new(config);
+    let messages = config.verifier.messages.clone();
     let rows = [
         (Some("fr-FR,fr"), "Ce code n'est pas valable"),
         (Some("fr-CA"), "Code non valide pour ce courriel."),
@@ -381,15 +405,8 @@ async fn messages_follow_ui_locales() {
         if let Some(locales) = locales {
             body["ui_locales"] = json!(locales);
         }
-        let config = Config {
-            ring: config.ring.clone(),
-            verify: config.verify.clone(),
-            auth: config.auth.clone(),
-            attribute: config.attribute.clone(),
-            keep_code_attribute: false,
-            messages: config.messages.clone(),
-            log_emails: false,
-        };
+        let mut config = self::config();
+        config.verifier.messages = messages.clone();
         let reply = connector(config, body).await;
         assert_validation_error(&reply, needle, &format!("{locales:?}"));
     }
@@ -403,8 +420,8 @@ async fn health_needs_no_auth_and_metrics_do() {
     assert_eq!(health.body().as_ref(), br#"{"status":"ok"}"#);
     let auth = basic(USER, PASSWORD);
     for body in [
-        json!({"email": "mallory@contoso.com", ATTR: alice_code()}),
-        json!({"email": "alice@contoso.com", ATTR: alice_code()}),
+        json!({"email": "mallory@contoso.com", ATTR: alice_code(), "step": "PostAttributeCollection"}),
+        json!({"email": "alice@contoso.com", ATTR: alice_code(), "step": "PostAttributeCollection"}),
     ] {
         let r = warp::test::request()
             .method("POST")
@@ -425,11 +442,15 @@ async fn health_needs_no_auth_and_metrics_do() {
     assert_eq!(metrics.status(), 200);
     let text = String::from_utf8(metrics.body().to_vec()).unwrap();
     assert!(
-        text.contains(r#"invitegate_connector_requests_total{outcome="valid"} 1"#),
+        text.contains(
+            r#"invitegate_connector_requests_total{endpoint="b2c-user-flow",outcome="valid"} 1"#
+        ),
         "{text}"
     );
     assert!(
-        text.contains(r#"invitegate_connector_requests_total{outcome="not-valid"} 1"#),
+        text.contains(
+            r#"invitegate_connector_requests_total{endpoint="b2c-user-flow",outcome="not-valid"} 1"#
+        ),
         "{text}"
     );
     assert!(
@@ -441,13 +462,13 @@ async fn health_needs_no_auth_and_metrics_do() {
 #[tokio::test]
 async fn without_auth_only_when_configured_so() {
     let mut open = config();
-    open.auth = None;
+    user_flow(&mut open).auth = Auth::None;
     let reply = send(
         open,
         "POST",
         PATH,
         None,
-        json!({"email": "alice@contoso.com", ATTR: alice_code()})
+        json!({"email": "alice@contoso.com", ATTR: alice_code(), "step": "PostAttributeCollection"})
             .to_string()
             .as_bytes(),
     )

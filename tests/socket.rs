@@ -9,11 +9,12 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
-use invitegate::connector::b2c::AttributeNames;
-use invitegate::server::auth::BasicAuth;
-use invitegate::server::messages::Messages;
-use invitegate::server::{Config, run};
-use invitegate::{Audience, Expiry, KeyRing, VerifyOptions, mint};
+use invitegate::connector::AttributeNames;
+use invitegate::connector::b2c_user_flow::UserFlow;
+use invitegate::decision::Verifier;
+use invitegate::server::auth::{Auth, BasicAuth};
+use invitegate::server::{Config, Endpoint, run};
+use invitegate::{Audience, Expiry, KeyRing, mint};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -21,15 +22,16 @@ use tokio::sync::oneshot;
 const KEYS: &str = "7:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 fn config() -> Config {
-    Config {
-        ring: KeyRing::parse(KEYS).unwrap(),
-        verify: VerifyOptions::default(),
-        auth: Some(BasicAuth::new("b2c", "pw")),
+    let mut config = Config::new(Verifier::new(KeyRing::parse(KEYS).unwrap()));
+    let flow = UserFlow {
         attribute: AttributeNames::new("InvitationCode", None),
         keep_code_attribute: false,
-        messages: Messages::english(),
-        log_emails: false,
-    }
+    };
+    config.user_flow = Some(Endpoint::new(
+        Auth::Basic(BasicAuth::new("b2c", "pw")),
+        flow,
+    ));
+    config
 }
 
 fn body_for(email: &str) -> String {
@@ -40,7 +42,9 @@ fn body_for(email: &str) -> String {
         &Audience::email("alice@contoso.com").unwrap(),
         expiry,
     );
-    format!(r#"{{"email":"{email}","extension_InvitationCode":"{code}"}}"#)
+    format!(
+        r#"{{"email":"{email}","extension_InvitationCode":"{code}","step":"PostAttributeCollection"}}"#
+    )
 }
 
 fn auth_header() -> String {
@@ -408,22 +412,24 @@ fn azure_functions_custom_handler_contract() {
     assert_eq!(answer, Some((200, r#"{"status":"ok"}"#.to_owned())));
 }
 
-/// The quick start: `serve --dev` prints a banner whose credentials and code get a Continue.
-#[test]
-fn dev_mode_banner_works_as_printed() {
-    let mut server = Command::new(env!("CARGO_BIN_EXE_invitegate"))
+/// Starts `serve --dev` with `env` added, and returns the process and its banner (between two
+/// rule lines of `=`).
+fn start_dev(env: &[(&str, &str)]) -> (std::process::Child, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_invitegate"));
+    command
         .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
         .env_remove("INVITEGATE_KEYS")
         .env_remove("INVITEGATE_KEYS_FILE")
         .env_remove("BASIC_AUTH_USERNAME")
         .env_remove("BASIC_AUTH_PASSWORD")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut server = command.spawn().unwrap();
     let mut banner = String::new();
     let mut stdout = BufReader::new(server.stdout.take().unwrap());
-    // The banner sits between two rule lines of `=`.
     let mut rules = 0;
     while rules < 2 {
         let mut line = String::new();
@@ -433,46 +439,111 @@ fn dev_mode_banner_works_as_printed() {
         rules += usize::from(line.starts_with("====="));
         banner.push_str(&line);
     }
-    let field = |name: &str| {
-        banner
-            .lines()
-            .find_map(|l| l.trim_start().strip_prefix(name))
-            .map(|rest| rest.split_whitespace().next().unwrap().to_owned())
-            .unwrap_or_else(|| panic!("no {name} in banner:\n{banner}"))
-    };
+    (server, banner)
+}
+
+/// The banner's curl commands, each with its continuation lines joined.
+fn curl_commands(banner: &str) -> Vec<String> {
+    let mut commands = Vec::new();
+    let mut current: Option<String> = None;
+    for line in banner.lines() {
+        let line = line.trim();
+        if line.starts_with("curl ") {
+            current = Some(String::new());
+        }
+        if let Some(command) = current.as_mut() {
+            command.push_str(line.trim_end_matches('\\'));
+            command.push(' ');
+            if !line.ends_with('\\') {
+                commands.push(current.take().unwrap());
+            }
+        }
+    }
+    commands
+}
+
+/// The quick start: `serve --dev` prints a banner with one curl command per endpoint, and each
+/// works as printed, run by a real shell and a real curl.
+#[test]
+fn dev_mode_banner_works_as_printed() {
+    let (mut server, banner) = start_dev(&[]);
     assert!(banner.contains("DEVELOPMENT ONLY"), "{banner}");
-    assert!(banner.contains("curl -s -u 'dev:"), "{banner}");
-    let endpoint = field("endpoint");
-    let password = field("password");
-    let code = field("test code");
-    let addr: SocketAddr = endpoint
-        .strip_prefix("http://")
-        .and_then(|rest| rest.strip_suffix("/api/b2c/user-flow"))
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(addr.ip().is_loopback());
-    let body = format!(
-        r#"{{"email":"alice@example.com","extension_InvitationCode":"{code}","step":"PostAttributeCollection"}}"#
-    );
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("dev:{password}"));
-    let request = format!(
-        "POST /api/b2c/user-flow HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (status, reply) = runtime.block_on(async {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream.write_all(request.as_bytes()).await.unwrap();
-        read_response(&mut stream).await
-    });
-    let _ = server.kill();
-    let _ = server.wait();
-    assert_eq!(status, 200, "{reply}");
+    let commands = curl_commands(&banner);
+    assert_eq!(commands.len(), 3, "{banner}");
+    let mut answers = Vec::new();
+    for command in &commands {
+        assert!(command.contains("http://127.0.0.1:"), "{command}");
+        let output = Command::new("sh").args(["-c", command]).output().unwrap();
+        assert!(output.status.success(), "{command}: {output:?}");
+        answers.push(String::from_utf8(output.stdout).unwrap());
+    }
     assert_eq!(
-        reply,
+        answers[0],
         r#"{"version":"1.0.0","action":"Continue","extension_InvitationCode":""}"#
     );
+    let policy: serde_json::Value = serde_json::from_str(&answers[1]).unwrap();
+    assert_eq!(policy["invitationKind"], "email", "{}", answers[1]);
+    assert_eq!(policy["invitationKeyId"], 1, "{}", answers[1]);
+    let entra: serde_json::Value = serde_json::from_str(&answers[2]).unwrap();
+    let action = &entra["data"]["actions"][0];
+    assert_eq!(
+        action["@odata.type"], "microsoft.graph.attributeCollectionSubmit.modifyAttributeValues",
+        "{}",
+        answers[2]
+    );
+    // Each command fails without its credentials: the banner's credentials are what work.
+    for command in &commands {
+        let anonymous = command
+            .replace("-u 'dev:", "-u 'nobody:")
+            .replace("x-functions-key:", "x-other:")
+            .replace("Authorization: Bearer", "Authorization: Bearer x");
+        let output = Command::new("sh")
+            .args([
+                "-c",
+                &format!("{anonymous} -o /dev/null -w '%{{http_code}}'"),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            "401",
+            "{anonymous}"
+        );
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+/// `--dev` ignores production credentials exported in the shell, and says so.
+#[test]
+fn dev_mode_ignores_production_settings() {
+    let (mut server, banner) = start_dev(&[
+        ("BASIC_AUTH_USERNAME", "prod-user"),
+        ("BASIC_AUTH_PASSWORD", "prod-password-long-enough"),
+        ("INVITEGATE_KEYS", KEYS),
+    ]);
+    let commands = curl_commands(&banner);
+    let output = Command::new("sh")
+        .args(["-c", &commands[0]])
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut stderr).unwrap();
+    let _ = server.wait();
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("Continue"),
+        "{banner}\n{stderr}\n{output:?}"
+    );
+    assert!(
+        stderr.contains("--dev ignores these production settings: BASIC_AUTH_USERNAME, BASIC_AUTH_PASSWORD, INVITEGATE_KEYS"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("prod-password"), "{stderr}");
+}
+
+#[test]
+fn dev_mode_stays_on_loopback() {
     // Development mode refuses to listen beyond loopback.
     let public = Command::new(env!("CARGO_BIN_EXE_invitegate"))
         .args(["serve", "--dev", "--listen", "0.0.0.0:0"])

@@ -53,7 +53,7 @@ an `email` column beside it is the recipient). Optional `subdomains` (yes/no) an
   invitegate serve --dev                  # try it: throwaway keys, prints a curl command
   BASIC_AUTH_USERNAME=b2c BASIC_AUTH_PASSWORD=... INVITEGATE_KEYS_FILE=keys.txt \\
     B2C_EXTENSIONS_APP_ID=... invitegate serve --listen 0.0.0.0:8080 --log-format json")]
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Show what a code's text says, without a key (nothing is authenticated).
     #[command(after_help = "Example:
   invitegate inspect 243Q1-PYRG0-DVPFF-Z9H9F-NDX66")]

@@ -1,16 +1,21 @@
 //! `invitegate serve`: configuration from flags and the environment, then `server::run`.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs as _};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use clap::{Args, ValueEnum};
-use invitegate::connector::b2c::AttributeNames;
-use invitegate::server::auth::BasicAuth;
-use invitegate::server::messages::Messages;
-use invitegate::server::{self, Config, USER_FLOW_PATH};
+use invitegate::connector::AttributeNames;
+use invitegate::connector::b2c_policy::{CustomPolicy, DEFAULT_CODE_CLAIM, DEFAULT_EMAIL_CLAIM};
+use invitegate::connector::b2c_user_flow::UserFlow;
+use invitegate::connector::entra::Entra;
+use invitegate::decision::Verifier;
+use invitegate::messages::Messages;
+use invitegate::server::auth::{ApiKey, Auth, BasicAuth};
+use invitegate::server::{self, CUSTOM_POLICY_PATH, Config, ENTRA_PATH, Endpoint, USER_FLOW_PATH};
 use invitegate::{Audience, DenyList, Expiry, KeyRing, VerifyOptions};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
@@ -24,8 +29,12 @@ const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr
 const FUNCTIONS_PORT_ENV: &str = "FUNCTIONS_CUSTOMHANDLER_PORT";
 /// Environment variable for the Basic password; there is no flag, so it stays out of `ps`.
 const PASSWORD_ENV: &str = "BASIC_AUTH_PASSWORD";
+/// Environment variable for the API key; there is no flag, so it stays out of `ps`.
+const API_KEY_ENV: &str = "INVITEGATE_API_KEY";
 /// Passwords shorter than this get a warning: B2C stores and sends whatever is set.
 const SHORT_PASSWORD: usize = 16;
+/// The API key header of `--dev` when none is given: the Azure Functions key header.
+const DEV_API_KEY_HEADER: &str = "x-functions-key";
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
@@ -35,12 +44,16 @@ enum LogFormat {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on. Default 127.0.0.1:7071, or 127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT
-    /// under Azure Functions.
+    /// Address to listen on: `HOST:PORT`, `IP:PORT` or a port alone (loopback). Default
+    /// 127.0.0.1:7071, or 127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT under Azure Functions.
     #[arg(long, env = "INVITEGATE_LISTEN", value_name = "ADDR")]
-    listen: Option<SocketAddr>,
+    listen: Option<String>,
     #[command(flatten)]
     keys: KeySource,
+    /// Endpoints to serve, comma-separated: user-flow, custom-policy, entra. Default: every
+    /// endpoint whose settings are present.
+    #[arg(long, env = "INVITEGATE_ENDPOINTS", value_enum, value_delimiter = ',')]
+    endpoints: Vec<EndpointName>,
     /// HTTP Basic user name B2C sends. The password comes from BASIC_AUTH_PASSWORD only.
     #[arg(
         long,
@@ -49,10 +62,15 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     basic_auth_username: Option<String>,
-    /// Serve without authentication. Anyone who finds the URL can then probe codes.
+    /// Header carrying an API key for the custom-policy endpoint (B2C `ApiKeyHeader`), e.g.
+    /// x-functions-key. The key comes from INVITEGATE_API_KEY only.
+    #[arg(long, env = "INVITEGATE_API_KEY_HEADER", value_name = "NAME")]
+    api_key_header: Option<String>,
+    /// Serve endpoints that have no credentials configured without authentication. Anyone
+    /// who finds the URL can then probe codes.
     #[arg(long)]
     insecure_no_auth: bool,
-    /// Application (client) ID of the tenant's b2c-extensions-app; hyphens are fine.
+    /// Application (client) ID of the tenant's b2c-extensions-app (a GUID; hyphens are fine).
     #[arg(
         long,
         env = "B2C_EXTENSIONS_APP_ID",
@@ -67,7 +85,16 @@ pub struct ServeArgs {
         default_value = "InvitationCode"
     )]
     attribute: String,
-    /// Seconds after expiry during which a code still verifies, at most 3600.
+    /// Custom policy: the claim holding the email address.
+    #[arg(long, env = "INVITEGATE_POLICY_EMAIL_CLAIM", default_value = DEFAULT_EMAIL_CLAIM)]
+    policy_email_claim: String,
+    /// Custom policy: the claim holding the code.
+    #[arg(long, env = "INVITEGATE_POLICY_CODE_CLAIM", default_value = DEFAULT_CODE_CLAIM)]
+    policy_code_claim: String,
+    #[command(flatten)]
+    entra: EntraArgs,
+    /// Seconds after expiry during which a code still verifies, at most 3600. Also the clock
+    /// skew allowed on an Entra token's exp and nbf.
     #[arg(
         long,
         env = "INVITEGATE_LEEWAY",
@@ -81,7 +108,7 @@ pub struct ServeArgs {
     /// Messages by locale (JSON), overriding and adding to the built-in English.
     #[arg(long, env = "INVITEGATE_MESSAGES", value_name = "FILE")]
     messages: Option<PathBuf>,
-    /// Keep the code in the directory: do not clear the attribute on Continue.
+    /// Keep the code in the directory: do not clear (B2C) or replace (Entra) the attribute.
     #[arg(long)]
     keep_code_attribute: bool,
     /// Log format.
@@ -95,25 +122,67 @@ pub struct ServeArgs {
     /// Log whole email addresses instead of their domain.
     #[arg(long)]
     log_emails: bool,
-    /// Development only: throwaway keys and credentials, loopback only, and a test code.
-    #[arg(long, conflicts_with_all = ["keys_file", "basic_auth_username", "insecure_no_auth"])]
+    /// Development only: every endpoint, throwaway keys and credentials, loopback only, and a
+    /// working curl command for each. Production settings in the environment are ignored.
+    #[arg(long, conflicts_with_all = ["keys_file", "insecure_no_auth"])]
     dev: bool,
+}
+
+/// Microsoft Entra External ID settings.
+#[derive(Debug, Args)]
+struct EntraArgs {
+    /// Entra: the token issuer, https://{subdomain}.ciamlogin.com/{tenantId}/v2.0. Turns the
+    /// Entra endpoint on.
+    #[arg(long, env = "ENTRA_ISSUER", value_name = "URL")]
+    entra_issuer: Option<String>,
+    /// Entra: accepted token audiences, comma-separated: the custom extension's app id and/or
+    /// its api:// URI.
+    #[arg(
+        long,
+        env = "ENTRA_AUDIENCE",
+        value_name = "IDS",
+        value_delimiter = ','
+    )]
+    entra_audience: Vec<String>,
+    /// Entra: where the signing keys are, instead of the issuer's OpenID metadata.
+    #[arg(long, env = "ENTRA_JWKS_URL", value_name = "URL")]
+    entra_jwks_url: Option<String>,
+    /// Entra: a JWKS file, for hosts that cannot reach the tenant.
+    #[arg(
+        long,
+        env = "ENTRA_JWKS_FILE",
+        value_name = "PATH",
+        conflicts_with = "entra_jwks_url"
+    )]
+    entra_jwks_file: Option<PathBuf>,
+}
+
+/// The endpoints `serve` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum EndpointName {
+    /// Azure AD B2C user flow API connector.
+    UserFlow,
+    /// Azure AD B2C custom policy RESTful technical profile.
+    CustomPolicy,
+    /// Microsoft Entra External ID OnAttributeCollectionSubmit.
+    Entra,
 }
 
 /// `invitegate serve`.
 pub fn serve(args: &ServeArgs) -> anyhow::Result<Status> {
     init_logging(args.log_format);
     let listen = listen_address(args)?;
-    let (config, dev_banner) = if args.dev {
-        dev_config(args, listen)?
-    } else {
-        (config(args)?, None)
-    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
+        let (config, dev_banner) = if args.dev {
+            let (config, banner) = dev_config(args, listen).await?;
+            (config, Some(banner))
+        } else {
+            (config(args).await?, None)
+        };
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| {
@@ -121,18 +190,39 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<Status> {
             })?;
         let bound = listener.local_addr().context("reading the bound address")?;
         if let Some(banner) = dev_banner {
-            println!("{}", banner.replace("{addr}", &bound.to_string()));
+            // Whoever started us may stop reading once the banner is in: a closed stdout must
+            // not stop the server, so the write's result is not a reason to panic.
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{}", banner.replace("{addr}", &bound.to_string()))
+                .and_then(|()| stdout.flush());
         }
-        tracing::info!(address = %bound, path = USER_FLOW_PATH, "invitegate serving");
+        tracing::info!(address = %bound, endpoints = %config.paths().join(", "), "invitegate serving");
         server::run(listener, config, shutdown_signal()).await?;
         anyhow::Ok(())
     })?;
     Ok(Status::Success)
 }
 
+/// `--listen`: `IP:PORT`, `HOST:PORT` (resolved once, first address) or a port alone.
+fn parse_listen(text: &str) -> anyhow::Result<SocketAddr> {
+    let text = text.trim();
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port));
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let mut resolved = text.to_socket_addrs().with_context(|| {
+        format!("--listen {text:?} is not PORT, IP:PORT or HOST:PORT (e.g. 8080, 0.0.0.0:8080)")
+    })?;
+    resolved
+        .next()
+        .with_context(|| format!("--listen {text:?} resolves to no address"))
+}
+
 fn listen_address(args: &ServeArgs) -> anyhow::Result<SocketAddr> {
-    let listen = match (args.listen, std::env::var(FUNCTIONS_PORT_ENV)) {
-        (Some(addr), _) => addr,
+    let listen = match (&args.listen, std::env::var(FUNCTIONS_PORT_ENV)) {
+        (Some(addr), _) => parse_listen(addr)?,
         (None, Ok(port)) => {
             let port: u16 = port
                 .trim()
@@ -173,77 +263,353 @@ fn messages(args: &ServeArgs) -> anyhow::Result<Messages> {
     Messages::from_json(&text).with_context(|| format!("reading messages file {}", path.display()))
 }
 
-fn config(args: &ServeArgs) -> anyhow::Result<Config> {
-    let auth = match (
-        &args.basic_auth_username,
-        std::env::var(PASSWORD_ENV),
-        args.insecure_no_auth,
-    ) {
-        (_, _, true) => {
-            tracing::warn!("serving WITHOUT authentication (--insecure-no-auth)");
-            None
-        }
-        (Some(user), Ok(password), false) if !user.is_empty() && !password.is_empty() => {
-            let password = Zeroizing::new(password);
-            if password.chars().count() < SHORT_PASSWORD {
-                tracing::warn!("{PASSWORD_ENV} is shorter than {SHORT_PASSWORD} characters");
-            }
-            Some(BasicAuth::new(user, &password))
-        }
-        _ => bail!(
-            "no Basic credentials: set BASIC_AUTH_USERNAME and {PASSWORD_ENV} (the API \
-             connector's user name and password in the B2C portal), or pass --insecure-no-auth"
-        ),
+/// The b2c-extensions-app id: a GUID, with or without hyphens, any case.
+fn extensions_app_id(args: &ServeArgs) -> anyhow::Result<Option<String>> {
+    let Some(id) = args.extensions_app_id.as_deref().map(str::trim) else {
+        return Ok(None);
     };
-    let ring = keys::load(&args.keys)?;
-    assemble(args, ring, auth)
+    let hex: String = id.chars().filter(|&c| c != '-').collect();
+    let grouped = id.len() == 36
+        && id
+            .char_indices()
+            .all(|(i, c)| matches!(i, 8 | 13 | 18 | 23) == (c == '-'));
+    if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) || !(grouped || id == hex) {
+        bail!(
+            "B2C_EXTENSIONS_APP_ID is not a GUID: give the Application (client) ID of the \
+             tenant's b2c-extensions-app, e.g. 93fd07aa-333c-409d-955d-96008fd08dd9 (App \
+             registrations > All applications > b2c-extensions-app)"
+        );
+    }
+    Ok(Some(hex.to_ascii_lowercase()))
 }
 
-/// The configuration from the flags, given the ring and credentials (real or throwaway).
-fn assemble(args: &ServeArgs, ring: KeyRing, auth: Option<BasicAuth>) -> anyhow::Result<Config> {
-    Ok(Config {
+/// Basic credentials from the environment, if both parts are set.
+fn basic_auth(args: &ServeArgs) -> Option<BasicAuth> {
+    let user = args
+        .basic_auth_username
+        .as_deref()
+        .filter(|u| !u.is_empty())?;
+    let password = Zeroizing::new(std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty())?);
+    if password.chars().count() < SHORT_PASSWORD {
+        tracing::warn!("{PASSWORD_ENV} is shorter than {SHORT_PASSWORD} characters");
+    }
+    Some(BasicAuth::new(user, &password))
+}
+
+/// The API key, if `--api-key-header` and INVITEGATE_API_KEY are both set.
+fn api_key(args: &ServeArgs) -> anyhow::Result<Option<ApiKey>> {
+    let key = std::env::var(API_KEY_ENV)
+        .ok()
+        .filter(|k| !k.is_empty())
+        .map(Zeroizing::new);
+    match (&args.api_key_header, key) {
+        (Some(header), Some(key)) => Ok(Some(ApiKey::new(header, &key)?)),
+        (None, None) => Ok(None),
+        (Some(_), None) => bail!("--api-key-header is set but {API_KEY_ENV} is not: set the key"),
+        (None, Some(_)) => bail!(
+            "{API_KEY_ENV} is set but --api-key-header is not: name the header the policy \
+             sends it in (e.g. --api-key-header x-functions-key)"
+        ),
+    }
+}
+
+/// Everything but the endpoints: the verifier and the logging choice.
+fn base_config(args: &ServeArgs, ring: KeyRing) -> anyhow::Result<Config> {
+    let verifier = Verifier {
         ring,
-        verify: verify_options(args)?,
-        auth,
-        attribute: AttributeNames::new(&args.attribute, args.extensions_app_id.as_deref()),
-        keep_code_attribute: args.keep_code_attribute,
+        options: verify_options(args)?,
         messages: messages(args)?,
-        log_emails: args.log_emails,
-    })
+    };
+    let mut config = Config::new(verifier);
+    config.log_emails = args.log_emails;
+    Ok(config)
 }
 
-/// A throwaway ring and password, a code for alice@example.com, and the banner to print.
-fn dev_config(args: &ServeArgs, listen: SocketAddr) -> anyhow::Result<(Config, Option<String>)> {
-    let mut secret = Zeroizing::new([0u8; 50]);
-    getrandom::fill(secret.as_mut_slice())
+fn user_flow(args: &ServeArgs, names: &AttributeNames) -> UserFlow {
+    UserFlow {
+        attribute: names.clone(),
+        keep_code_attribute: args.keep_code_attribute,
+    }
+}
+
+fn custom_policy(args: &ServeArgs) -> CustomPolicy {
+    CustomPolicy {
+        email_claim: args.policy_email_claim.clone(),
+        code_claim: args.policy_code_claim.clone(),
+    }
+}
+
+fn entra(args: &ServeArgs, names: &AttributeNames) -> Entra {
+    Entra {
+        attribute: names.clone(),
+        keep_code_attribute: args.keep_code_attribute,
+    }
+}
+
+/// The production configuration: each endpoint on whose settings are present (or that
+/// `--endpoints` names), each with its authentication.
+async fn config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let basic = basic_auth(args);
+    let api_key = api_key(args)?;
+    let entra_set = args.entra.entra_issuer.is_some();
+    let chosen = |name: EndpointName, present: bool| {
+        if args.endpoints.is_empty() {
+            present
+        } else {
+            args.endpoints.contains(&name)
+        }
+    };
+    let unauthenticated = |name: &str, needs: &str| -> anyhow::Result<Auth> {
+        if args.insecure_no_auth {
+            tracing::warn!("{name}: serving WITHOUT authentication (--insecure-no-auth)");
+            Ok(Auth::None)
+        } else {
+            bail!("the {name} endpoint has no authentication: {needs}, or pass --insecure-no-auth")
+        }
+    };
+    let insecure_default = args.insecure_no_auth && args.endpoints.is_empty();
+    let app_id = extensions_app_id(args)?;
+    let names = AttributeNames::new(&args.attribute, app_id.as_deref());
+    let ring = keys::load(&args.keys)?;
+    let mut config = base_config(args, ring)?;
+    if chosen(
+        EndpointName::UserFlow,
+        basic.is_some() || (insecure_default && !entra_set),
+    ) {
+        let auth = match &basic {
+            Some(basic) => Auth::Basic(basic.clone()),
+            None => unauthenticated(
+                "user-flow",
+                &format!(
+                    "set BASIC_AUTH_USERNAME and {PASSWORD_ENV} (the API connector's user \
+                 name and password in the B2C portal)"
+                ),
+            )?,
+        };
+        config.user_flow = Some(Endpoint::new(auth, user_flow(args, &names)));
+    }
+    if chosen(
+        EndpointName::CustomPolicy,
+        basic.is_some() || api_key.is_some() || (insecure_default && !entra_set),
+    ) {
+        let auth = match (&api_key, &basic) {
+            (Some(key), _) => Auth::ApiKey(key.clone()),
+            (None, Some(basic)) => Auth::Basic(basic.clone()),
+            (None, None) => unauthenticated(
+                "custom-policy",
+                &format!(
+                    "set BASIC_AUTH_USERNAME and {PASSWORD_ENV}, or --api-key-header and \
+                 {API_KEY_ENV}"
+                ),
+            )?,
+        };
+        config.custom_policy = Some(Endpoint::new(auth, custom_policy(args)));
+    }
+    if chosen(EndpointName::Entra, entra_set) {
+        let auth = entra_auth(args).await?;
+        config.entra = Some(Endpoint::new(auth, entra(args, &names)));
+    }
+    config.metrics_auth = match (basic, api_key) {
+        (Some(basic), _) => Some(Auth::Basic(basic)),
+        (None, Some(key)) => Some(Auth::ApiKey(key)),
+        (None, None) => None,
+    };
+    if config.paths().is_empty() {
+        bail!(
+            "no endpoint to serve: set BASIC_AUTH_USERNAME and {PASSWORD_ENV} (B2C user flows \
+             and custom policies), --api-key-header and {API_KEY_ENV} (custom policies), or \
+             ENTRA_ISSUER and ENTRA_AUDIENCE (Entra External ID); try `invitegate serve --dev`"
+        );
+    }
+    announce(&config, &names);
+    Ok(config)
+}
+
+/// The Entra endpoint's bearer-token authentication.
+async fn entra_auth(args: &ServeArgs) -> anyhow::Result<Auth> {
+    let Some(_issuer) = &args.entra.entra_issuer else {
+        return unauthenticated_entra(args);
+    };
+    bail!("the Entra endpoint's token validation is not available in this build")
+}
+
+fn unauthenticated_entra(args: &ServeArgs) -> anyhow::Result<Auth> {
+    if args.insecure_no_auth {
+        tracing::warn!("entra: serving WITHOUT authentication (--insecure-no-auth)");
+        Ok(Auth::None)
+    } else {
+        bail!(
+            "the entra endpoint has no authentication: set ENTRA_ISSUER and ENTRA_AUDIENCE, or \
+             pass --insecure-no-auth"
+        )
+    }
+}
+
+/// Says, per endpoint, whether it is on and how it is authenticated.
+fn announce(config: &Config, names: &AttributeNames) {
+    let endpoints = [
+        (
+            "user-flow",
+            USER_FLOW_PATH,
+            config.user_flow.as_ref().map(|e| &e.auth),
+        ),
+        (
+            "custom-policy",
+            CUSTOM_POLICY_PATH,
+            config.custom_policy.as_ref().map(|e| &e.auth),
+        ),
+        ("entra", ENTRA_PATH, config.entra.as_ref().map(|e| &e.auth)),
+    ];
+    for (name, path, auth) in endpoints {
+        match auth {
+            Some(auth) => tracing::info!(
+                endpoint = name,
+                path,
+                auth = %auth.describe(),
+                "endpoint on"
+            ),
+            None => tracing::info!(endpoint = name, path, "endpoint off"),
+        }
+    }
+    if config.user_flow.is_some() || config.entra.is_some() {
+        tracing::info!(
+            attribute = names.response_name(),
+            "the code is read from this attribute (and extension_<attribute> without the app id)"
+        );
+    }
+    if config.metrics_auth.is_none() {
+        tracing::info!("/metrics is off: it needs Basic credentials or an API key to protect it");
+    }
+}
+
+/// Names of production settings that `--dev` ignores, when they are set.
+fn ignored_in_dev(args: &ServeArgs) -> Vec<&'static str> {
+    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    let mut ignored = Vec::new();
+    for name in [
+        "BASIC_AUTH_USERNAME",
+        PASSWORD_ENV,
+        API_KEY_ENV,
+        "INVITEGATE_KEYS",
+        "INVITEGATE_KEYS_FILE",
+        "ENTRA_ISSUER",
+        "ENTRA_AUDIENCE",
+        "ENTRA_JWKS_URL",
+        "ENTRA_JWKS_FILE",
+        "INVITEGATE_ENDPOINTS",
+    ] {
+        if set(name) {
+            ignored.push(name);
+        }
+    }
+    if args.basic_auth_username.is_some() && !set("BASIC_AUTH_USERNAME") {
+        ignored.push("--basic-auth-username");
+    }
+    ignored
+}
+
+/// Random bytes from the operating system.
+fn random<const N: usize>() -> anyhow::Result<Zeroizing<[u8; N]>> {
+    let mut bytes = Zeroizing::new([0u8; N]);
+    getrandom::fill(bytes.as_mut_slice())
         .map_err(|err| anyhow::anyhow!("the operating system's random source failed: {err}"))?;
-    let (key, password_bytes) = secret.split_at(32);
-    let ring = KeyRing::from_key(1, key)?;
-    let password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(password_bytes);
+    Ok(bytes)
+}
+
+/// Every endpoint with throwaway keys and credentials, a code for alice@example.com, and the
+/// banner to print with a curl command for each.
+async fn dev_config(args: &ServeArgs, listen: SocketAddr) -> anyhow::Result<(Config, String)> {
+    let ignored = ignored_in_dev(args);
+    if !ignored.is_empty() {
+        eprintln!(
+            "invitegate: --dev ignores these production settings: {}",
+            ignored.join(", ")
+        );
+    }
+    let key = random::<32>()?;
+    let ring = KeyRing::from_key(1, key.as_slice())?;
+    let encode = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let password = Zeroizing::new(encode(random::<18>()?.as_slice()));
+    let api_key_value = Zeroizing::new(encode(random::<24>()?.as_slice()));
+    let header = args.api_key_header.as_deref().unwrap_or(DEV_API_KEY_HEADER);
     let expiry = Expiry::from_datetime(OffsetDateTime::now_utc() + time::Duration::days(1))?;
     let code = invitegate::mint(&ring, &Audience::email("alice@example.com")?, expiry);
-    let config = assemble(args, ring, Some(BasicAuth::new("dev", &password)))?;
-    let url = format!("http://{{addr}}{USER_FLOW_PATH}");
-    let claim = config.attribute.response_name();
+    let app_id = extensions_app_id(args)?;
+    let names = AttributeNames::new(&args.attribute, app_id.as_deref());
+    let mut config = base_config(args, ring)?;
+    let basic = BasicAuth::new("dev", &password);
+    config.user_flow = Some(Endpoint::new(
+        Auth::Basic(basic.clone()),
+        user_flow(args, &names),
+    ));
+    config.custom_policy = Some(Endpoint::new(
+        Auth::ApiKey(ApiKey::new(header, &api_key_value)?),
+        custom_policy(args),
+    ));
+    let (entra_auth, entra_curl) = dev_entra(args, &names, &code.to_string()).await?;
+    config.entra = Some(Endpoint::new(entra_auth, entra(args, &names)));
+    config.metrics_auth = Some(Auth::Basic(basic));
+    let claim = names.response_name();
+    let email_claim = &args.policy_email_claim;
+    let code_claim = &args.policy_code_claim;
     let banner = format!(
         "\n================ DEVELOPMENT ONLY: NOT FOR PRODUCTION ================
-invitegate is serving with a throwaway key ring and password that change
+invitegate is serving with a throwaway key ring and credentials that change
 at every start. Codes minted here verify nowhere else.
 
-  endpoint   {url}
   user       dev
   password   {password}
+  API key    {header}: {api_key_value}
   test code  {code}  (for alice@example.com, expires {expiry})
 
-Try it (answers {{\"version\":\"1.0.0\",\"action\":\"Continue\",...}}):
+B2C user flow (answers {{\"version\":\"1.0.0\",\"action\":\"Continue\",...}}):
 
   curl -s -u 'dev:{password}' -H 'Content-Type: application/json' \\
     -d '{{\"email\":\"alice@example.com\",\"{claim}\":\"{code}\",\"step\":\"PostAttributeCollection\"}}' \\
-    {url}
-=======================================================================\n"
+    http://{{addr}}{USER_FLOW_PATH}
+
+B2C custom policy (answers {{\"invitationKind\":\"email\",...}}):
+
+  curl -s -H '{header}: {api_key_value}' -H 'Content-Type: application/json' \\
+    -d '{{\"{email_claim}\":\"alice@example.com\",\"{code_claim}\":\"{code}\"}}' \\
+    http://{{addr}}{CUSTOM_POLICY_PATH}
+
+Entra External ID (answers {{\"data\":{{...\"modifyAttributeValues\"...}}}}):
+
+{entra_curl}
+=======================================================================\n",
+        password = password.as_str(),
+        api_key_value = api_key_value.as_str(),
     );
     tracing::warn!(address = %listen, "development mode: throwaway keys and credentials");
-    Ok((config, Some(banner)))
+    Ok((config, banner))
+}
+
+/// The Entra endpoint of `--dev` and its curl command.
+async fn dev_entra(
+    _args: &ServeArgs,
+    names: &AttributeNames,
+    code: &str,
+) -> anyhow::Result<(Auth, String)> {
+    let body = entra_dev_body(names.response_name(), code);
+    let curl = format!(
+        "  curl -s -H 'Content-Type: application/json' \\\n    -d '{body}' \\\n    http://{{addr}}{ENTRA_PATH}"
+    );
+    Ok((Auth::None, curl))
+}
+
+/// A minimal OnAttributeCollectionSubmit request for alice@example.com.
+fn entra_dev_body(attribute: &str, code: &str) -> String {
+    serde_json::json!({
+        "type": invitegate::connector::entra::EVENT_TYPE,
+        "data": {
+            "userSignUpInfo": {
+                "attributes": {attribute: {"value": code, "attributeType": "directorySchemaExtension"}},
+                "identities": [{"signInType": "email", "issuerAssignedId": "alice@example.com"}],
+            },
+        },
+    })
+    .to_string()
 }
 
 fn init_logging(format: LogFormat) {

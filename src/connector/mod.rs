@@ -1,4 +1,97 @@
-//! The identity-provider contracts the server speaks, one module each: request fields, response
-//! shapes and status codes, with no HTTP or server code in them.
+//! The identity-provider dialects the server speaks, one module each. A dialect reads its
+//! request leniently, asks [`decide`](crate::decision::decide) for the contract-neutral
+//! decision, and renders that decision as its own answer: status code and JSON body. No HTTP
+//! server code lives here.
+//!
+//! Adding a dialect is one module implementing [`Connector`] and one route in
+//! `server::routes`.
 
-pub mod b2c;
+pub mod b2c_policy;
+pub mod b2c_user_flow;
+pub mod entra;
+
+use std::borrow::Cow;
+
+use crate::decision::Verifier;
+use crate::{Code, UnixTime};
+
+/// A dialect: turns a request body into an answer.
+pub trait Connector: Send + Sync + 'static {
+    /// Answers one request body (already bounded in size and read whole) at instant `now`.
+    fn answer<'b>(&self, verifier: &Verifier, body: &'b [u8], now: UnixTime) -> Answer<'b>;
+}
+
+/// What a dialect answered, and what the log and metrics need to know about it.
+#[derive(Debug)]
+pub struct Answer<'b> {
+    /// The HTTP status.
+    pub status: u16,
+    /// The JSON body.
+    pub body: Vec<u8>,
+    /// `valid`, a refusal reason's name, or the dialect's own (`bad-request`, `wrong-step`).
+    pub outcome: &'static str,
+    /// The code the request carried, when it parsed (the log shows its fingerprint).
+    pub code: Option<Code>,
+    /// The email address as sent (the log shows its domain unless told otherwise).
+    pub email: Option<Cow<'b, str>>,
+}
+
+/// Which request keys hold the code attribute: `extension_<appid>_<attribute>` or
+/// `extension_<attribute>`, compared case-insensitively. B2C user flows and Entra External ID
+/// both name directory extension attributes this way.
+#[derive(Debug, Clone)]
+pub struct AttributeNames {
+    with_app_id: Option<String>,
+    without_app_id: String,
+}
+
+impl AttributeNames {
+    /// Names for `attribute` (e.g. `InvitationCode`) and the tenant's b2c-extensions-app client
+    /// id, with or without hyphens.
+    #[must_use]
+    pub fn new(attribute: &str, extensions_app_id: Option<&str>) -> Self {
+        let app_id = extensions_app_id
+            .map(|id| id.trim().replace('-', "").to_ascii_lowercase())
+            .filter(|id| !id.is_empty());
+        Self {
+            with_app_id: app_id.map(|id| format!("extension_{id}_{attribute}")),
+            without_app_id: format!("extension_{attribute}"),
+        }
+    }
+
+    /// Whether a request key names the code attribute.
+    #[must_use]
+    pub fn matches(&self, key: &str) -> bool {
+        key.eq_ignore_ascii_case(&self.without_app_id)
+            || self
+                .with_app_id
+                .as_ref()
+                .is_some_and(|name| key.eq_ignore_ascii_case(name))
+    }
+
+    /// The name to use when the request had none: the full `extension_<appid>_<attribute>`
+    /// when the app id is known.
+    #[must_use]
+    pub fn response_name(&self) -> &str {
+        self.with_app_id.as_deref().unwrap_or(&self.without_app_id)
+    }
+}
+
+/// Appends `text` as a JSON string literal.
+pub(crate) fn push_json_string(out: &mut Vec<u8>, text: &str) {
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary: for log fields that come from
+/// the request.
+pub(crate) fn clip(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or_default()
+}

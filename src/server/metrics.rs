@@ -1,17 +1,51 @@
-//! Prometheus metrics: requests by outcome and a latency histogram, through `prometheus-client`.
+//! Prometheus metrics: requests by endpoint and outcome, and a latency histogram, through
+//! `prometheus-client`.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// Which endpoint a request came to.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum EndpointLabel {
+    /// `POST /api/b2c/user-flow`.
+    UserFlow,
+    /// `POST /api/b2c/custom-policy`.
+    CustomPolicy,
+    /// `POST /api/entra/attribute-collection-submit`.
+    Entra,
+}
+
+impl EndpointLabel {
+    /// Every endpoint.
+    pub const ALL: [Self; 3] = [Self::UserFlow, Self::CustomPolicy, Self::Entra];
+
+    /// The label value.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::UserFlow => "b2c-user-flow",
+            Self::CustomPolicy => "b2c-custom-policy",
+            Self::Entra => "entra",
+        }
+    }
+}
+
+impl EncodeLabelValue for EndpointLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.name())
+    }
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabels {
+struct RequestLabels {
+    endpoint: EndpointLabel,
     outcome: &'static str,
 }
 
-/// Every outcome a connector request can have: the spec's six, then the connector's own.
+/// Every outcome an endpoint request can have: the spec's six, then the connectors' own.
 pub const OUTCOMES: [&str; 14] = [
     "valid",
     "malformed",
@@ -33,10 +67,11 @@ pub const OUTCOMES: [&str; 14] = [
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    requests: Family<OutcomeLabels, Counter>,
-    /// The counter of each of [`OUTCOMES`], made at start: a request then counts without the
-    /// family's lock and hashing, and every outcome is exported from the start, at zero.
-    counters: Vec<(&'static str, Counter)>,
+    requests: Family<RequestLabels, Counter>,
+    /// The counter of each endpoint and each of [`OUTCOMES`], made at start: a request then
+    /// counts without the family's lock and hashing, and every outcome is exported from the
+    /// start, at zero.
+    counters: Vec<(EndpointLabel, &'static str, Counter)>,
     latency: Histogram,
 }
 
@@ -51,10 +86,11 @@ impl Metrics {
     #[must_use]
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("invitegate");
-        let requests = Family::<OutcomeLabels, Counter>::default();
+        let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "connector_requests",
-            "Connector requests by outcome (valid, mistyped, not-valid, unauthorized, ...)",
+            "Identity-provider requests by endpoint and outcome (valid, mistyped, not-valid, \
+             unauthorized, ...)",
             requests.clone(),
         );
         // 50 µs to about 3.3 s: verification is microseconds, B2C gives up at 5 s.
@@ -64,11 +100,14 @@ impl Metrics {
             "Time from the request's arrival at the handler to its answer",
             latency.clone(),
         );
-        let counters = OUTCOMES
+        let counters = EndpointLabel::ALL
             .iter()
-            .map(|&outcome| {
-                let counter = requests.get_or_create(&OutcomeLabels { outcome }).clone();
-                (outcome, counter)
+            .flat_map(|&endpoint| OUTCOMES.iter().map(move |&outcome| (endpoint, outcome)))
+            .map(|(endpoint, outcome)| {
+                let counter = requests
+                    .get_or_create(&RequestLabels { endpoint, outcome })
+                    .clone();
+                (endpoint, outcome, counter)
             })
             .collect();
         Self {
@@ -79,13 +118,17 @@ impl Metrics {
         }
     }
 
-    /// Counts one connector request.
-    pub fn record(&self, outcome: &'static str, seconds: f64) {
-        match self.counters.iter().find(|(name, _)| *name == outcome) {
-            Some((_, counter)) => counter.inc(),
+    /// Counts one endpoint request.
+    pub fn record(&self, endpoint: EndpointLabel, outcome: &'static str, seconds: f64) {
+        let made = self
+            .counters
+            .iter()
+            .find(|(e, name, _)| *e == endpoint && *name == outcome);
+        match made {
+            Some((_, _, counter)) => counter.inc(),
             None => self
                 .requests
-                .get_or_create(&OutcomeLabels { outcome })
+                .get_or_create(&RequestLabels { endpoint, outcome })
                 .inc(),
         };
         self.latency.observe(seconds);
@@ -108,17 +151,28 @@ mod tests {
     #[test]
     fn every_outcome_is_exported_from_the_start_and_counted() {
         let metrics = Metrics::new();
-        metrics.record("expired", 0.001);
-        metrics.record("expired", 0.001);
-        metrics.record("something-new", 0.001);
+        metrics.record(EndpointLabel::Entra, "expired", 0.001);
+        metrics.record(EndpointLabel::Entra, "expired", 0.001);
+        metrics.record(EndpointLabel::UserFlow, "something-new", 0.001);
         let text = metrics.render();
-        for outcome in OUTCOMES {
-            let count = if outcome == "expired" { 2 } else { 0 };
-            let line =
-                format!("invitegate_connector_requests_total{{outcome=\"{outcome}\"}} {count}");
-            assert!(text.contains(&line), "{line} in\n{text}");
+        for endpoint in EndpointLabel::ALL {
+            for outcome in OUTCOMES {
+                let count = if outcome == "expired" && endpoint == EndpointLabel::Entra {
+                    2
+                } else {
+                    0
+                };
+                let line = format!(
+                    "invitegate_connector_requests_total{{endpoint=\"{}\",outcome=\"{outcome}\"}} \
+                     {count}",
+                    endpoint.name()
+                );
+                assert!(text.contains(&line), "{line} in\n{text}");
+            }
         }
-        assert!(text.contains(r#"invitegate_connector_requests_total{outcome="something-new"} 1"#));
+        assert!(text.contains(
+            r#"invitegate_connector_requests_total{endpoint="b2c-user-flow",outcome="something-new"} 1"#
+        ));
         assert!(text.contains("invitegate_connector_request_duration_seconds_count 3"));
     }
 }

@@ -1,5 +1,89 @@
-//! How each endpoint authenticates its caller: HTTP Basic (B2C user flows and custom policies).
+//! How each endpoint authenticates its caller: HTTP Basic (B2C user flows and custom
+//! policies), an API key in a named header (custom policies), or none when named as such.
 
+pub mod api_key;
 pub mod basic;
 
+use warp::http::{HeaderValue, header};
+
+pub use api_key::ApiKey;
 pub use basic::BasicAuth;
+
+/// Who may call an endpoint.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Auth {
+    /// Anyone: only with `--insecure-no-auth`.
+    None,
+    /// HTTP Basic (RFC 7617).
+    Basic(BasicAuth),
+    /// A key in a named header.
+    ApiKey(ApiKey),
+}
+
+/// Why a request was refused: `reason` goes to the log, `message` to the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Denied {
+    /// What went wrong, for the log only (never secret material).
+    pub reason: &'static str,
+    /// What the caller reads: names the scheme, never the reason.
+    pub message: &'static str,
+}
+
+impl Auth {
+    /// The request header that carries the credentials.
+    #[must_use]
+    pub fn header_name(&self) -> &'static str {
+        match self {
+            Self::ApiKey(key) => key.header(),
+            Self::None | Self::Basic(_) => header::AUTHORIZATION.as_str(),
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge of a 401, when the scheme has one.
+    #[must_use]
+    pub fn challenge(&self) -> Option<&'static str> {
+        match self {
+            Self::Basic(_) => Some("Basic realm=\"invitegate\""),
+            Self::None | Self::ApiKey(_) => None,
+        }
+    }
+
+    /// One line for the start-up log.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        match self {
+            Self::None => "NO AUTHENTICATION (--insecure-no-auth)".to_owned(),
+            Self::Basic(_) => "HTTP Basic".to_owned(),
+            Self::ApiKey(key) => format!("API key in header {}", key.header()),
+        }
+    }
+
+    /// Checks the credentials header's value (`None` when the header is missing).
+    ///
+    /// # Errors
+    ///
+    /// [`Denied`] when the caller is not let in.
+    pub async fn check(&self, value: Option<&HeaderValue>) -> Result<(), Denied> {
+        let bytes = value.map(HeaderValue::as_bytes);
+        match self {
+            Self::None => Ok(()),
+            Self::Basic(basic) => basic.accepts(bytes).then_some(()).ok_or(Denied {
+                reason: if bytes.is_none() {
+                    "no Authorization header"
+                } else {
+                    "wrong Basic credentials"
+                },
+                message: "missing or wrong HTTP Basic credentials",
+            }),
+            Self::ApiKey(key) => key.accepts(bytes).then_some(()).ok_or(Denied {
+                reason: if bytes.is_none() {
+                    "no API key header"
+                } else {
+                    "wrong API key"
+                },
+                message: "missing or wrong API key",
+            }),
+        }
+    }
+}

@@ -1,13 +1,17 @@
 //! Azure AD B2C user-flow API connector, "Before creating the user" (`docs/CONNECTOR-CONTRACTS.md`
 //! section 1): reading the request and writing the three responses.
 //!
-//! Pure: takes the parsed JSON body and returns what to answer; the HTTP layer sends it.
+//! Pure: takes the request body and returns what to answer; the HTTP layer sends it.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
+
+use super::{Answer, AttributeNames, Connector, push_json_string};
+use crate::UnixTime;
+use crate::decision::{Decision, Reason, Verdict, Verifier, decide};
 
 /// The only step at which B2C allows a ValidationError.
 pub const POST_ATTRIBUTE_COLLECTION: &str = "PostAttributeCollection";
@@ -42,45 +46,6 @@ pub enum CodeClaim<'a> {
         /// The code as typed.
         value: Cow<'a, str>,
     },
-}
-
-/// Which request keys hold the code: `extension_<appid>_<attribute>` or `extension_<attribute>`,
-/// compared case-insensitively.
-#[derive(Debug, Clone)]
-pub struct AttributeNames {
-    with_app_id: Option<String>,
-    without_app_id: String,
-}
-
-impl AttributeNames {
-    /// Names for `attribute` (e.g. `InvitationCode`) and the b2c-extensions-app's client id,
-    /// with or without hyphens.
-    #[must_use]
-    pub fn new(attribute: &str, extensions_app_id: Option<&str>) -> Self {
-        let app_id = extensions_app_id
-            .map(|id| id.trim().replace('-', "").to_ascii_lowercase())
-            .filter(|id| !id.is_empty());
-        Self {
-            with_app_id: app_id.map(|id| format!("extension_{id}_{attribute}")),
-            without_app_id: format!("extension_{attribute}"),
-        }
-    }
-
-    /// Whether a request key names the code attribute.
-    #[must_use]
-    pub fn matches(&self, key: &str) -> bool {
-        key.eq_ignore_ascii_case(&self.without_app_id)
-            || self
-                .with_app_id
-                .as_ref()
-                .is_some_and(|name| key.eq_ignore_ascii_case(name))
-    }
-
-    /// The name to clear the attribute under when the request had none.
-    #[must_use]
-    pub fn response_name(&self) -> &str {
-        self.with_app_id.as_deref().unwrap_or(&self.without_app_id)
-    }
 }
 
 impl<'a> Request<'a> {
@@ -377,6 +342,90 @@ impl<'de> Shape<'de> for IdentityShape {
     }
 }
 
+/// The user-flow endpoint: where the code attribute is, and whether to clear it on Continue.
+#[derive(Debug, Clone)]
+pub struct UserFlow {
+    /// Where the code attribute is in requests.
+    pub attribute: AttributeNames,
+    /// Keep the code in the directory (do not clear the attribute on Continue).
+    pub keep_code_attribute: bool,
+}
+
+impl Connector for UserFlow {
+    fn answer<'b>(&self, verifier: &Verifier, body: &'b [u8], now: UnixTime) -> Answer<'b> {
+        let Ok(request) = Request::parse(body, &self.attribute) else {
+            return self.render(
+                verifier,
+                None,
+                None,
+                Decision::refuse(Reason::BadRequest),
+                None,
+            );
+        };
+        let locales = request.ui_locales.as_deref();
+        // ValidationError is only allowed at PostAttributeCollection; a request without a step
+        // cannot be told apart from one at another step, so it fails closed too.
+        if request.step.as_deref() != Some(POST_ATTRIBUTE_COLLECTION) {
+            tracing::warn!(
+                step = request.step.as_deref().map(|s| super::clip(s, 64)),
+                "the API connector is attached to the wrong step or sent no step: attach it to \
+                 \"Before creating the user\" (PostAttributeCollection); answering with a block page"
+            );
+            let decision = Decision::refuse(Reason::WrongStep);
+            return self.render(verifier, locales, None, decision, request.email.clone());
+        }
+        let (decision, key) = match &request.code {
+            CodeClaim::NotAString { .. } if request.email.is_some() => {
+                (Decision::refuse(Reason::BadRequest), None)
+            }
+            CodeClaim::Present { key, value } => (
+                decide(verifier, request.email.as_deref(), Some(value), now),
+                Some(key.as_ref()),
+            ),
+            CodeClaim::NotAString { .. } | CodeClaim::Missing => {
+                (decide(verifier, request.email.as_deref(), None, now), None)
+            }
+        };
+        self.render(verifier, locales, key, decision, request.email.clone())
+    }
+}
+
+impl UserFlow {
+    fn render<'b>(
+        &self,
+        verifier: &Verifier,
+        locales: Option<&str>,
+        key: Option<&str>,
+        decision: Decision<'_>,
+        email: Option<Cow<'b, str>>,
+    ) -> Answer<'b> {
+        let outcome = decision.name();
+        let response = match decision.verdict {
+            Verdict::Continue(_) => Response::Continue {
+                claims: match key {
+                    Some(key) if !self.keep_code_attribute => vec![(key.to_owned(), String::new())],
+                    _ => Vec::new(),
+                },
+            },
+            Verdict::Refuse(reason) => {
+                let user_message = reason.message(&verifier.messages, locales).into_owned();
+                if reason.blocks() {
+                    Response::ShowBlockPage { user_message }
+                } else {
+                    Response::ValidationError { user_message }
+                }
+            }
+        };
+        Answer {
+            status: response.status(),
+            body: response.to_json(),
+            outcome,
+            code: decision.code,
+            email,
+        }
+    }
+}
+
 /// One response of the contract, ready to serialize. Never holds a JSON `null`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
@@ -447,12 +496,6 @@ impl Response {
         out.push(b'}');
         out
     }
-}
-
-/// Appends `text` as a JSON string literal.
-fn push_json_string(out: &mut Vec<u8>, text: &str) {
-    // Writing a string into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, text);
 }
 
 #[cfg(test)]

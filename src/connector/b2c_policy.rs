@@ -1,0 +1,216 @@
+//! Azure AD B2C custom policy, RESTful technical profile (`docs/CONNECTOR-CONTRACTS.md`
+//! section 2).
+//!
+//! The policy sends its input claims as one flat JSON object whose keys the policy author
+//! chooses; the claim names are settings. A valid code is HTTP 200 with output claims
+//! (`invitationKind`, `invitationExpires`, `invitationKeyId`); any refusal is HTTP 409 with
+//! `{"version":"1.0.0","status":409,"code":"invitegate.<outcome>","userMessage":"..."}`, which
+//! B2C shows on the page. A body that is not a JSON object gets the same shape with 400.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::{Answer, Connector};
+use crate::UnixTime;
+use crate::decision::{Decision, Reason, Verdict, Verifier, decide};
+
+/// Claim name of the email by default.
+pub const DEFAULT_EMAIL_CLAIM: &str = "email";
+/// Claim name of the code by default.
+pub const DEFAULT_CODE_CLAIM: &str = "invitationCode";
+/// Status of a refusal: B2C shows the message of any 4xx; 409 is what its documentation uses.
+pub const REFUSAL_STATUS: u16 = 409;
+
+/// The custom-policy endpoint: which claims hold the email and the code.
+#[derive(Debug, Clone)]
+pub struct CustomPolicy {
+    /// Claim holding the email address (`PartnerClaimType` in the policy).
+    pub email_claim: String,
+    /// Claim holding the code as typed.
+    pub code_claim: String,
+}
+
+impl Default for CustomPolicy {
+    fn default() -> Self {
+        Self {
+            email_claim: DEFAULT_EMAIL_CLAIM.to_owned(),
+            code_claim: DEFAULT_CODE_CLAIM.to_owned(),
+        }
+    }
+}
+
+/// A claim's value: a string is kept, any other JSON value is not a string.
+enum Claim<'b> {
+    Missing,
+    NotAString,
+    Text(Cow<'b, str>),
+}
+
+/// The request: a flat object of claims, each value kept raw until it is asked for.
+struct Claims<'b>(HashMap<Cow<'b, str>, &'b RawValue>);
+
+impl<'b> Claims<'b> {
+    fn parse(body: &'b [u8]) -> Result<Self, serde_json::Error> {
+        let text = std::str::from_utf8(body).map_err(|_| {
+            <serde_json::Error as serde::de::Error>::custom("the body is not UTF-8")
+        })?;
+        serde_json::from_str(text).map(Self)
+    }
+
+    /// The claim named `name`, matched exactly, else case-insensitively (policy authors write
+    /// `Email` as often as `email`).
+    fn get(&self, name: &str) -> Claim<'b> {
+        let raw = self.0.get(name).or_else(|| {
+            self.0
+                .iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                .map(|(_, raw)| raw)
+        });
+        match raw {
+            None => Claim::Missing,
+            Some(raw) if raw.get() == "null" => Claim::Missing,
+            Some(raw) => serde_json::from_str::<Cow<'b, str>>(raw.get())
+                .map_or(Claim::NotAString, Claim::Text),
+        }
+    }
+
+    fn text(&self, name: &str) -> Option<Cow<'b, str>> {
+        match self.get(name) {
+            Claim::Text(text) => Some(text),
+            Claim::Missing | Claim::NotAString => None,
+        }
+    }
+}
+
+/// The output claims of a valid code.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Valid<'a> {
+    invitation_kind: &'a str,
+    invitation_expires: String,
+    invitation_key_id: u8,
+}
+
+/// A refusal, in the shape B2C reads.
+#[derive(Serialize)]
+struct Refusal<'a> {
+    version: &'a str,
+    status: u16,
+    code: String,
+    #[serde(rename = "userMessage")]
+    user_message: &'a str,
+}
+
+impl Connector for CustomPolicy {
+    fn answer<'b>(&self, verifier: &Verifier, body: &'b [u8], now: UnixTime) -> Answer<'b> {
+        let Ok(claims) = Claims::parse(body) else {
+            return render(
+                verifier,
+                None,
+                Decision::refuse(Reason::BadRequest),
+                None,
+                400,
+            );
+        };
+        let locales = claims.text("ui_locales").or_else(|| claims.text("locale"));
+        let email = claims.text(&self.email_claim);
+        let decision = match claims.get(&self.code_claim) {
+            Claim::NotAString if email.is_some() => Decision::refuse(Reason::BadRequest),
+            Claim::Text(code) => decide(verifier, email.as_deref(), Some(&code), now),
+            Claim::NotAString | Claim::Missing => decide(verifier, email.as_deref(), None, now),
+        };
+        render(
+            verifier,
+            locales.as_deref(),
+            decision,
+            email.clone(),
+            REFUSAL_STATUS,
+        )
+    }
+}
+
+fn render<'b>(
+    verifier: &Verifier,
+    locales: Option<&str>,
+    decision: Decision<'_>,
+    email: Option<Cow<'b, str>>,
+    refusal_status: u16,
+) -> Answer<'b> {
+    let outcome = decision.name();
+    let (status, body) = match &decision.verdict {
+        Verdict::Continue(grant) => {
+            let valid = Valid {
+                invitation_kind: grant.kind().name(),
+                invitation_expires: grant.expiry.to_string(),
+                invitation_key_id: grant.key_id,
+            };
+            (200, serde_json::to_vec(&valid))
+        }
+        Verdict::Refuse(reason) => {
+            let message = reason.message(&verifier.messages, locales);
+            let refusal = Refusal {
+                version: "1.0.0",
+                status: refusal_status,
+                code: format!("invitegate.{}", reason.name()),
+                user_message: &message,
+            };
+            (refusal_status, serde_json::to_vec(&refusal))
+        }
+    };
+    Answer {
+        status,
+        // Serializing these plain structs cannot fail; an empty object would still be JSON.
+        body: body.unwrap_or_else(|_| b"{}".to_vec()),
+        outcome,
+        code: decision.code,
+        email,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Audience, Expiry, KeyRing, mint};
+    use time::macros::datetime;
+
+    fn verifier() -> Verifier {
+        Verifier::new(KeyRing::parse("7:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap())
+    }
+
+    #[test]
+    fn claims_are_found_by_name_and_case() {
+        let v = verifier();
+        let expiry = Expiry::from_datetime(datetime!(2030-01-01 0:00 UTC)).unwrap();
+        let code = mint(&v.ring, &Audience::email("a@contoso.com").unwrap(), expiry).to_string();
+        let now = UnixTime::from(datetime!(2026-01-01 0:00 UTC));
+        let body = format!(r#"{{"Email":"a@contoso.com","InvitationCode":"{code}","x":[1]}}"#);
+        let answer = CustomPolicy::default().answer(&v, body.as_bytes(), now);
+        assert_eq!(
+            answer.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"invitationKind": "email",
+                "invitationExpires": "2030-01-01T00:00:00Z", "invitationKeyId": 7})
+        );
+        let settings = CustomPolicy {
+            email_claim: "signInName".into(),
+            code_claim: "code".into(),
+        };
+        let body = br#"{"signInName":"a@contoso.com","code":5}"#;
+        let answer = settings.answer(&v, body, now);
+        assert_eq!((answer.status, answer.outcome), (409, "bad-request"));
+        let answer = settings.answer(&v, b"[1,2]", now);
+        assert_eq!((answer.status, answer.outcome), (400, "bad-request"));
+        let json: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+        assert_eq!(json["code"], "invitegate.bad-request");
+        assert_eq!(json["status"], 400);
+    }
+}

@@ -1,0 +1,90 @@
+//! An API key in a named request header, as B2C custom policies send with `ApiKeyHeader`
+//! authentication (for example `x-functions-key`).
+
+use std::fmt;
+
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
+use warp::http::HeaderName;
+
+/// Keys shorter than this are refused: B2C stores whatever is set, and a short key can be
+/// guessed.
+pub const MIN_API_KEY_CHARS: usize = 16;
+
+/// The expected key, kept as a SHA-256 digest so that comparison is constant time whatever the
+/// length, and so that `Debug` has nothing to show.
+#[derive(Clone)]
+pub struct ApiKey {
+    header: &'static str,
+    digest: [u8; 32],
+}
+
+impl ApiKey {
+    /// Expects `key` in the header `header` (case-insensitive, as all header names).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Config`] when the header name is not a valid HTTP header name or the
+    /// key is shorter than [`MIN_API_KEY_CHARS`].
+    pub fn new(header: &str, key: &str) -> Result<Self, crate::Error> {
+        let name =
+            HeaderName::from_bytes(header.trim().as_bytes()).map_err(|_| crate::Error::Config {
+                reason: format!("{header:?} is not an HTTP header name"),
+            })?;
+        if key.chars().count() < MIN_API_KEY_CHARS {
+            return Err(crate::Error::Config {
+                reason: format!(
+                    "the API key is {} characters; use at least {MIN_API_KEY_CHARS} random ones",
+                    key.chars().count()
+                ),
+            });
+        }
+        // One name a server: leaked once so that the route's header filter can borrow it for
+        // the life of the process.
+        let header: &'static str = Box::leak(name.as_str().to_owned().into_boxed_str());
+        Ok(Self {
+            header,
+            digest: Sha256::digest(key.as_bytes()).into(),
+        })
+    }
+
+    /// The header's name, lower case.
+    #[must_use]
+    pub fn header(&self) -> &'static str {
+        self.header
+    }
+
+    /// Whether a header value is the key, compared in constant time.
+    #[must_use]
+    pub fn accepts(&self, value: Option<&[u8]>) -> bool {
+        value.is_some_and(|value| {
+            let digest: [u8; 32] = Sha256::digest(value.trim_ascii()).into();
+            bool::from(digest.ct_eq(&self.digest))
+        })
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ApiKey({}: ..)", self.header)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_in_its_header_only() {
+        let key = ApiKey::new("X-Functions-Key", "0123456789abcdef-secret").unwrap();
+        assert_eq!(key.header(), "x-functions-key");
+        assert!(key.accepts(Some(b"0123456789abcdef-secret")));
+        assert!(key.accepts(Some(b" 0123456789abcdef-secret ")));
+        assert!(!key.accepts(Some(b"0123456789abcdef-secreT")));
+        assert!(!key.accepts(Some(b"")));
+        assert!(!key.accepts(None));
+        assert!(!format!("{key:?}").contains("secret"));
+        assert!(ApiKey::new("x-functions-key", "short").is_err());
+        assert!(ApiKey::new("bad header", "0123456789abcdef-secret").is_err());
+    }
+}

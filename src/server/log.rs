@@ -1,0 +1,129 @@
+//! One structured log line per endpoint request: endpoint, outcome, status, kind, key id, the
+//! code's fingerprint and the email's domain (the whole address only with `--log-emails`),
+//! each field bounded in length. Never a whole code, a token or a password.
+
+use std::time::Duration;
+
+use warp::http::StatusCode;
+
+use super::auth::Denied;
+use super::metrics::EndpointLabel;
+use crate::Code;
+use crate::connector::{Answer, clip};
+
+/// Longest email or domain a log line carries; a longer one is cut and its length noted. A
+/// DNS name is at most 253 octets, so this only cuts what no real address has.
+pub const MAX_LOGGED_EMAIL: usize = 254;
+
+/// Whether endpoint log lines are written.
+fn enabled() -> bool {
+    tracing::enabled!(target: "invitegate::connector", tracing::Level::INFO)
+}
+
+/// What one endpoint request came to, filled in as it is answered.
+#[derive(Debug)]
+pub struct RequestLine {
+    endpoint: EndpointLabel,
+    /// `valid`, a reason's name, or an HTTP-level outcome (`unauthorized`, `too-large`, ...).
+    pub outcome: &'static str,
+    /// Why authentication failed, for the log only.
+    pub denied: Option<&'static str>,
+    code: Option<Code>,
+    /// What the log shows of the email; only taken when the line will be written.
+    email: Option<String>,
+}
+
+impl RequestLine {
+    /// A line for a request to `endpoint`.
+    #[must_use]
+    pub fn new(endpoint: EndpointLabel) -> Self {
+        Self {
+            endpoint,
+            outcome: "bad-request",
+            denied: None,
+            code: None,
+            email: None,
+        }
+    }
+
+    /// Takes what the log needs from a dialect's answer.
+    pub fn record(&mut self, answer: &Answer<'_>, log_emails: bool) {
+        self.outcome = answer.outcome;
+        self.code = answer.code;
+        if enabled() {
+            self.email = answer
+                .email
+                .as_deref()
+                .map(|email| email_for_log(email, log_emails));
+        }
+    }
+
+    /// Writes the line.
+    pub fn finish(&self, status: StatusCode, elapsed: Duration) {
+        if !enabled() {
+            return;
+        }
+        tracing::info!(
+            target: "invitegate::connector",
+            endpoint = self.endpoint.name(),
+            outcome = self.outcome,
+            status = status.as_u16(),
+            kind = self.code.map(|c| c.kind().name()),
+            key_id = self.code.map(|c| c.key_id()),
+            code = self.code.map(|c| c.fingerprint()).as_deref(),
+            email = self.email.as_deref(),
+            denied = self.denied,
+            micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            "connector request"
+        );
+    }
+}
+
+/// Logs a refused request to a path that is not an endpoint (`/metrics`).
+pub fn denied(path: &str, denied: &Denied) {
+    tracing::warn!(path, reason = denied.reason, "request refused");
+}
+
+/// What the log shows of an email address: its lower-cased domain, or with `log_emails` the
+/// address; either cut to [`MAX_LOGGED_EMAIL`] bytes with the full length noted.
+fn email_for_log(email: &str, log_emails: bool) -> String {
+    let shown = if log_emails {
+        email.trim()
+    } else {
+        match email.rsplit_once('@') {
+            Some((_, domain)) => domain.trim(),
+            None => return "(no domain)".to_owned(),
+        }
+    };
+    let cut = clip(shown, MAX_LOGGED_EMAIL);
+    let mut text = if log_emails {
+        cut.to_owned()
+    } else {
+        cut.to_ascii_lowercase()
+    };
+    if cut.len() < shown.len() {
+        text.push_str(&format!("...({} bytes)", shown.len()));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_bounded_and_show_the_domain() {
+        assert_eq!(email_for_log("Alice@Contoso.COM ", false), "contoso.com");
+        assert_eq!(
+            email_for_log(" Alice@Contoso.COM", true),
+            "Alice@Contoso.COM"
+        );
+        assert_eq!(email_for_log("nodomain", false), "(no domain)");
+        let long = format!("a@{}.com", "b".repeat(70_000));
+        let shown = email_for_log(&long, false);
+        assert!(shown.len() < 300, "{}", shown.len());
+        assert!(shown.ends_with("...(70004 bytes)"), "{shown}");
+        let wide = format!("a@{}", "é".repeat(200));
+        assert!(email_for_log(&wide, false).ends_with("...(400 bytes)"));
+    }
+}

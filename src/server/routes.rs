@@ -1,0 +1,437 @@
+//! Paths and replies: each identity-provider endpoint, `/healthz` and `/metrics`.
+//!
+//! Every endpoint runs the same steps: method, authentication, body size and read time, then
+//! its [`Connector`] answers, and the request is counted and logged. Domain outcomes are
+//! replies, never rejections; one `recover` turns what is left (no route matched) into a JSON
+//! 404.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt as _};
+use warp::http::{HeaderValue, Method, StatusCode, header};
+use warp::reply::Response;
+use warp::{Filter, Rejection};
+
+use super::auth::{Auth, Denied};
+use super::log::{self, RequestLine};
+use super::metrics::{EndpointLabel, Metrics};
+use crate::connector::b2c_policy::CustomPolicy;
+use crate::connector::b2c_user_flow::UserFlow;
+use crate::connector::entra::Entra;
+use crate::connector::{Answer, Connector};
+use crate::decision::Verifier;
+
+/// Largest request body read. A sign-up request is a few hundred bytes of claims; 64 KiB leaves
+/// room for every attribute a flow can collect and stops a client from making us buffer more.
+pub const MAX_BODY_BYTES: u64 = 64 * 1024;
+/// Time to send the body once the head is in. B2C itself gives up after 5 s, Entra after 2 s.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The B2C user-flow API connector. With an Azure Functions custom handler whose function
+/// route is `b2c/user-flow`, this is the path the host forwards.
+pub const USER_FLOW_PATH: &str = "/api/b2c/user-flow";
+/// The B2C custom policy RESTful technical profile.
+pub const CUSTOM_POLICY_PATH: &str = "/api/b2c/custom-policy";
+/// The Entra External ID OnAttributeCollectionSubmit custom authentication extension.
+pub const ENTRA_PATH: &str = "/api/entra/attribute-collection-submit";
+
+/// One endpoint: how its caller authenticates, and the dialect it speaks.
+#[derive(Debug)]
+pub struct Endpoint<C> {
+    /// Who may call it.
+    pub auth: Auth,
+    /// The dialect's settings.
+    pub connector: C,
+}
+
+impl<C> Endpoint<C> {
+    /// An endpoint with its authentication and dialect.
+    pub fn new(auth: Auth, connector: C) -> Self {
+        Self { auth, connector }
+    }
+}
+
+/// Everything the server needs; built once at start. An endpoint left `None` is off: its path
+/// answers 404.
+#[derive(Debug)]
+pub struct Config {
+    /// Keys, deny list, leeway and messages.
+    pub verifier: Verifier,
+    /// `POST /api/b2c/user-flow`.
+    pub user_flow: Option<Endpoint<UserFlow>>,
+    /// `POST /api/b2c/custom-policy`.
+    pub custom_policy: Option<Endpoint<CustomPolicy>>,
+    /// `POST /api/entra/attribute-collection-submit`.
+    pub entra: Option<Endpoint<Entra>>,
+    /// Who may read `/metrics`; `None` turns it off.
+    pub metrics_auth: Option<Auth>,
+    /// Log whole email addresses instead of their domain.
+    pub log_emails: bool,
+}
+
+impl Config {
+    /// A configuration with every endpoint off.
+    #[must_use]
+    pub fn new(verifier: Verifier) -> Self {
+        Self {
+            verifier,
+            user_flow: None,
+            custom_policy: None,
+            entra: None,
+            metrics_auth: None,
+            log_emails: false,
+        }
+    }
+
+    /// The paths that are on, for messages.
+    #[must_use]
+    pub fn paths(&self) -> Vec<&'static str> {
+        [
+            self.user_flow.as_ref().map(|_| USER_FLOW_PATH),
+            self.custom_policy.as_ref().map(|_| CUSTOM_POLICY_PATH),
+            self.entra.as_ref().map(|_| ENTRA_PATH),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+/// What every request shares.
+#[derive(Debug)]
+struct State {
+    verifier: Verifier,
+    log_emails: bool,
+    metrics_auth: Option<Auth>,
+    metrics: Metrics,
+    not_found: String,
+}
+
+/// The warp filter for every route, with rejections recovered into JSON replies.
+pub fn routes(config: Config) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let paths = config.paths().join(", ");
+    let state = Arc::new(State {
+        verifier: config.verifier,
+        log_emails: config.log_emails,
+        metrics_auth: config.metrics_auth,
+        metrics: Metrics::new(),
+        not_found: if paths.is_empty() {
+            "no such path; no endpoint is on".to_owned()
+        } else {
+            format!("no such path; the endpoints are POST {paths}")
+        },
+    });
+    let healthz = warp::path!("healthz")
+        .and(warp::method())
+        .map(|method: Method| match method {
+            Method::GET | Method::HEAD => {
+                json_reply(StatusCode::OK, br#"{"status":"ok"}"#.to_vec())
+            }
+            _ => method_not_allowed("GET, HEAD"),
+        });
+    let metrics_state = Arc::clone(&state);
+    let metrics = warp::path!("metrics")
+        .and(warp::method())
+        .and(header_value(credentials_header(
+            metrics_state.metrics_auth.as_ref(),
+        )))
+        .then(move |method: Method, credentials: Option<HeaderValue>| {
+            let state = Arc::clone(&metrics_state);
+            async move { metrics_reply(&state, &method, credentials.as_ref()).await }
+        });
+    let recover_state = Arc::clone(&state);
+    // The identity-provider endpoints first: they carry the load, and each route tried before
+    // the matching one costs a rejection.
+    let user_flow = warp::path!("api" / "b2c" / "user-flow").and(endpoint(
+        config.user_flow,
+        EndpointLabel::UserFlow,
+        Arc::clone(&state),
+    ));
+    let custom_policy = warp::path!("api" / "b2c" / "custom-policy").and(endpoint(
+        config.custom_policy,
+        EndpointLabel::CustomPolicy,
+        Arc::clone(&state),
+    ));
+    let entra = warp::path!("api" / "entra" / "attribute-collection-submit").and(endpoint(
+        config.entra,
+        EndpointLabel::Entra,
+        Arc::clone(&state),
+    ));
+    user_flow
+        .or(entra)
+        .unify()
+        .or(custom_policy)
+        .unify()
+        .or(healthz)
+        .unify()
+        .or(metrics)
+        .unify()
+        .recover(move |_: Rejection| {
+            let message = recover_state.not_found.clone();
+            async move { Ok::<_, Infallible>(error_reply(StatusCode::NOT_FOUND, "not_found", &message)) }
+        })
+        .unify()
+}
+
+/// The header that carries `auth`'s credentials, if any, without rejecting on bytes that are
+/// not text. Only this one value is cloned, not the request's whole header map.
+fn header_value(
+    name: &'static str,
+) -> impl Filter<Extract = (Option<HeaderValue>,), Error = Infallible> + Clone {
+    warp::header::value(name)
+        .map(Some)
+        .or(warp::any().map(|| None))
+        .unify()
+}
+
+/// The header that carries an endpoint's credentials.
+fn credentials_header(auth: Option<&Auth>) -> &'static str {
+    auth.map_or(header::AUTHORIZATION.as_str(), Auth::header_name)
+}
+
+/// The filter of one endpoint, after its path: everything but the path is handled here, and
+/// an endpoint that is off answers 404 like an unknown path.
+fn endpoint<C: Connector>(
+    endpoint: Option<Endpoint<C>>,
+    label: EndpointLabel,
+    state: Arc<State>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let credentials = header_value(credentials_header(endpoint.as_ref().map(|e| &e.auth)));
+    let endpoint = endpoint.map(Arc::new);
+    warp::method()
+        .and(credentials)
+        .and(warp::header::optional::<u64>("content-length"))
+        .and(warp::body::stream())
+        .then(
+            move |method: Method,
+                  credentials: Option<HeaderValue>,
+                  content_length: Option<u64>,
+                  body| {
+                let endpoint = endpoint.clone();
+                let state = Arc::clone(&state);
+                async move {
+                    let Some(endpoint) = endpoint else {
+                        return error_reply(StatusCode::NOT_FOUND, "not_found", &state.not_found);
+                    };
+                    let request = Request {
+                        method,
+                        credentials,
+                        content_length,
+                    };
+                    handle(&endpoint, label, &state, request, body).await
+                }
+            },
+        )
+}
+
+/// The parts of a request an endpoint looks at before the body.
+struct Request {
+    method: Method,
+    credentials: Option<HeaderValue>,
+    content_length: Option<u64>,
+}
+
+/// One request to an endpoint: answered, counted and logged.
+async fn handle<C, S, B>(
+    endpoint: &Endpoint<C>,
+    label: EndpointLabel,
+    state: &State,
+    request: Request,
+    body: S,
+) -> Response
+where
+    C: Connector,
+    S: Stream<Item = Result<B, warp::Error>> + Send + Unpin,
+    B: bytes::Buf,
+{
+    let started = Instant::now();
+    let mut line = RequestLine::new(label);
+    let response = answer(endpoint, state, request, body, &mut line).await;
+    let elapsed = started.elapsed();
+    state
+        .metrics
+        .record(label, line.outcome, elapsed.as_secs_f64());
+    line.finish(response.status(), elapsed);
+    response
+}
+
+async fn answer<C, S, B>(
+    endpoint: &Endpoint<C>,
+    state: &State,
+    request: Request,
+    body: S,
+    line: &mut RequestLine,
+) -> Response
+where
+    C: Connector,
+    S: Stream<Item = Result<B, warp::Error>> + Send + Unpin,
+    B: bytes::Buf,
+{
+    if request.method != Method::POST {
+        line.outcome = "method-not-allowed";
+        return method_not_allowed("POST");
+    }
+    if let Err(denied) = endpoint.auth.check(request.credentials.as_ref()).await {
+        line.outcome = "unauthorized";
+        line.denied = Some(denied.reason);
+        return unauthorized(&endpoint.auth, &denied);
+    }
+    if request
+        .content_length
+        .is_some_and(|len| len > MAX_BODY_BYTES)
+    {
+        line.outcome = "too-large";
+        return payload_too_large();
+    }
+    // Most bodies arrive with the head: read once, and arm the timer only when waiting.
+    let mut reading = std::pin::pin!(read_limited(body));
+    let first = std::future::poll_fn(|cx| Poll::Ready(reading.as_mut().poll(cx))).await;
+    let read = match first {
+        Poll::Ready(read) => Ok(read),
+        Poll::Pending => tokio::time::timeout(BODY_READ_TIMEOUT, reading).await,
+    };
+    let body = match read {
+        Ok(Ok(body)) => body,
+        Ok(Err(BodyError::TooLarge)) => {
+            line.outcome = "too-large";
+            return payload_too_large();
+        }
+        Ok(Err(BodyError::Broken)) => {
+            line.outcome = "bad-request";
+            return error_reply(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the request body could not be read",
+            );
+        }
+        Err(_) => {
+            line.outcome = "timeout";
+            return error_reply(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "the request body was not sent in time",
+            );
+        }
+    };
+    // Unix seconds straight from the clock: no calendar conversion a request.
+    let answer: Answer<'_> =
+        endpoint
+            .connector
+            .answer(&state.verifier, &body, SystemTime::now().into());
+    line.record(&answer, state.log_emails);
+    json_reply(
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_REQUEST),
+        answer.body,
+    )
+}
+
+async fn metrics_reply(
+    state: &State,
+    method: &Method,
+    credentials: Option<&HeaderValue>,
+) -> Response {
+    let Some(auth) = &state.metrics_auth else {
+        return error_reply(StatusCode::NOT_FOUND, "not_found", &state.not_found);
+    };
+    if method != Method::GET {
+        return method_not_allowed("GET");
+    }
+    if let Err(denied) = auth.check(credentials).await {
+        log::denied("/metrics", &denied);
+        return unauthorized(auth, &denied);
+    }
+    let mut response = Response::new(state.metrics.render().into());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+enum BodyError {
+    TooLarge,
+    Broken,
+}
+
+/// Collects a body of at most [`MAX_BODY_BYTES`], whatever its transfer encoding. The usual
+/// single chunk is taken as it is; only a body in several chunks is copied together.
+async fn read_limited<S, B>(mut body: S) -> Result<Bytes, BodyError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: bytes::Buf,
+{
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    let mut total = 0usize;
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|_| BodyError::Broken)?;
+        total = total.saturating_add(chunk.remaining());
+        if u64::try_from(total).unwrap_or(u64::MAX) > MAX_BODY_BYTES {
+            return Err(BodyError::TooLarge);
+        }
+        let bytes = chunk.copy_to_bytes(chunk.remaining());
+        match (&mut joined, first.take()) {
+            (Some(joined), _) => joined.extend_from_slice(&bytes),
+            (None, None) => first = Some(bytes),
+            (None, Some(earlier)) => {
+                let mut buffer = BytesMut::with_capacity(total);
+                buffer.extend_from_slice(&earlier);
+                buffer.extend_from_slice(&bytes);
+                joined = Some(buffer);
+            }
+        }
+    }
+    Ok(joined.map_or_else(|| first.unwrap_or_default(), BytesMut::freeze))
+}
+
+/// A reply with a JSON body.
+pub(crate) fn json_reply(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = Response::new(body.into());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// A JSON error outside the identity-provider contracts: `{"error": code, "message": text}`.
+pub(crate) fn error_reply(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "error": code, "message": message });
+    json_reply(status, body.to_string().into_bytes())
+}
+
+/// 401 with the scheme's challenge. The body never says why: that goes to the log.
+fn unauthorized(auth: &Auth, denied: &Denied) -> Response {
+    let mut response = error_reply(StatusCode::UNAUTHORIZED, "unauthorized", denied.message);
+    if let Some(challenge) = auth.challenge() {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+    }
+    response
+}
+
+fn method_not_allowed(allow: &'static str) -> Response {
+    let mut response = error_reply(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        &format!("this path takes {allow}"),
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+fn payload_too_large() -> Response {
+    error_reply(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        &format!("the request body is over {MAX_BODY_BYTES} bytes"),
+    )
+}
