@@ -551,3 +551,31 @@ fn dev_mode_stays_on_loopback() {
         .unwrap();
     assert_eq!(public.status.code(), Some(2));
 }
+
+/// The container health check: `invitegate healthcheck` exits 0 against a running server and
+/// 1 when nothing answers.
+#[test]
+fn healthcheck_probes_a_running_server() {
+    let (mut server, banner) = start_dev(&[]);
+    let url = curl_commands(&banner)[0]
+        .split_whitespace()
+        .find(|word| word.starts_with("http://"))
+        .unwrap()
+        .to_owned();
+    let health = url.replace("/api/b2c/user-flow", "/healthz");
+    let probe = |url: &str| {
+        Command::new(env!("CARGO_BIN_EXE_invitegate"))
+            .args(["healthcheck", "--url", url])
+            .output()
+            .unwrap()
+    };
+    let up = probe(&health);
+    let wrong_path = probe(&url.replace("/api/b2c/user-flow", "/nothing"));
+    let _ = server.kill();
+    let _ = server.wait();
+    let down = probe(&health);
+    assert_eq!(up.status.code(), Some(0), "{up:?}");
+    assert_eq!(wrong_path.status.code(), Some(1), "{wrong_path:?}");
+    assert_eq!(down.status.code(), Some(1), "{down:?}");
+    assert_eq!(probe("https://127.0.0.1:1/").status.code(), Some(2));
+}

@@ -2,6 +2,7 @@
 
 mod batch;
 mod codes;
+mod health;
 mod keys;
 mod serve;
 
@@ -58,6 +59,10 @@ an `email` column beside it is the recipient). Optional `subdomains` (yes/no) an
     #[command(after_help = "Example:
   invitegate inspect 243Q1-PYRG0-DVPFF-Z9H9F-NDX66")]
     Inspect(codes::InspectArgs),
+    /// Ask a running server's /healthz; exit 0 when it answers 200 (container health checks).
+    #[command(after_help = "Example:
+  invitegate healthcheck --url http://127.0.0.1:8080/healthz")]
+    Healthcheck(health::HealthArgs),
 }
 
 /// Where the key ring comes from. Never from an argument: it would land in shell history and
@@ -99,5 +104,6 @@ pub fn run(cli: Cli) -> anyhow::Result<Status> {
         Command::Verify(args) => codes::verify(&args),
         Command::Inspect(args) => codes::inspect(&args),
         Command::Serve(args) => serve::serve(&args),
+        Command::Healthcheck(args) => health::healthcheck(&args),
     }
 }

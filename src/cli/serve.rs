@@ -170,19 +170,21 @@ enum EndpointName {
 
 /// `invitegate serve`.
 pub fn serve(args: &ServeArgs) -> anyhow::Result<Status> {
-    init_logging(args.log_format);
+    // Held to the end: dropping it writes out the lines still queued.
+    let logging = init_logging(args.log_format);
     let listen = listen_address(args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let (config, dev_banner) = if args.dev {
+        let (mut config, dev_banner) = if args.dev {
             let (config, banner) = dev_config(args, listen).await?;
             (config, Some(banner))
         } else {
             (config(args).await?, None)
         };
+        config.dropped_log_lines = logging.as_ref().map(server::log::Logging::dropped).unwrap_or_default();
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| {
@@ -612,18 +614,16 @@ fn entra_dev_body(attribute: &str, code: &str) -> String {
     .to_string()
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("INVITEGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    // A second initialization (only possible in tests) keeps the first subscriber.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
+/// Starts the non-blocking log writer on stderr; `INVITEGATE_LOG` sets the filter.
+fn init_logging(format: LogFormat) -> Option<server::log::Logging> {
+    let filter = std::env::var("INVITEGATE_LOG").unwrap_or_else(|_| "info".to_owned());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    server::log::init(
+        &filter,
+        matches!(format, LogFormat::Json),
+        ansi,
+        std::io::stderr(),
+    )
 }
 
 /// Completes on Ctrl-C or, on Unix, SIGTERM (what container platforms and the Functions host

@@ -1,6 +1,10 @@
 //! One structured log line per endpoint request: endpoint, outcome, status, kind, key id, the
 //! code's fingerprint and the email's domain (the whole address only with `--log-emails`),
 //! each field bounded in length. Never a whole code, a token or a password.
+//!
+//! Lines go through a non-blocking writer ([`init`]): a request only formats its line into a
+//! queue, and one thread writes the queue to stderr. When stderr cannot keep up and the queue
+//! is full, lines are dropped and counted rather than slowing every request down.
 
 use std::time::Duration;
 
@@ -10,6 +14,70 @@ use super::auth::Denied;
 use super::metrics::EndpointLabel;
 use crate::Code;
 use crate::connector::{Answer, clip};
+
+/// Lines the log queue holds before new ones are dropped (and counted). At about 300 bytes a
+/// line that is a few MiB: seconds of full load, enough to ride out a slow log collector.
+pub const LOG_QUEUE_LINES: usize = 16 * 1024;
+
+/// The running log writer: keep it for as long as lines are logged; dropping it flushes the
+/// queue.
+#[derive(Debug)]
+pub struct Logging {
+    _guard: tracing_appender::non_blocking::WorkerGuard,
+    dropped: tracing_appender::non_blocking::ErrorCounter,
+}
+
+impl Logging {
+    /// Lines dropped so far because the queue was full.
+    #[must_use]
+    pub fn dropped(&self) -> DroppedLines {
+        DroppedLines(Some(self.dropped.clone()))
+    }
+}
+
+/// A count of log lines dropped, for `/metrics`; zero when logging is not through [`init`].
+#[derive(Debug, Clone, Default)]
+pub struct DroppedLines(Option<tracing_appender::non_blocking::ErrorCounter>);
+
+impl DroppedLines {
+    /// Lines dropped so far.
+    #[must_use]
+    pub fn get(&self) -> u64 {
+        self.0
+            .as_ref()
+            .map_or(0, |c| u64::try_from(c.dropped_lines()).unwrap_or(u64::MAX))
+    }
+}
+
+/// Installs the process's log subscriber: `filter` (an `EnvFilter` directive such as `info`),
+/// text or JSON lines, written to `writer` through a non-blocking queue of
+/// [`LOG_QUEUE_LINES`]. Returns `None` when a subscriber was already installed (tests).
+pub fn init<W>(filter: &str, json: bool, ansi: bool, writer: W) -> Option<Logging>
+where
+    W: std::io::Write + Send + 'static,
+{
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .lossy(true)
+        .thread_name("invitegate-log")
+        .finish(writer);
+    let dropped = writer.error_counter();
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(writer);
+    let installed = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+    installed.ok().map(|()| Logging {
+        _guard: guard,
+        dropped,
+    })
+}
 
 /// Longest email or domain a log line carries; a longer one is cut and its length noted. A
 /// DNS name is at most 253 octets, so this only cuts what no real address has.

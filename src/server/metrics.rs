@@ -7,6 +7,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::log::DroppedLines;
+
 /// Which endpoint a request came to.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum EndpointLabel {
@@ -73,18 +75,21 @@ pub struct Metrics {
     /// start, at zero.
     counters: Vec<(EndpointLabel, &'static str, Counter)>,
     latency: Histogram,
+    /// Log lines dropped, read from the log writer at each scrape.
+    log_dropped: Counter,
+    dropped_source: DroppedLines,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new(DroppedLines::default())
     }
 }
 
 impl Metrics {
-    /// Registers the metrics.
+    /// Registers the metrics; `dropped` counts the log lines the log writer dropped.
     #[must_use]
-    pub fn new() -> Self {
+    pub fn new(dropped: DroppedLines) -> Self {
         let mut registry = Registry::with_prefix("invitegate");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -99,6 +104,12 @@ impl Metrics {
             "connector_request_duration_seconds",
             "Time from the request's arrival at the handler to its answer",
             latency.clone(),
+        );
+        let log_dropped = Counter::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because the log queue was full (stderr too slow)",
+            log_dropped.clone(),
         );
         let counters = EndpointLabel::ALL
             .iter()
@@ -115,6 +126,8 @@ impl Metrics {
             requests,
             counters,
             latency,
+            log_dropped,
+            dropped_source: dropped,
         }
     }
 
@@ -137,6 +150,9 @@ impl Metrics {
     /// The text exposition format.
     #[must_use]
     pub fn render(&self) -> String {
+        let dropped = self.dropped_source.get();
+        self.log_dropped
+            .inc_by(dropped.saturating_sub(self.log_dropped.get()));
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
@@ -150,7 +166,7 @@ mod tests {
 
     #[test]
     fn every_outcome_is_exported_from_the_start_and_counted() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::default();
         metrics.record(EndpointLabel::Entra, "expired", 0.001);
         metrics.record(EndpointLabel::Entra, "expired", 0.001);
         metrics.record(EndpointLabel::UserFlow, "something-new", 0.001);

@@ -17,7 +17,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 use super::auth::{Auth, Denied};
-use super::log::{self, RequestLine};
+use super::log::{self, DroppedLines, RequestLine};
 use super::metrics::{EndpointLabel, Metrics};
 use crate::connector::b2c_policy::CustomPolicy;
 use crate::connector::b2c_user_flow::UserFlow;
@@ -70,6 +70,8 @@ pub struct Config {
     pub metrics_auth: Option<Auth>,
     /// Log whole email addresses instead of their domain.
     pub log_emails: bool,
+    /// Log lines dropped by the log writer, for `/metrics`.
+    pub dropped_log_lines: DroppedLines,
 }
 
 impl Config {
@@ -83,6 +85,7 @@ impl Config {
             entra: None,
             metrics_auth: None,
             log_emails: false,
+            dropped_log_lines: DroppedLines::default(),
         }
     }
 
@@ -117,7 +120,7 @@ pub fn routes(config: Config) -> impl Filter<Extract = (Response,), Error = Infa
         verifier: config.verifier,
         log_emails: config.log_emails,
         metrics_auth: config.metrics_auth,
-        metrics: Metrics::new(),
+        metrics: Metrics::new(config.dropped_log_lines),
         not_found: if paths.is_empty() {
             "no such path; no endpoint is on".to_owned()
         } else {
