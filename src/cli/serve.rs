@@ -122,10 +122,56 @@ pub struct ServeArgs {
     /// Log whole email addresses instead of their domain.
     #[arg(long)]
     log_emails: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
     /// Development only: every endpoint, throwaway keys and credentials, loopback only, and a
     /// working curl command for each. Production settings in the environment are ignored.
     #[arg(long, conflicts_with_all = ["keys_file", "insecure_no_auth"])]
     dev: bool,
+}
+
+/// Connection limits (durations like 10s, 5m).
+#[derive(Debug, Args)]
+struct LimitArgs {
+    /// Time a client has to send a request head, also while a keep-alive connection waits.
+    #[arg(long, env = "INVITEGATE_HEADER_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    header_timeout: Duration,
+    /// Time a keep-alive connection may stay open with no request in flight.
+    #[arg(long, env = "INVITEGATE_IDLE_TIMEOUT", value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// Age after which a connection is closed, once its request in flight is answered.
+    #[arg(long, env = "INVITEGATE_MAX_CONNECTION_AGE", value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    max_connection_age: Duration,
+    /// Connections served at once; at the cap the connection idle the longest makes room.
+    #[arg(long, env = "INVITEGATE_MAX_CONNECTIONS", value_name = "N", default_value_t = server::connection::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Time given at shutdown (SIGTERM, Ctrl-C) to answer the requests received.
+    #[arg(long, env = "INVITEGATE_DRAIN_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> anyhow::Result<server::connection::Limits> {
+        if self.max_connections == 0 {
+            bail!("--max-connections must be at least 1");
+        }
+        for (name, value) in [
+            ("--header-timeout", self.header_timeout),
+            ("--idle-timeout", self.idle_timeout),
+            ("--max-connection-age", self.max_connection_age),
+        ] {
+            if value.is_zero() {
+                bail!("{name} must be longer than zero");
+            }
+        }
+        Ok(server::connection::Limits {
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            max_age: self.max_connection_age,
+            max_connections: self.max_connections,
+            drain_timeout: self.drain_timeout,
+        })
+    }
 }
 
 /// Microsoft Entra External ID settings.
@@ -324,6 +370,7 @@ fn base_config(args: &ServeArgs, ring: KeyRing) -> anyhow::Result<Config> {
     };
     let mut config = Config::new(verifier);
     config.log_emails = args.log_emails;
+    config.limits = args.limits.limits()?;
     Ok(config)
 }
 

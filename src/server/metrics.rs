@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::connection::ConnectionStats;
 use super::log::DroppedLines;
 
 /// Which endpoint a request came to.
@@ -82,14 +83,15 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new(DroppedLines::default())
+        Self::new(DroppedLines::default(), &ConnectionStats::default())
     }
 }
 
 impl Metrics {
-    /// Registers the metrics; `dropped` counts the log lines the log writer dropped.
+    /// Registers the metrics; `dropped` counts the log lines the log writer dropped, and
+    /// `connections` the connection limits hit.
     #[must_use]
-    pub fn new(dropped: DroppedLines) -> Self {
+    pub fn new(dropped: DroppedLines, connections: &ConnectionStats) -> Self {
         let mut registry = Registry::with_prefix("invitegate");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -105,6 +107,7 @@ impl Metrics {
             "Time from the request's arrival at the handler to its answer",
             latency.clone(),
         );
+        connections.register(&mut registry);
         let log_dropped = Counter::default();
         registry.register(
             "log_lines_dropped",

@@ -12,6 +12,7 @@
 //! [`connector`](crate::connector); what the answer is, in [`decision`](crate::decision).
 
 pub mod auth;
+pub mod connection;
 pub mod log;
 pub mod metrics;
 pub mod routes;
@@ -22,11 +23,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use warp::Filter;
 use warp::reply::Response;
+
+use connection::{ConnectionStats, Limits, OVERFLOW_WAIT, OpenGuard, Registry};
 
 pub use routes::{
     CUSTOM_POLICY_PATH, Config, ENTRA_PATH, Endpoint, MAX_BODY_BYTES, USER_FLOW_PATH, routes,
@@ -35,20 +37,9 @@ pub use routes::{
 /// Largest request head (request line and headers) hyper buffers; larger heads get 431.
 /// 16 KiB holds any header set a proxy or Azure front end adds, and an Entra bearer token.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
-/// Time to send the request head. Identity providers send it at once; slow senders only hold
-/// sockets.
-pub const HEAD_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections served at once; more wait in the listen backlog. Each costs a task and buffers
-/// of a few KiB, so this bounds memory while staying far above what an identity provider sends.
-pub const MAX_CONNECTIONS: usize = 1024;
-/// Time given to requests in flight after shutdown starts.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Serves `config` on `listener` until `shutdown` completes, then stops accepting and gives
-/// requests in flight [`SHUTDOWN_GRACE`] to finish.
-///
-/// Connections are HTTP/1.1 with keep-alive, bounded in number ([`MAX_CONNECTIONS`]), head
-/// size ([`MAX_HEAD_BYTES`]) and head read time ([`HEAD_READ_TIMEOUT`]).
+/// Serves `config` on `listener` until `shutdown` completes, then drains: see
+/// [`connection`] for the limits and the drain.
 ///
 /// # Errors
 ///
@@ -59,11 +50,13 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    serve(listener, routes(config), shutdown).await
+    let limits = config.limits;
+    let stats = Arc::clone(&config.connection_stats);
+    serve_with(listener, routes(config), limits, stats, shutdown).await
 }
 
-/// Serves any warp filter with the connection handling of [`run`]: the same limits, timeouts
-/// and graceful shutdown. The HTTP bench uses it to serve a bare route beside the connector.
+/// Serves any warp filter with the default limits. The HTTP bench uses it to serve a bare
+/// route beside the endpoints.
 ///
 /// # Errors
 ///
@@ -77,18 +70,32 @@ where
     F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
     F::Future: Send,
 {
+    let stats = Arc::new(ConnectionStats::default());
+    serve_with(listener, filter, Limits::default(), stats, shutdown).await
+}
+
+/// Serves any warp filter with the connection handling of [`run`]: HTTP/1.1 with keep-alive,
+/// head size bounded by [`MAX_HEAD_BYTES`], and `limits`, counted in `stats`.
+///
+/// # Errors
+///
+/// As [`run`].
+pub async fn serve_with<F>(
+    listener: TcpListener,
+    filter: F,
+    limits: Limits,
+    stats: Arc<ConnectionStats>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()>
+where
+    F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
+    F::Future: Send,
+{
     let service = warp::service(filter);
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let registry = Arc::new(Registry::new());
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            () = &mut shutdown => break,
-            permit = Arc::clone(&slots).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
         let stream = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -100,29 +107,151 @@ where
                 }
             },
         };
-        // Small JSON replies: send them at once rather than waiting to coalesce.
-        let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(service.clone());
-        let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(HEAD_READ_TIMEOUT)
-            .max_buf_size(MAX_HEAD_BYTES)
-            .keep_alive(true);
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        // A slot now; else the slot of the connection idle the longest, which is asked to
+        // close; else, when every connection is busy, whichever slot frees first, briefly.
+        let permit = Arc::clone(&slots).try_acquire_owned().ok();
+        let handoff = permit.is_none().then(|| {
+            let (give, take) = tokio::sync::oneshot::channel();
+            registry.evict_idlest(give);
+            take
+        });
+        let (service, registry, stats, slots) = (
+            service.clone(),
+            Arc::clone(&registry),
+            Arc::clone(&stats),
+            Arc::clone(&slots),
+        );
         tokio::spawn(async move {
-            let _permit = permit;
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "connection ended with an error");
-            }
+            let permit = match (permit, handoff) {
+                (Some(permit), _) => permit,
+                (None, handoff) => {
+                    let handed = async {
+                        match handoff {
+                            Some(handoff) => handoff.await.ok(),
+                            None => None,
+                        }
+                    };
+                    let waited = tokio::time::timeout(OVERFLOW_WAIT, async {
+                        tokio::select! {
+                            Some(permit) = handed => Some(permit),
+                            Ok(permit) = slots.acquire_owned() => Some(permit),
+                            else => None,
+                        }
+                    });
+                    match waited.await {
+                        Ok(Some(permit)) => permit,
+                        _ => {
+                            connection::overflow(&stats);
+                            return;
+                        }
+                    }
+                }
+            };
+            serve_connection(stream, service, &registry, &limits, &stats, permit).await;
         });
     }
     drop(listener);
-    tracing::info!("shutting down: no new connections; finishing requests in flight");
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
-            tracing::warn!("requests still in flight after {SHUTDOWN_GRACE:?}; stopping anyway");
-        }
+    tracing::info!("shutting down: no new connections; answering the requests received");
+    registry.start_drain();
+    if tokio::time::timeout(limits.drain_timeout, registry.all_closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "requests still in flight after the drain timeout ({:?}); stopping anyway",
+            limits.drain_timeout
+        );
     }
     Ok(())
+}
+
+/// One connection: HTTP/1.1 through hyper, tracked for the limits and the drain.
+async fn serve_connection<S>(
+    stream: tokio::net::TcpStream,
+    service: S,
+    registry: &Arc<Registry>,
+    limits: &Limits,
+    stats: &ConnectionStats,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) where
+    S: tower_service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = Response,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    let _open = OpenGuard::new(stats);
+    // Small JSON replies: send them at once rather than waiting to coalesce.
+    let _ = stream.set_nodelay(true);
+    let (id, tracked) = registry.register();
+    let service = Tracking {
+        inner: service,
+        tracked: Arc::clone(&tracked),
+        registry: Arc::clone(registry),
+    };
+    let service = hyper_util::service::TowerToHyperService::new(service);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .keep_alive(true);
+    let connection = http.serve_connection(TokioIo::new(stream), service);
+    connection::drive(
+        connection,
+        |connection| connection.graceful_shutdown(),
+        &tracked,
+        registry,
+        limits,
+        stats,
+    )
+    .await;
+    registry.remove(id);
+    tracked.release(permit);
+}
+
+/// Marks each request's start and end on its connection, and adds `Connection: close` to
+/// every answer once the drain has started.
+#[derive(Clone)]
+struct Tracking<S> {
+    inner: S,
+    tracked: Arc<connection::Tracked>,
+    registry: Arc<Registry>,
+}
+
+impl<S, B> tower_service::Service<hyper::Request<B>> for Tracking<S>
+where
+    S: tower_service::Service<hyper::Request<B>, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send + 'static>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: hyper::Request<B>) -> Self::Future {
+        self.registry.request_started(&self.tracked);
+        let answer = self.inner.call(request);
+        let (tracked, registry) = (Arc::clone(&self.tracked), Arc::clone(&self.registry));
+        Box::pin(async move {
+            let mut response = answer.await?;
+            if registry.closes_after_answer(&tracked) {
+                response.headers_mut().insert(
+                    warp::http::header::CONNECTION,
+                    warp::http::HeaderValue::from_static("close"),
+                );
+            }
+            registry.request_ended(&tracked);
+            Ok(response)
+        })
+    }
 }

@@ -17,6 +17,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 use super::auth::{Auth, Denied};
+use super::connection::{ConnectionStats, Limits};
 use super::log::{self, DroppedLines, RequestLine};
 use super::metrics::{EndpointLabel, Metrics};
 use crate::connector::b2c_policy::CustomPolicy;
@@ -72,6 +73,10 @@ pub struct Config {
     pub log_emails: bool,
     /// Log lines dropped by the log writer, for `/metrics`.
     pub dropped_log_lines: DroppedLines,
+    /// Connection limits, used by [`run`](super::run).
+    pub limits: Limits,
+    /// Connection counters, shown in `/metrics`.
+    pub connection_stats: Arc<ConnectionStats>,
 }
 
 impl Config {
@@ -86,6 +91,8 @@ impl Config {
             metrics_auth: None,
             log_emails: false,
             dropped_log_lines: DroppedLines::default(),
+            limits: Limits::default(),
+            connection_stats: Arc::new(ConnectionStats::default()),
         }
     }
 
@@ -120,7 +127,7 @@ pub fn routes(config: Config) -> impl Filter<Extract = (Response,), Error = Infa
         verifier: config.verifier,
         log_emails: config.log_emails,
         metrics_auth: config.metrics_auth,
-        metrics: Metrics::new(config.dropped_log_lines),
+        metrics: Metrics::new(config.dropped_log_lines, &config.connection_stats),
         not_found: if paths.is_empty() {
             "no such path; no endpoint is on".to_owned()
         } else {
