@@ -67,7 +67,7 @@ an `email` column beside it is the recipient). Optional `subdomains` (yes/no) an
 
 /// Where the key ring comes from. Never from an argument: it would land in shell history and
 /// in every user's view of the process list.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct KeySource {
     /// Key ring file (`KID:BASE64` entries). Else INVITEGATE_KEYS_FILE, else INVITEGATE_KEYS.
     #[arg(long, value_name = "PATH")]

@@ -124,6 +124,10 @@ pub struct ServeArgs {
     log_emails: bool,
     #[command(flatten)]
     limits: LimitArgs,
+    /// How often to check the key ring, deny list and messages files for changes (they are
+    /// also reloaded on SIGHUP); 0s checks only on SIGHUP.
+    #[arg(long, env = "INVITEGATE_RELOAD_INTERVAL", value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    reload_interval: Duration,
     /// Development only: every endpoint, throwaway keys and credentials, loopback only, and a
     /// working curl command for each. Production settings in the environment are ignored.
     #[arg(long, conflicts_with_all = ["keys_file", "insecure_no_auth"])]
@@ -361,13 +365,67 @@ fn api_key(args: &ServeArgs) -> anyhow::Result<Option<ApiKey>> {
     }
 }
 
-/// Everything but the endpoints: the verifier and the logging choice.
-fn base_config(args: &ServeArgs, ring: KeyRing) -> anyhow::Result<Config> {
-    let verifier = Verifier {
+/// The keys, deny list and messages, read from their sources.
+fn load_verifier(args: &ServeArgs, ring: KeyRing) -> anyhow::Result<Verifier> {
+    Ok(Verifier {
         ring,
         options: verify_options(args)?,
         messages: messages(args)?,
+    })
+}
+
+/// How to read the verifier again on SIGHUP or when one of its files changes.
+fn reload_source(args: &ServeArgs) -> server::reload::ReloadSource {
+    let keys = args.keys.clone();
+    let deny_list = args.deny_list.clone();
+    let messages_file = args.messages.clone();
+    let leeway = args.leeway;
+    let mut files: Vec<PathBuf> = [&args.keys.keys_file, &args.deny_list, &args.messages]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    if args.keys.keys_file.is_none()
+        && let Some(path) = std::env::var_os(keys::KEYS_FILE_ENV).filter(|p| !p.is_empty())
+    {
+        files.push(PathBuf::from(path));
+    }
+    let load = move || -> Result<Verifier, String> {
+        let read = || -> anyhow::Result<Verifier> {
+            let deny = match &deny_list {
+                Some(path) => load_deny_list(path)?,
+                None => DenyList::new(),
+            };
+            let messages = match &messages_file {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading messages file {}", path.display()))?;
+                    Messages::from_json(&text)
+                        .with_context(|| format!("reading messages file {}", path.display()))?
+                }
+                None => Messages::english(),
+            };
+            Ok(Verifier {
+                ring: keys::load(&keys)?,
+                options: VerifyOptions {
+                    leeway: Duration::from_secs(leeway),
+                    deny_list: deny,
+                },
+                messages,
+            })
+        };
+        read().map_err(|err| format!("{err:#}"))
     };
+    server::reload::ReloadSource {
+        load: Box::new(load),
+        files,
+        interval: Some(args.reload_interval).filter(|i| !i.is_zero()),
+    }
+}
+
+/// Everything but the endpoints: the verifier and the logging choice.
+fn base_config(args: &ServeArgs, ring: KeyRing) -> anyhow::Result<Config> {
+    let verifier = load_verifier(args, ring)?;
     let mut config = Config::new(verifier);
     config.log_emails = args.log_emails;
     config.limits = args.limits.limits()?;
@@ -463,6 +521,7 @@ async fn config(args: &ServeArgs) -> anyhow::Result<Config> {
         (None, Some(key)) => Some(Auth::ApiKey(key)),
         (None, None) => None,
     };
+    config.reload = Some(reload_source(args));
     if config.paths().is_empty() {
         bail!(
             "no endpoint to serve: set BASIC_AUTH_USERNAME and {PASSWORD_ENV} (B2C user flows \

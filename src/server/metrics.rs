@@ -150,6 +150,11 @@ impl Metrics {
         self.latency.observe(seconds);
     }
 
+    /// The registry, to register more metrics at start.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     /// The text exposition format.
     #[must_use]
     pub fn render(&self) -> String {

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod connection;
 pub mod log;
 pub mod metrics;
+pub mod reload;
 pub mod routes;
 
 use std::convert::Infallible;
@@ -41,18 +42,28 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Serves `config` on `listener` until `shutdown` completes, then drains: see
 /// [`connection`] for the limits and the drain.
 ///
+/// With [`Config::reload`] set, the verifier is reloaded on SIGHUP and when its files change
+/// (see [`reload`]).
+///
 /// # Errors
 ///
-/// None today: accept errors (such as running out of file descriptors) are logged and retried.
-/// The `Result` leaves room for start-up failures.
+/// When the SIGHUP handler cannot be installed. Accept errors (such as running out of file
+/// descriptors) are logged and retried.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    let mut config = config;
     let limits = config.limits;
     let stats = Arc::clone(&config.connection_stats);
-    serve_with(listener, routes(config), limits, stats, shutdown).await
+    let current = Arc::new(reload::Current::new(config.verifier.clone()));
+    let _watching = match config.reload.take() {
+        Some(source) => Some(reload::spawn(Arc::clone(&current), source)?),
+        None => None,
+    };
+    let routes = routes::routes_with(config, current);
+    serve_with(listener, routes, limits, stats, shutdown).await
 }
 
 /// Serves any warp filter with the default limits. The HTTP bench uses it to serve a bare

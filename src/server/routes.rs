@@ -20,6 +20,7 @@ use super::auth::{Auth, Denied};
 use super::connection::{ConnectionStats, Limits};
 use super::log::{self, DroppedLines, RequestLine};
 use super::metrics::{EndpointLabel, Metrics};
+use super::reload::{Current, ReloadSource};
 use crate::connector::b2c_policy::CustomPolicy;
 use crate::connector::b2c_user_flow::UserFlow;
 use crate::connector::entra::Entra;
@@ -77,6 +78,8 @@ pub struct Config {
     pub limits: Limits,
     /// Connection counters, shown in `/metrics`.
     pub connection_stats: Arc<ConnectionStats>,
+    /// Where to reload the verifier from, on SIGHUP and file changes ([`run`](super::run)).
+    pub reload: Option<ReloadSource>,
 }
 
 impl Config {
@@ -93,6 +96,7 @@ impl Config {
             dropped_log_lines: DroppedLines::default(),
             limits: Limits::default(),
             connection_stats: Arc::new(ConnectionStats::default()),
+            reload: None,
         }
     }
 
@@ -113,7 +117,7 @@ impl Config {
 /// What every request shares.
 #[derive(Debug)]
 struct State {
-    verifier: Verifier,
+    verifier: Arc<Current>,
     log_emails: bool,
     metrics_auth: Option<Auth>,
     metrics: Metrics,
@@ -122,12 +126,23 @@ struct State {
 
 /// The warp filter for every route, with rejections recovered into JSON replies.
 pub fn routes(config: Config) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let current = Arc::new(Current::new(config.verifier.clone()));
+    routes_with(config, current)
+}
+
+/// [`routes`] verifying with `current`, which a reload may swap.
+pub(crate) fn routes_with(
+    config: Config,
+    current: Arc<Current>,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let paths = config.paths().join(", ");
+    let mut metrics = Metrics::new(config.dropped_log_lines, &config.connection_stats);
+    current.register(metrics.registry_mut());
     let state = Arc::new(State {
-        verifier: config.verifier,
+        verifier: current,
         log_emails: config.log_emails,
         metrics_auth: config.metrics_auth,
-        metrics: Metrics::new(config.dropped_log_lines, &config.connection_stats),
+        metrics,
         not_found: if paths.is_empty() {
             "no such path; no endpoint is on".to_owned()
         } else {
@@ -330,7 +345,7 @@ where
     let answer: Answer<'_> =
         endpoint
             .connector
-            .answer(&state.verifier, &body, SystemTime::now().into());
+            .answer(&state.verifier.load(), &body, SystemTime::now().into());
     line.record(&answer, state.log_emails);
     json_reply(
         StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_REQUEST),
