@@ -181,6 +181,30 @@ async fn oversized_head_is_refused() {
         .unwrap();
     let reply = String::from_utf8_lossy(&reply);
     assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains("content-type: application/json"), "{head}");
+    let json: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(json["error"], "headers_too_large", "{body}");
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+/// Requests hyper cannot parse are answered before any route sees them: still a JSON body.
+#[tokio::test]
+async fn unparsable_requests_get_a_json_400() {
+    let (addr, stop, task) = start().await;
+    for request in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        b"GET /\x01 HTTP/1.1\r\n\r\n",
+    ] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let (status, body) = read_response(&mut stream).await;
+        assert_eq!(status, 400, "{request:?}");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["error"], "bad_request", "{body}");
+    }
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
 }

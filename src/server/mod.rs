@@ -15,6 +15,7 @@ pub mod auth;
 pub mod connection;
 pub mod log;
 pub mod metrics;
+pub mod parse_errors;
 pub mod reload;
 pub mod routes;
 
@@ -209,7 +210,8 @@ async fn serve_connection<S>(
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
-    let connection = http.serve_connection(TokioIo::new(stream), service);
+    let io = TokioIo::new(parse_errors::JsonParseErrors::new(stream));
+    let connection = http.serve_connection(io, service);
     connection::drive(
         connection,
         |connection| connection.graceful_shutdown(),
