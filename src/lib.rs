@@ -31,6 +31,7 @@ pub mod batch;
 pub mod code;
 pub mod connector;
 pub mod error;
+pub mod fsutil;
 pub mod keys;
 pub mod policy;
 pub mod server;
