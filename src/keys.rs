@@ -494,4 +494,43 @@ mod tests {
             assert!(err.starts_with(expected), "{text:?}: {err}");
         }
     }
+
+    #[test]
+    fn rotation_edits_keep_comments_and_the_first_entry_signs() {
+        let key_b = [9u8; 32];
+        let text = format!("\u{feff}# production\n7:{KEY_A}\n");
+        let mut ring = RingText::parse(&text).unwrap();
+        ring.stage(8, &key_b).unwrap();
+        assert_eq!(ring.roles(), [(7, Role::Signing), (8, Role::VerifyOnly)]);
+        let staged = KeyRing::parse(&ring.to_text()).unwrap();
+        assert_eq!(staged.signing_key_id(), 7);
+        ring.promote(8).unwrap();
+        let text = ring.to_text();
+        assert!(text.starts_with("# production\n8:"), "{}", text.as_str());
+        assert_eq!(KeyRing::parse(&text).unwrap().signing_key_id(), 8);
+        assert_eq!(ring.retire(8), Err(Error::RetireSigningKey { key_id: 8 }));
+        assert_eq!(ring.retire(5), Err(Error::UnknownKeyId { key_id: 5 }));
+        assert!(ring.stage(8, &key_b).is_err(), "an id once only");
+        ring.retire(7).unwrap();
+        assert_eq!(ring.key_ids(), [8]);
+        assert!(
+            !format!("{ring:?}").contains("CQkJ"),
+            "no key bytes in Debug"
+        );
+    }
+
+    #[test]
+    fn fingerprints_name_keys_without_showing_them() {
+        let one = KeyRing::parse(&format!("7:{KEY_A}")).unwrap();
+        let two = KeyRing::parse(&format!("9:{},7:{KEY_A}", BASE64.encode([1u8; 32]))).unwrap();
+        let fingerprint = one.fingerprint(7).unwrap();
+        assert_eq!(fingerprint.len(), 17);
+        assert_eq!(
+            two.fingerprint(7).unwrap(),
+            fingerprint,
+            "the same key anywhere"
+        );
+        assert_ne!(two.fingerprint(9).unwrap(), fingerprint);
+        assert_eq!(one.fingerprint(9), None);
+    }
 }
