@@ -13,9 +13,11 @@ pub const KEY_8: &str = "8:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
 pub const ALICE_CODE: &str = "243Q1-PYRG0-DVPFF-Z9H9F-NDX66";
 pub const BEFORE_2030: &str = "2029-06-01T00:00:00Z";
 
-/// The binary under test.
+/// The binary under test: this build's, or the one `INVITEGATE_TEST_BINARY` names (to check
+/// that a test fails against an older build).
 pub fn binary() -> String {
-    env!("CARGO_BIN_EXE_invitegate").to_owned()
+    std::env::var("INVITEGATE_TEST_BINARY")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_invitegate").to_owned())
 }
 
 /// The binary with a clean environment: no key variables leak in from the caller.
