@@ -146,7 +146,6 @@ struct Worker<'a> {
     columns: &'a Columns,
     raw_cells: bool,
     expiry_text: ExpiryText,
-    out: csv::ByteRecord,
 }
 
 impl<'a> Worker<'a> {
@@ -156,15 +155,13 @@ impl<'a> Worker<'a> {
             columns,
             raw_cells,
             expiry_text: ExpiryText::default(),
-            out: csv::ByteRecord::new(),
         }
     }
 
     /// Mints the rows of `chunk` and writes the output rows of those minted to its output.
-    fn mint(&mut self, chunk: &mut Chunk) -> Result<(), Error> {
+    fn mint(&mut self, chunk: &mut Chunk) {
         chunk.results.clear();
         chunk.output.clear();
-        let mut writer = csv::Writer::from_writer(&mut chunk.output);
         let records = chunk.records.get(..chunk.len).unwrap_or_default();
         for record in records {
             let result = match self.minter.mint(record) {
@@ -174,13 +171,15 @@ impl<'a> Worker<'a> {
                         minted.audience.kind().name().as_bytes(),
                         self.expiry_text.get(minted.expiry).as_bytes(),
                     ];
-                    merge::output_row(self.columns, record, added, self.raw_cells, &mut self.out);
-                    writer.write_byte_record(&self.out).map_err(write_error)?;
-                    writer
-                        .flush()
-                        .map_err(|err| Error::io("writing output", &err))?;
+                    merge::write_row(
+                        self.columns,
+                        record,
+                        added,
+                        self.raw_cells,
+                        &mut chunk.output,
+                    );
                     RowResult::Minted {
-                        end: writer.get_ref().len(),
+                        end: chunk.output.len(),
                         recipient: minted.recipient,
                     }
                 }
@@ -189,9 +188,6 @@ impl<'a> Worker<'a> {
             };
             chunk.results.push(result);
         }
-        writer
-            .flush()
-            .map_err(|err| Error::io("writing output", &err))
     }
 }
 
@@ -213,8 +209,8 @@ fn help(
         let Some(mut chunk) = next else {
             return;
         };
-        let result = worker.mint(&mut chunk).map(|()| chunk);
-        if done.send(result).is_err() {
+        worker.mint(&mut chunk);
+        if done.send(Ok(chunk)).is_err() {
             return;
         }
     }
@@ -245,17 +241,12 @@ pub fn run<R: Read, W: Write>(
     let mut reader = Recipients::open(input, &options.read)?;
     let header = reader.header().clone();
     let columns = reader.columns().clone();
-    let mut out = csv::ByteRecord::new();
-    merge::output_row(&columns, &header, ADDED_COLUMNS, true, &mut out);
+    let mut head = Vec::new();
     if options.merge.bom {
-        write_output(&mut output, BOM)?;
+        head.extend_from_slice(BOM);
     }
-    let mut writer = csv::Writer::from_writer(&mut output);
-    writer.write_byte_record(&out).map_err(write_error)?;
-    writer
-        .flush()
-        .map_err(|err| Error::io("writing output", &err))?;
-    drop(writer);
+    merge::write_row(&columns, &header, ADDED_COLUMNS, true, &mut head);
+    write_output(&mut output, &head)?;
 
     let minter = RowMinter::new(ring, &columns, &options.mint);
     let raw_cells = options.merge.raw_cells;
@@ -358,7 +349,10 @@ impl<R: Read, W: Write> Driver<'_, R, W> {
                     None
                 };
                 let chunk = match taken {
-                    Some(mut chunk) => self.worker.mint(&mut chunk).map(|()| chunk),
+                    Some(mut chunk) => {
+                        self.worker.mint(&mut chunk);
+                        Ok(chunk)
+                    }
                     None => self.done.recv().map_err(|_| helper_gone())?,
                 }?;
                 finished.insert(chunk.sequence, chunk);
@@ -452,16 +446,6 @@ fn write_output<W: Write>(output: &mut W, bytes: &[u8]) -> Result<(), Error> {
     output
         .write_all(bytes)
         .map_err(|err| Error::io("writing output", &err))
-}
-
-/// A CSV writer's error; writing to memory or the output can only fail with I/O.
-fn write_error(err: csv::Error) -> Error {
-    match err.kind() {
-        csv::ErrorKind::Io(io) => Error::io("writing output", io),
-        _ => Error::Batch {
-            reason: format!("writing output: {err}"),
-        },
-    }
 }
 
 fn helper_gone() -> Error {
