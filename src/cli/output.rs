@@ -45,6 +45,7 @@ impl Named {
 
     /// Standard input or output when it is a regular file (a shell redirection), else `None`:
     /// pipes and terminals are no file that could be overwritten.
+    #[cfg(unix)]
     pub fn stdio(label: &str, fd: std::os::fd::BorrowedFd<'_>) -> Option<Self> {
         let file = File::from(fd.try_clone_to_owned().ok()?);
         let meta = file.metadata().ok()?;
@@ -86,14 +87,24 @@ pub fn check_distinct(inputs: &[Named], outputs: &[Named]) -> anyhow::Result<()>
 
 /// The standard output as a possible same-file conflict, when it is redirected to a file.
 pub fn stdout_named() -> Option<Named> {
-    use std::os::fd::AsFd as _;
-    Named::stdio("standard output", io::stdout().as_fd())
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd as _;
+        Named::stdio("standard output", io::stdout().as_fd())
+    }
+    #[cfg(not(unix))]
+    None
 }
 
 /// The standard input as a possible same-file conflict, when it is redirected from a file.
 pub fn stdin_named() -> Option<Named> {
-    use std::os::fd::AsFd as _;
-    Named::stdio("standard input", io::stdin().as_fd())
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd as _;
+        Named::stdio("standard input", io::stdin().as_fd())
+    }
+    #[cfg(not(unix))]
+    None
 }
 
 /// Refuses to let a command's standard output, redirected to a file, land on a file it reads
@@ -276,6 +287,14 @@ pub fn remove_unfinished_files_on_interrupt() {
                 let _ = ready_tx.send(());
                 return;
             };
+            #[cfg(not(unix))]
+            runtime.block_on(async move {
+                let _ = ready_tx.send(());
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    interrupted(2);
+                }
+            });
+            #[cfg(unix)]
             runtime.block_on(async move {
                 use tokio::signal::unix::{SignalKind, signal};
                 let kinds = [
