@@ -11,7 +11,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group};
-use invitegate::batch::{BatchOptions, RowEvent};
+use invitegate::batch::{BatchOptions, MergeOptions, MintOptions, ReadOptions, RowEvent};
 use invitegate::{Audience, Expiry, KeyRing, mint};
 use time::OffsetDateTime;
 
@@ -35,10 +35,17 @@ fn batch(c: &mut Criterion) {
     let expiry = Expiry::from_unix(1_893_456_000);
     let alice = Audience::email("alice@contoso.com").unwrap();
     let input = recipients();
+    // The command's defaults: delimiter detected, formula cells neutralised, duplicate
+    // recipients detected.
     let options = BatchOptions {
-        default_expiry: Some(expiry),
-        now: OffsetDateTime::from_unix_timestamp(1_790_000_000).unwrap(),
-        allow_public_domains: false,
+        mint: MintOptions {
+            default_expiry: Some(expiry),
+            now: OffsetDateTime::from_unix_timestamp(1_790_000_000).unwrap(),
+            allow_public_domains: false,
+        },
+        read: ReadOptions::default(),
+        merge: MergeOptions::default(),
+        allow_duplicates: false,
     };
     let mut output = Vec::with_capacity(input.len() * 2);
 

@@ -92,6 +92,51 @@ pub enum Error {
         /// What is wrong, and how to put it right.
         reason: String,
     },
+    /// Reading or writing a stream failed. The kind tells a closed pipe from a full disk.
+    #[error("{context}: {message}")]
+    Io {
+        /// What was being done, such as `writing output`.
+        context: &'static str,
+        /// The operating system's kind of error.
+        kind: std::io::ErrorKind,
+        /// The operating system's message.
+        message: String,
+    },
+    /// A line of a text input is not UTF-8 and no other encoding was given.
+    #[error(
+        "line {line} is not valid UTF-8; save the file as \"CSV UTF-8\", or pass its encoding \
+         (--encoding windows-1252 for a CSV saved by Excel)"
+    )]
+    NotUtf8 {
+        /// 1-based line number.
+        line: u64,
+    },
+    /// A key id that the key ring does not hold.
+    #[error("the key ring has no key {key_id}; `invitegate keys list` shows its keys")]
+    UnknownKeyId {
+        /// The key id asked for.
+        key_id: u8,
+    },
+    /// Retiring the signing key was asked: a ring always keeps one.
+    #[error(
+        "key {key_id} signs new codes and cannot be retired; promote another key first \
+         (`invitegate keys promote KID`)"
+    )]
+    RetireSigningKey {
+        /// The signing key's id.
+        key_id: u8,
+    },
+}
+
+impl Error {
+    /// An I/O error, keeping its kind.
+    pub(crate) fn io(context: &'static str, err: &std::io::Error) -> Self {
+        Self::Io {
+            context,
+            kind: err.kind(),
+            message: err.to_string(),
+        }
+    }
 }
 
 /// Why one key ring entry was refused. Never carries key bytes.

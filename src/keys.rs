@@ -52,6 +52,8 @@ impl KeyRing {
     /// [`Error::KeyRingEntry`] naming the first wrong entry and why; [`Error::EmptyKeyRing`]
     /// when no entry remains. Neither carries key material.
     pub fn parse(text: &str) -> Result<Self, Error> {
+        // A byte order mark, as some editors write, is not part of the first entry.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut keys = Vec::new();
         let mut by_id = [None; 256];
         let mut first_entry = [0usize; 256];
@@ -199,6 +201,247 @@ pub(crate) fn tag(mac: &HmacSha256, header: &[u8], audience: &str) -> [u8; crate
     tag
 }
 
+/// The message whose MAC is a key's fingerprint. It cannot be the start of a code's MAC input,
+/// which begins with [`crate::MAC_DOMAIN`].
+const FINGERPRINT_MESSAGE: &[u8] = b"invitegate key fingerprint v1";
+
+impl KeyRing {
+    /// A short public name for key `id`, the same wherever the key is: the first eight bytes
+    /// of the key's HMAC over a fixed message, in hex groups (`3f2a91c0-77de0b12`). It tells
+    /// whether two servers hold the same key without showing the key.
+    #[must_use]
+    pub fn fingerprint(&self, id: u8) -> Option<String> {
+        let mut mac = self.mac(id)?.clone();
+        mac.update(FINGERPRINT_MESSAGE);
+        let full = mac.finalize().into_bytes();
+        let hex: String = full.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let (left, right) = hex.split_at(8);
+        Some(format!("{left}-{right}"))
+    }
+}
+
+/// The role of a key in a ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The first entry: it signs new codes (and verifies).
+    Signing,
+    /// Any other entry: it only verifies.
+    VerifyOnly,
+}
+
+impl Role {
+    /// `signing` or `verify-only`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Signing => "signing",
+            Self::VerifyOnly => "verify-only",
+        }
+    }
+}
+
+/// One line of a ring file: kept as it was (a comment or a blank line), or its entries.
+enum RingLine {
+    Verbatim(String),
+    Entries(Vec<(u8, Zeroizing<String>)>),
+}
+
+/// The text of a key ring file, edited entry by entry for rotation; comments and blank lines
+/// are kept. The spec's rule does the rest: the first entry signs, every entry verifies. So a
+/// staged key is appended, promoting moves an entry first, retiring removes one.
+///
+/// `Debug` shows key ids only.
+pub struct RingText {
+    lines: Vec<RingLine>,
+}
+
+impl fmt::Debug for RingText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RingText")
+            .field("key_ids", &self.key_ids())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RingText {
+    /// Reads a ring file's text; it must be a valid ring.
+    ///
+    /// # Errors
+    ///
+    /// As [`KeyRing::parse`].
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        KeyRing::parse(text)?;
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let mut lines = Vec::new();
+        for line in text.lines() {
+            let entries: Vec<&str> = line
+                .split(',')
+                .map(str::trim_ascii)
+                .filter(|entry| !entry.is_empty())
+                .collect();
+            if line.trim_ascii_start().starts_with('#') || entries.is_empty() {
+                lines.push(RingLine::Verbatim(line.to_owned()));
+                continue;
+            }
+            let mut parsed = Vec::with_capacity(entries.len());
+            for entry in entries {
+                // Parsed above as a whole, so each entry parses.
+                let (id, _) = parse_entry(entry)
+                    .map_err(|problem| Error::KeyRingEntry { entry: 0, problem })?;
+                parsed.push((id, Zeroizing::new(entry.to_owned())));
+            }
+            lines.push(RingLine::Entries(parsed));
+        }
+        Ok(Self { lines })
+    }
+
+    /// A ring with no entries yet, for a new file.
+    #[must_use]
+    pub fn empty() -> Self {
+        Self { lines: Vec::new() }
+    }
+
+    /// Every key id, in order: the signing key first.
+    #[must_use]
+    pub fn key_ids(&self) -> Vec<u8> {
+        self.lines
+            .iter()
+            .flat_map(|line| match line {
+                RingLine::Entries(entries) => entries.iter().map(|(id, _)| *id).collect(),
+                RingLine::Verbatim(_) => Vec::new(),
+            })
+            .collect()
+    }
+
+    /// Every key id with its role.
+    #[must_use]
+    pub fn roles(&self) -> Vec<(u8, Role)> {
+        self.key_ids()
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| {
+                (
+                    id,
+                    if i == 0 {
+                        Role::Signing
+                    } else {
+                        Role::VerifyOnly
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Adds key `id` as the signing key, the old ones still verifying.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::KeyRingEntry`] when the id is taken or the key too short.
+    pub fn add_signing(&mut self, id: u8, key: &[u8]) -> Result<(), Error> {
+        let entry = self.new_entry(id, key)?;
+        self.insert_first(id, entry);
+        Ok(())
+    }
+
+    /// Adds key `id` at the end: it verifies but does not sign until promoted.
+    ///
+    /// # Errors
+    ///
+    /// As [`RingText::add_signing`].
+    pub fn stage(&mut self, id: u8, key: &[u8]) -> Result<(), Error> {
+        let entry = self.new_entry(id, key)?;
+        self.lines.push(RingLine::Entries(vec![(id, entry)]));
+        Ok(())
+    }
+
+    /// Makes key `id` the signing key; the former one keeps verifying.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownKeyId`] when the ring has no key `id`.
+    pub fn promote(&mut self, id: u8) -> Result<(), Error> {
+        let entry = self.remove(id)?;
+        self.insert_first(id, entry);
+        Ok(())
+    }
+
+    /// Removes key `id`: codes it signed no longer verify.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownKeyId`] when the ring has no key `id`; [`Error::RetireSigningKey`] when
+    /// it is the signing key (promote another first; a ring always keeps one).
+    pub fn retire(&mut self, id: u8) -> Result<(), Error> {
+        if self.key_ids().first() == Some(&id) {
+            return Err(Error::RetireSigningKey { key_id: id });
+        }
+        self.remove(id).map(drop)
+    }
+
+    /// The file's new text.
+    #[must_use]
+    pub fn to_text(&self) -> Zeroizing<String> {
+        let mut text = Zeroizing::new(String::new());
+        for line in &self.lines {
+            match line {
+                RingLine::Verbatim(line) => text.push_str(line),
+                RingLine::Entries(entries) => {
+                    for (i, (_, entry)) in entries.iter().enumerate() {
+                        if i > 0 {
+                            text.push_str(", ");
+                        }
+                        text.push_str(entry);
+                    }
+                }
+            }
+            text.push('\n');
+        }
+        text
+    }
+
+    fn new_entry(&self, id: u8, key: &[u8]) -> Result<Zeroizing<String>, Error> {
+        if let Some(first_entry) = self.key_ids().iter().position(|&used| used == id) {
+            return Err(Error::KeyRingEntry {
+                entry: self.key_ids().len() + 1,
+                problem: KeyProblem::DuplicateKeyId {
+                    key_id: id,
+                    first_entry: first_entry + 1,
+                },
+            });
+        }
+        prepare(id, key).map_err(|problem| Error::KeyRingEntry {
+            entry: self.key_ids().len() + 1,
+            problem,
+        })?;
+        Ok(format_entry(id, key))
+    }
+
+    fn insert_first(&mut self, id: u8, entry: Zeroizing<String>) {
+        let at = self
+            .lines
+            .iter()
+            .position(|line| matches!(line, RingLine::Entries(_)))
+            .unwrap_or(self.lines.len());
+        self.lines.insert(at, RingLine::Entries(vec![(id, entry)]));
+    }
+
+    fn remove(&mut self, id: u8) -> Result<Zeroizing<String>, Error> {
+        for (index, line) in self.lines.iter_mut().enumerate() {
+            let RingLine::Entries(entries) = line else {
+                continue;
+            };
+            if let Some(at) = entries.iter().position(|(used, _)| *used == id) {
+                let (_, entry) = entries.remove(at);
+                if entries.is_empty() {
+                    self.lines.remove(index);
+                }
+                return Ok(entry);
+            }
+        }
+        Err(Error::UnknownKeyId { key_id: id })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,5 +493,44 @@ mod tests {
             let err = KeyRing::parse(&text).map(|_| ()).unwrap_err().to_string();
             assert!(err.starts_with(expected), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn rotation_edits_keep_comments_and_the_first_entry_signs() {
+        let key_b = [9u8; 32];
+        let text = format!("\u{feff}# production\n7:{KEY_A}\n");
+        let mut ring = RingText::parse(&text).unwrap();
+        ring.stage(8, &key_b).unwrap();
+        assert_eq!(ring.roles(), [(7, Role::Signing), (8, Role::VerifyOnly)]);
+        let staged = KeyRing::parse(&ring.to_text()).unwrap();
+        assert_eq!(staged.signing_key_id(), 7);
+        ring.promote(8).unwrap();
+        let text = ring.to_text();
+        assert!(text.starts_with("# production\n8:"), "{}", text.as_str());
+        assert_eq!(KeyRing::parse(&text).unwrap().signing_key_id(), 8);
+        assert_eq!(ring.retire(8), Err(Error::RetireSigningKey { key_id: 8 }));
+        assert_eq!(ring.retire(5), Err(Error::UnknownKeyId { key_id: 5 }));
+        assert!(ring.stage(8, &key_b).is_err(), "an id once only");
+        ring.retire(7).unwrap();
+        assert_eq!(ring.key_ids(), [8]);
+        assert!(
+            !format!("{ring:?}").contains("CQkJ"),
+            "no key bytes in Debug"
+        );
+    }
+
+    #[test]
+    fn fingerprints_name_keys_without_showing_them() {
+        let one = KeyRing::parse(&format!("7:{KEY_A}")).unwrap();
+        let two = KeyRing::parse(&format!("9:{},7:{KEY_A}", BASE64.encode([1u8; 32]))).unwrap();
+        let fingerprint = one.fingerprint(7).unwrap();
+        assert_eq!(fingerprint.len(), 17);
+        assert_eq!(
+            two.fingerprint(7).unwrap(),
+            fingerprint,
+            "the same key anywhere"
+        );
+        assert_ne!(two.fingerprint(9).unwrap(), fingerprint);
+        assert_eq!(one.fingerprint(9), None);
     }
 }

@@ -6,56 +6,53 @@
 
 use crate::{Audience, Error, Kind};
 
-/// The large free-mail providers. Anyone can get an address there, so a domain code for one
-/// admits anyone. Kept short on purpose: the public suffix list covers the structural cases,
-/// and this list only the providers whose domains are ordinary registrable names.
-pub const FREE_MAIL_DOMAINS: &[&str] = &[
-    "gmail.com",
-    "googlemail.com",
-    "outlook.com",
-    "hotmail.com",
-    "live.com",
-    "msn.com",
-    "yahoo.com",
-    "ymail.com",
-    "aol.com",
-    "icloud.com",
-    "me.com",
-    "mac.com",
-    "proton.me",
-    "protonmail.com",
-    "gmx.com",
-    "gmx.de",
-    "gmx.net",
-    "web.de",
-    "mail.com",
-    "yandex.com",
-    "yandex.ru",
-    "mail.ru",
-    "qq.com",
-    "163.com",
-    "126.com",
-    "zoho.com",
-    "fastmail.com",
-    "tutanota.com",
-];
+/// The free-mail list: a documented data file, one domain a line (see its header).
+const FREE_MAIL_LIST: &str = include_str!("policy/free-mail.txt");
+
+/// How a listed domain is matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// The domain and every name under it belong to the provider (`eu.gmail.com`).
+    WithSubdomains,
+    /// Only the domain itself: the names under it belong to separate owners
+    /// (`contoso.onmicrosoft.com` is one tenant), so only a code for the domain itself, or for
+    /// it with its subdomains, would admit everyone.
+    Exact,
+}
+
+/// The free-mail and shared-tenant domains of the data file, in file order. Anyone can get an
+/// address there, so a domain code for one admits anyone.
+pub fn free_mail_domains() -> impl Iterator<Item = (&'static str, Listing)> {
+    FREE_MAIL_LIST.lines().filter_map(|line| {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            None
+        } else if let Some(exact) = line.strip_prefix('=') {
+            Some((exact.trim(), Listing::Exact))
+        } else {
+            Some((line, Listing::WithSubdomains))
+        }
+    })
+}
 
 /// Why a normalized domain is public, or `None` when a domain code for it is reasonable.
 ///
 /// A domain is public when it is itself a public suffix (ICANN or private section of the
 /// public suffix list, through the maintained `psl` crate), or when it is, or lies under, a
-/// domain of [`FREE_MAIL_DOMAINS`].
+/// domain of the free-mail list ([`free_mail_domains`]; for [`Listing::Exact`] domains only
+/// the domain itself).
 #[must_use]
 pub fn public_domain_reason(domain: &str) -> Option<&'static str> {
     let suffix = psl::suffix(domain.as_bytes());
     if suffix.is_some_and(|s| s.is_known() && s.as_bytes() == domain.as_bytes()) {
         return Some("it is a public suffix, under which anyone can register a domain");
     }
-    let free_mail = FREE_MAIL_DOMAINS.iter().any(|free| {
-        domain == *free
-            || domain
-                .strip_suffix(free)
-                .is_some_and(|head| head.ends_with('.'))
+    let free_mail = free_mail_domains().any(|(free, listing)| {
+        domain == free
+            || (listing == Listing::WithSubdomains
+                && domain
+                    .strip_suffix(free)
+                    .is_some_and(|head| head.ends_with('.')))
     });
     free_mail.then_some("it is a free email provider, where anyone can get an address")
 }
@@ -92,6 +89,14 @@ mod tests {
             "gmail.com",
             "eu.gmail.com",
             "yahoo.com",
+            "hotmail.fr",
+            "outlook.fr",
+            "hotmail.co.uk",
+            "yahoo.fr",
+            "yahoo.co.uk",
+            "gmx.at",
+            "web.de",
+            "onmicrosoft.com",
         ] {
             assert!(public_domain_reason(public).is_some(), "{public}");
         }
@@ -100,8 +105,31 @@ mod tests {
             "fabrikam.co.uk",
             "notgmail.com",
             "example.github.io",
+            "contoso.onmicrosoft.com",
+            "notonmicrosoft.com",
         ] {
             assert_eq!(public_domain_reason(private), None, "{private}");
         }
+    }
+
+    #[test]
+    fn the_data_file_is_well_formed() {
+        let mut seen = std::collections::HashSet::new();
+        for (domain, _) in free_mail_domains() {
+            assert_eq!(domain, domain.to_ascii_lowercase(), "{domain}");
+            assert!(domain.contains('.') && !domain.contains(' '), "{domain}");
+            assert!(seen.insert(domain), "{domain} twice");
+        }
+        assert!(seen.len() > 200, "{} domains", seen.len());
+    }
+
+    #[test]
+    fn shared_tenant_domains_are_refused_with_subdomains() {
+        let tenants = Audience::domain_and_subdomains("onmicrosoft.com").unwrap();
+        assert!(check_audience(&tenants, false).is_err());
+        let one = Audience::domain("contoso.onmicrosoft.com").unwrap();
+        assert!(check_audience(&one, false).is_ok());
+        let country = Audience::domain_and_subdomains("hotmail.fr").unwrap();
+        assert!(check_audience(&country, false).is_err());
     }
 }

@@ -1,15 +1,24 @@
 //! `invitegate batch`: the library's streaming batch with files, progress and a summary.
+//!
+//! Files are precious here: every output is checked against every input and every other
+//! output by device and inode before anything is opened for writing, file outputs are written
+//! beside their target and renamed into place only when the run succeeds, and the mail-merge
+//! file (it holds live codes) is created 0600.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, IsTerminal as _, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{IsTerminal as _, Read};
+use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use invitegate::batch::{BatchOptions, RowEvent};
+use invitegate::batch::{
+    BatchOptions, MergeOptions, MintOptions, ReadOptions, RowEvent, neutralise,
+};
+use invitegate::fsutil::Privacy;
 use time::OffsetDateTime;
 
 use super::codes::ExpiryArgs;
+use super::output::{self, Named, Sink, is_stdio};
 use super::{KeySource, Status, keys};
 
 #[derive(Debug, Args)]
@@ -22,56 +31,154 @@ pub struct BatchArgs {
     #[arg(long)]
     allow_public_domain: bool,
     /// Write the good rows and set bad rows aside in --rejects instead of failing.
-    #[arg(long, requires = "rejects")]
+    #[arg(long)]
     skip_invalid: bool,
-    /// With --skip-invalid: where rejected rows go, with an `error` column.
+    /// With --skip-invalid: where rejected (and duplicate) rows go, with an `error` column.
     #[arg(long, value_name = "FILE")]
     rejects: Option<PathBuf>,
-    /// Output CSV; `-` or absent for standard output.
+    /// Output CSV; `-` or absent for standard output (a stream: it cannot be undone).
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// The field delimiter of the input: `,`, `;`, `tab` or one other character. Default:
+    /// detected from the header line (`,`, `;` or tab). The output always uses `,`.
+    #[arg(long, value_name = "CHAR")]
+    delimiter: Option<String>,
+    /// The header of the email column, when it is not one of email, e-mail, email address,
+    /// e-mail address, mail (any case).
+    #[arg(long, value_name = "NAME")]
+    email_column: Option<String>,
+    /// The input's text encoding, e.g. windows-1252 for a "CSV" saved by Excel. Default
+    /// UTF-8; other input is refused with the line that is not.
+    #[arg(long, value_name = "ENCODING")]
+    encoding: Option<String>,
+    /// Start the output with a UTF-8 byte order mark, so that Excel reads its accents.
+    #[arg(long)]
+    bom: bool,
+    /// Write input cells as they are, even those starting with = + - @ that a spreadsheet
+    /// runs as formulas (by default they get a leading ').
+    #[arg(long)]
+    raw_cells: bool,
+    /// Mint a code for every row, even for a recipient an earlier row named.
+    #[arg(long)]
+    allow_duplicates: bool,
     /// Recipients CSV; `-` for standard input.
     #[arg(value_name = "INPUT")]
     input: PathBuf,
 }
 
+impl BatchArgs {
+    /// Usage errors the flags' grammar cannot express, each naming the flag.
+    fn check_usage(&self) -> anyhow::Result<()> {
+        if self.rejects.is_some() && !self.skip_invalid {
+            bail!(
+                "--rejects takes effect only with --skip-invalid (without it, a bad row fails \
+                 the run and nothing is set aside); add --skip-invalid"
+            );
+        }
+        if self.skip_invalid && self.rejects.is_none() {
+            bail!("--skip-invalid needs --rejects FILE, or the rejected rows would be lost");
+        }
+        Ok(())
+    }
+
+    fn read_options(&self) -> anyhow::Result<ReadOptions> {
+        let delimiter = match self.delimiter.as_deref() {
+            None => None,
+            Some("tab" | "\\t" | "\t") => Some(b'\t'),
+            Some(text) if text.len() == 1 && text != "\"" && !text.contains(['\n', '\r']) => {
+                text.bytes().next()
+            }
+            Some(text) => bail!(
+                "--delimiter {text:?}: give one ASCII character such as , or ; or the word tab"
+            ),
+        };
+        let encoding = match self.encoding.as_deref() {
+            None => None,
+            Some(label) => Some(
+                encoding_rs::Encoding::for_label(label.trim().as_bytes()).with_context(|| {
+                    format!("--encoding {label}: not an encoding name; try windows-1252 or utf-8")
+                })?,
+            ),
+        };
+        Ok(ReadOptions {
+            delimiter,
+            email_column: self.email_column.clone(),
+            encoding,
+        })
+    }
+}
+
 /// `invitegate batch`.
 pub fn batch(args: &BatchArgs) -> anyhow::Result<Status> {
+    args.check_usage()?;
     let now = OffsetDateTime::now_utc();
     let options = BatchOptions {
-        default_expiry: args.expiry.resolve(now)?,
-        now,
-        allow_public_domains: args.allow_public_domain,
+        mint: MintOptions {
+            default_expiry: args.expiry.resolve(now)?,
+            now,
+            allow_public_domains: args.allow_public_domain,
+        },
+        read: args.read_options()?,
+        merge: MergeOptions {
+            bom: args.bom,
+            raw_cells: args.raw_cells,
+        },
+        allow_duplicates: args.allow_duplicates,
     };
+    let output_path = args.output.as_ref().filter(|path| !is_stdio(path));
+    check_files(args, output_path)?;
     let ring = keys::load(&args.keys)?;
     let input: Box<dyn Read> = if is_stdio(&args.input) {
         Box::new(std::io::stdin().lock())
     } else {
         let file = File::open(&args.input)
             .with_context(|| format!("opening input {}", args.input.display()))?;
-        Box::new(BufReader::new(file))
+        Box::new(file)
     };
-    let output: Box<dyn Write> = match &args.output {
-        Some(path) if !is_stdio(path) => {
-            if same_file(path, &args.input) {
-                bail!("the output {} would overwrite the input", path.display());
-            }
-            let file = File::create(path)
-                .with_context(|| format!("creating output {}", path.display()))?;
-            Box::new(BufWriter::new(file))
-        }
-        _ => Box::new(BufWriter::new(std::io::stdout().lock())),
+    output::remove_unfinished_files_on_interrupt();
+    let output = match output_path {
+        Some(path) => Sink::create("--output", path, Privacy::Private)?,
+        None => Sink::stdout(),
     };
-    let mut rejects = match (&args.rejects, args.skip_invalid) {
-        (Some(path), true) => Some(
-            csv::WriterBuilder::new()
-                // A row with too few or too many fields is rejected and kept as it was read.
-                .flexible(true)
-                .from_path(path)
-                .with_context(|| format!("creating rejects file {}", path.display()))?,
-        ),
-        _ => None,
+    let rejects = match &args.rejects {
+        Some(path) => Some(Sink::create("--rejects", path, Privacy::Private)?),
+        None => None,
     };
+    run(args, &ring, input, output, rejects, &options)
+}
+
+/// Refuses outputs that are inputs or each other: by device and inode, so that hard links,
+/// `./` paths, symbolic links and shell redirections are caught too.
+fn check_files(args: &BatchArgs, output_path: Option<&PathBuf>) -> anyhow::Result<()> {
+    let mut inputs = Vec::new();
+    if is_stdio(&args.input) {
+        inputs.extend(output::stdin_named());
+    } else {
+        inputs.push(Named::path("the input", &args.input)?);
+    }
+    if let Some(path) = args.keys.file() {
+        inputs.push(Named::path("the keys file", &path)?);
+    }
+    let mut outputs = Vec::new();
+    match output_path {
+        Some(path) => outputs.push(Named::path("--output", path)?),
+        None => outputs.extend(output::stdout_named()),
+    }
+    if let Some(path) = &args.rejects {
+        outputs.push(Named::path("--rejects", path)?);
+    }
+    output::check_distinct(&inputs, &outputs)
+}
+
+/// Runs the batch into the outputs, and commits them only when it succeeds.
+fn run(
+    args: &BatchArgs,
+    ring: &invitegate::KeyRing,
+    input: Box<dyn Read>,
+    mut output: Sink,
+    rejects: Option<Sink>,
+    options: &BatchOptions,
+) -> anyhow::Result<Status> {
     let progress = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         if let Ok(style) =
@@ -81,67 +188,104 @@ pub fn batch(args: &BatchArgs) -> anyhow::Result<Status> {
         }
         bar
     });
+    let mut rejects_csv = rejects.map(|sink| {
+        csv::WriterBuilder::new()
+            // A row with too few or too many fields is rejected and kept as it was read.
+            .flexible(true)
+            .from_writer(sink)
+    });
     let mut rejects_header_written = false;
     let mut write_error = None;
-    let summary = invitegate::batch::run(&ring, input, output, &options, |event| {
+    let raw_cells = args.raw_cells;
+    let summary = invitegate::batch::run(ring, input, &mut output, options, |event| {
         if let Some(bar) = &progress {
             bar.inc(1);
         }
-        let RowEvent::Rejected(rejection) = event else {
-            return;
+        let rejection = match event {
+            RowEvent::Rejected(rejection) | RowEvent::Duplicate(rejection) => rejection,
+            _ => return,
         };
         let message = format!("line {}: {}", rejection.line, rejection.reason);
         match &progress {
             Some(bar) => bar.println(format!("invitegate: {message}")),
             None => eprintln!("invitegate: {message}"),
         }
-        if let Some(writer) = rejects.as_mut() {
-            let mut row = rejection.record.clone();
-            row.push_field(message.as_bytes());
-            let result = if rejects_header_written {
-                Ok(())
-            } else {
-                rejects_header_written = true;
-                let mut header = rejection.header.clone();
-                header.push_field(b"error");
-                writer.write_byte_record(&header)
-            };
-            if let Err(err) = result.and_then(|()| writer.write_byte_record(&row)) {
-                write_error.get_or_insert(err);
-            }
+        let Some(writer) = rejects_csv.as_mut() else {
+            return;
+        };
+        let cells = |record: &csv::ByteRecord| -> csv::ByteRecord {
+            record
+                .iter()
+                .map(|cell| {
+                    if raw_cells {
+                        cell.to_vec()
+                    } else {
+                        neutralise(cell).into_owned()
+                    }
+                })
+                .collect()
+        };
+        let mut row = cells(rejection.record);
+        row.push_field(message.as_bytes());
+        let result = if rejects_header_written {
+            Ok(())
+        } else {
+            rejects_header_written = true;
+            let mut header = cells(rejection.header);
+            header.push_field(b"error");
+            writer.write_byte_record(&header)
+        };
+        if let Err(err) = result.and_then(|()| writer.write_byte_record(&row)) {
+            write_error.get_or_insert(err);
         }
     });
     if let Some(bar) = &progress {
         bar.finish_and_clear();
     }
-    let summary = summary?;
+    let file_output = output.target().map(|p| p.display().to_string());
+    let nothing_written = || match &file_output {
+        Some(path) => format!("no output was written ({path} is unchanged)"),
+        None => "the output on standard output is incomplete".to_owned(),
+    };
+    let summary = match summary {
+        Ok(summary) => summary,
+        Err(err) => {
+            let err = anyhow::Error::new(err);
+            if super::is_closed_pipe(&err) {
+                return Err(err);
+            }
+            return Err(err.context(nothing_written()));
+        }
+    };
     if let Some(err) = write_error {
-        return Err(err).context("writing rejects file");
+        return Err(err).context("writing the rejects file")?;
     }
-    if let Some(mut writer) = rejects {
-        writer.flush().context("writing rejects file")?;
-    }
-    eprintln!(
-        "invitegate: batch: {} rows read, {} codes minted, {} rows rejected",
-        summary.rows, summary.minted, summary.rejected
+    let line = format!(
+        "batch: {} rows read, {} codes minted, {} rows rejected, {} duplicates left out",
+        summary.rows, summary.minted, summary.rejected, summary.duplicates
     );
     if summary.rejected > 0 && !args.skip_invalid {
+        eprintln!("invitegate: {line}");
         eprintln!(
-            "invitegate: the output lacks the rejected rows; fix them, or pass --skip-invalid \
-             --rejects FILE to set them aside"
+            "invitegate: {}: fix the rejected rows, or pass --skip-invalid --rejects FILE to set \
+             them aside",
+            nothing_written()
         );
+        // Dropping the outputs removes their temporary files.
         return Ok(Status::NotVerified);
     }
-    Ok(Status::Success)
-}
-
-fn is_stdio(path: &Path) -> bool {
-    path.as_os_str() == "-"
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
+    let rejects = match rejects_csv {
+        Some(writer) => Some(
+            writer
+                .into_inner()
+                .map_err(|err| anyhow::anyhow!("writing the rejects file: {}", err.error()))?,
+        ),
+        None => None,
+    };
+    output.commit()?;
+    if let Some(rejects) = rejects {
+        rejects.commit().context("writing the rejects file")?;
     }
+    eprintln!("invitegate: {line}");
+    Ok(Status::Success)
 }

@@ -1,6 +1,6 @@
 //! `invitegate mint`, `verify` and `inspect`.
 
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,26 +12,37 @@ use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::output::{self, Named};
 use super::{KeySource, Status, keys};
 
 /// The largest leeway accepted: clock skew is seconds, not hours; more would quietly extend
 /// every code's life.
 pub const MAX_LEEWAY_SECS: u64 = 3600;
 
-/// When a code expires: relative to now, or at an instant.
+/// When a code expires: relative to now, or at an instant or the end of a day.
 #[derive(Debug, Args)]
 pub struct ExpiryArgs {
     /// Valid for this long from now: 30m, 12h, 14d, 2w, ...
     #[arg(long, value_name = "DURATION", conflicts_with = "expires_at")]
     pub expires_in: Option<humantime::Duration>,
-    /// Valid until this instant, RFC 3339: 2026-12-31T00:00:00Z.
-    #[arg(long, value_name = "RFC3339")]
+    /// Valid until the end of this day (2027-01-01: 23:59:59 UTC, or in --tz), or until this
+    /// RFC 3339 instant (2027-01-01T12:00:00Z).
+    #[arg(long, value_name = "DATE|RFC3339")]
     pub expires_at: Option<String>,
+    /// With a date in --expires-at: the time zone whose end of day is meant, an IANA name
+    /// (Europe/Paris) or an offset (+02:00). Default UTC.
+    #[arg(long, value_name = "ZONE", allow_hyphen_values = true)]
+    pub tz: Option<String>,
 }
 
 impl ExpiryArgs {
     /// The expiry the flags ask for, if any; refused when not in the future or out of range.
     pub fn resolve(&self, now: OffsetDateTime) -> anyhow::Result<Option<Expiry>> {
+        if self.tz.is_some() && self.expires_at.is_none() {
+            bail!(
+                "--tz applies only to a date in --expires-at (--expires-at 2027-01-01 --tz Europe/Paris)"
+            );
+        }
         let at = match (&self.expires_in, &self.expires_at) {
             (Some(duration), _) => {
                 let duration = time::Duration::try_from(Duration::from(*duration))
@@ -39,11 +50,69 @@ impl ExpiryArgs {
                 now.checked_add(duration)
                     .context("--expires-in is too long")?
             }
-            (None, Some(text)) => parse_instant(text, "--expires-at")?,
+            (None, Some(text)) => parse_expires_at(text, self.tz.as_deref())?,
             (None, None) => return Ok(None),
         };
         Ok(Some(Expiry::from_datetime(at)?.after(now)?))
     }
+}
+
+/// `--expires-at`: an RFC 3339 instant, or a date meaning the last second of that day in `tz`
+/// (UTC when `None`).
+pub fn parse_expires_at(text: &str, tz: Option<&str>) -> anyhow::Result<OffsetDateTime> {
+    let text = text.trim();
+    if let Ok(at) = OffsetDateTime::parse(text, &Rfc3339) {
+        if tz.is_some() {
+            bail!("--tz applies only to a date in --expires-at; {text} carries its own offset");
+        }
+        return Ok(at);
+    }
+    let Ok(date) = text.parse::<jiff::civil::Date>() else {
+        bail!(
+            "--expires-at takes a date (2027-01-01, meaning the end of that day) or an RFC 3339 \
+             date and time (2027-01-01T12:00:00Z)"
+        );
+    };
+    if text.len() != "2027-01-01".len() {
+        bail!("--expires-at takes a date as YYYY-MM-DD, such as 2027-01-01");
+    }
+    let zone = match tz {
+        None => jiff::tz::TimeZone::UTC,
+        Some(name) => time_zone(name)?,
+    };
+    let end = date
+        .at(23, 59, 59, 0)
+        .to_zoned(zone)
+        .map_err(|_| anyhow::anyhow!("--expires-at {text}: the end of that day is out of range"))?;
+    OffsetDateTime::from_unix_timestamp(end.timestamp().as_second())
+        .map_err(|_| anyhow::anyhow!("--expires-at {text}: the end of that day is out of range"))
+}
+
+/// A `--tz` value: an IANA time zone name or a fixed offset such as `+02:00`.
+fn time_zone(name: &str) -> anyhow::Result<jiff::tz::TimeZone> {
+    let fixed = name
+        .strip_prefix('+')
+        .map(|rest| (1i32, rest))
+        .or_else(|| name.strip_prefix('-').map(|rest| (-1i32, rest)));
+    if let Some((sign, rest)) = fixed {
+        let parsed = rest
+            .split_once(':')
+            .and_then(|(h, m)| Some((h.parse::<i32>().ok()?, m.parse::<i32>().ok()?)))
+            .filter(|&(h, m)| rest.len() == 5 && h <= 14 && m < 60);
+        let Some((hours, minutes)) = parsed else {
+            bail!("--tz {name}: write an offset as +HH:MM, such as +02:00");
+        };
+        let seconds = sign * (hours * 3600 + minutes * 60);
+        let offset = jiff::tz::Offset::from_seconds(seconds)
+            .map_err(|_| anyhow::anyhow!("--tz {name}: the offset is out of range"))?;
+        return Ok(jiff::tz::TimeZone::fixed(offset));
+    }
+    jiff::tz::TimeZone::get(name).map_err(|_| {
+        anyhow::anyhow!(
+            "--tz {name}: not a known time zone; give an IANA name such as Europe/Paris or an \
+             offset such as +02:00"
+        )
+    })
 }
 
 /// Parses an RFC 3339 instant from a flag.
@@ -66,7 +135,7 @@ pub struct MintArgs {
     #[arg(long, value_name = "DOMAIN")]
     domain: Option<String>,
     /// With --domain: admit its subdomains too.
-    #[arg(long, requires = "domain")]
+    #[arg(long)]
     subdomains: bool,
     /// Allow domain codes for public suffixes and free-mail providers (gmail.com, co.uk).
     #[arg(long)]
@@ -81,6 +150,9 @@ pub struct MintArgs {
 /// `invitegate mint`.
 pub fn mint(args: &MintArgs) -> anyhow::Result<Status> {
     let now = OffsetDateTime::now_utc();
+    if args.subdomains && args.domain.is_none() {
+        bail!("--subdomains applies only to --domain: an email code admits one address");
+    }
     let audience = match (&args.email, &args.domain) {
         (Some(email), _) => Audience::email(email)?,
         (None, Some(domain)) if args.subdomains => Audience::domain_and_subdomains(domain)?,
@@ -91,8 +163,17 @@ pub fn mint(args: &MintArgs) -> anyhow::Result<Status> {
     let Some(expiry) = args.expiry.resolve(now)? else {
         bail!("give --expires-in or --expires-at");
     };
+    let inputs: Vec<Named> = args
+        .keys
+        .file()
+        .map(|path| Named::path("--keys-file", &path))
+        .transpose()?
+        .into_iter()
+        .collect();
+    output::check_stdout_against(&inputs)?;
     let ring = keys::load(&args.keys)?;
     let code = invitegate::mint(&ring, &audience, expiry);
+    let mut stdout = std::io::stdout().lock();
     if args.json {
         let out = json!({
             "code": code.to_string(),
@@ -101,10 +182,11 @@ pub fn mint(args: &MintArgs) -> anyhow::Result<Status> {
             "key_id": code.key_id(),
             "expires_at": expiry.to_string(),
         });
-        println!("{out}");
+        writeln!(stdout, "{out}")?;
     } else {
-        println!("{code}");
+        writeln!(stdout, "{code}")?;
     }
+    stdout.flush()?;
     Ok(Status::Success)
 }
 
@@ -147,13 +229,45 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Status> {
         Some(path) => load_deny_list(path)?,
         None => DenyList::new(),
     };
+    let mut inputs = Vec::new();
+    if let Some(path) = args.keys.file() {
+        inputs.push(Named::path("--keys-file", &path)?);
+    }
+    if let Some(path) = &args.deny_list {
+        inputs.push(Named::path("--deny-list", path)?);
+    }
+    output::check_stdout_against(&inputs)?;
     let text = read_code_argument(&args.code)?;
     let ring = keys::load(&args.keys)?;
     let options = VerifyOptions {
         leeway: Duration::from_secs(args.leeway),
         deny_list,
     };
-    let (outcome, detail) = match Code::parse(&text) {
+    let mut stdout = std::io::stdout().lock();
+    let code = Code::parse(&text);
+    if let Ok(code) = &code
+        && !ring.contains(code.key_id())
+    {
+        // Before the MAC: the verifier cannot check this code at all. The connector answers
+        // `not-valid` (the spec's step 4); here an admin needs to tell a rotation mistake
+        // from a wrong address.
+        let held = ring.key_ids().map(|id| id.to_string()).collect::<Vec<_>>();
+        if args.json {
+            let out = json!({ "outcome": "unknown-key", "key_id": code.key_id() });
+            writeln!(stdout, "{out}")?;
+        } else {
+            writeln!(
+                stdout,
+                "unknown-key: the code was signed with key {}, which this key ring does not \
+                 hold (it holds {}); add that key, or check the rotation",
+                code.key_id(),
+                held.join(", ")
+            )?;
+        }
+        stdout.flush()?;
+        return Ok(Status::NotVerified);
+    }
+    let (outcome, detail) = match code {
         Ok(code) => (
             invitegate::verify_code(&ring, &code, &args.email, now, &options),
             None,
@@ -161,10 +275,11 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Status> {
         Err(err) => (Outcome::unreadable(&err), Some(err.to_string())),
     };
     if args.json {
-        println!("{}", outcome_json(&outcome));
+        writeln!(stdout, "{}", outcome_json(&outcome))?;
     } else {
-        println!("{}", outcome_line(&outcome, detail.as_deref()));
+        writeln!(stdout, "{}", outcome_line(&outcome, detail.as_deref()))?;
     }
+    stdout.flush()?;
     Ok(if outcome.is_valid() {
         Status::Success
     } else {
@@ -172,11 +287,12 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Status> {
     })
 }
 
-/// Reads a deny list file.
+/// Reads a deny list file; a byte order mark at its start is skipped.
 pub fn load_deny_list(path: &std::path::Path) -> anyhow::Result<DenyList> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading deny list {}", path.display()))?;
-    DenyList::parse(&text).with_context(|| format!("reading deny list {}", path.display()))
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    DenyList::parse(text).with_context(|| format!("reading deny list {}", path.display()))
 }
 
 /// The CODE argument, or standard input for `-`.
@@ -256,14 +372,17 @@ const NOT_AUTHENTICATED: &str = "nothing here is authenticated: anyone can write
 pub fn inspect(args: &InspectArgs) -> anyhow::Result<Status> {
     let text = read_code_argument(&args.code)?;
     let now = OffsetDateTime::now_utc();
+    let mut stdout = std::io::stdout().lock();
     let seen = match Inspection::of(&text) {
         Ok(seen) => seen,
         Err(err) => {
             if args.json {
-                println!("{}", json!({ "readable": false, "error": err.to_string() }));
+                let out = json!({ "readable": false, "error": err.to_string() });
+                writeln!(stdout, "{out}")?;
             } else {
-                println!("not readable: {err}");
+                writeln!(stdout, "not readable: {err}")?;
             }
+            stdout.flush()?;
             return Ok(Status::NotVerified);
         }
     };
@@ -287,7 +406,7 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<Status> {
         if let Some(canonical) = &canonical {
             out["canonical"] = json!(canonical);
         }
-        println!("{out}");
+        writeln!(stdout, "{out}")?;
     } else {
         let check = if seen.check_symbol_ok {
             "ok"
@@ -300,14 +419,19 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<Status> {
             format!("{} (unknown)", seen.version)
         };
         let when = if past { "in the past" } else { "in the future" };
-        println!("canonical:    {}", canonical.as_deref().unwrap_or("-"));
-        println!("check symbol: {check}");
-        println!("version:      {version}");
-        println!("kind:         {}", kind.unwrap_or("unknown"));
-        println!("key id:       {}", seen.key_id);
-        println!("expires:      {} ({when})", seen.expiry);
-        println!("warning: {NOT_AUTHENTICATED}");
+        writeln!(
+            stdout,
+            "canonical:    {}",
+            canonical.as_deref().unwrap_or("-")
+        )?;
+        writeln!(stdout, "check symbol: {check}")?;
+        writeln!(stdout, "version:      {version}")?;
+        writeln!(stdout, "kind:         {}", kind.unwrap_or("unknown"))?;
+        writeln!(stdout, "key id:       {}", seen.key_id)?;
+        writeln!(stdout, "expires:      {} ({when})", seen.expiry)?;
+        writeln!(stdout, "warning: {NOT_AUTHENTICATED}")?;
     }
+    stdout.flush()?;
     Ok(if seen.code.is_some() {
         Status::Success
     } else {

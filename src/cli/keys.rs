@@ -1,14 +1,18 @@
-//! Loading the key ring from a file or the environment, and `invitegate keygen`.
+//! The key ring from a file or the environment; `invitegate keygen`; `invitegate keys` (list,
+//! promote, retire) for rotation.
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use clap::Args;
+use clap::{Args, Subcommand};
 use invitegate::KeyRing;
-use invitegate::keys::format_entry;
+use invitegate::fsutil::{FileId, Privacy};
+use invitegate::keys::{RingText, format_entry};
+use serde_json::json;
 use zeroize::Zeroizing;
 
+use super::output::{self, Sink};
 use super::{KeySource, Status};
 
 /// Environment variable holding the key ring text (entries separated by commas or newlines).
@@ -17,29 +21,65 @@ pub const KEYS_ENV: &str = "INVITEGATE_KEYS";
 pub const KEYS_FILE_ENV: &str = "INVITEGATE_KEYS_FILE";
 /// Bytes of a generated key: the HMAC-SHA256 output size.
 const GENERATED_KEY_BYTES: usize = 32;
+/// Attempts to lock a ring file that another process keeps replacing; each replacement is one
+/// finished edit, so this bounds waiting behind that many others.
+const LOCK_ATTEMPTS: usize = 1000;
 
 const HOW_TO_MAKE_ONE: &str =
     "make one with `invitegate keygen --add-to keys.txt` and pass `--keys-file keys.txt`";
 
-/// Loads the ring: `--keys-file`, else `INVITEGATE_KEYS_FILE`, else `INVITEGATE_KEYS`.
-pub fn load(source: &KeySource) -> anyhow::Result<KeyRing> {
-    if let Some(path) = &source.keys_file {
-        return read_file(path);
+/// Where the ring comes from once flags and environment are weighed.
+enum Origin {
+    File(PathBuf, &'static str),
+    Env(Zeroizing<String>),
+}
+
+impl KeySource {
+    /// The key ring file that [`load`] reads, if the ring comes from a file: `--keys-file`,
+    /// else `INVITEGATE_KEYS_FILE`. For the same-file checks.
+    pub fn file(&self) -> Option<PathBuf> {
+        self.keys_file.clone().or_else(|| {
+            std::env::var_os(KEYS_FILE_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
     }
-    let file = std::env::var_os(KEYS_FILE_ENV).filter(|v| !v.is_empty());
-    let text = std::env::var(KEYS_ENV)
-        .ok()
-        .filter(|v| !v.trim().is_empty());
-    match (file, text) {
-        (Some(_), Some(_)) => bail!("both {KEYS_FILE_ENV} and {KEYS_ENV} are set; set only one"),
-        (Some(path), None) => read_file(Path::new(&path)).context(KEYS_FILE_ENV),
-        (None, Some(text)) => {
-            let text = Zeroizing::new(text);
-            KeyRing::parse(&text).with_context(|| format!("parsing {KEYS_ENV}"))
+
+    fn origin(&self) -> anyhow::Result<Origin> {
+        if let Some(path) = &self.keys_file {
+            return Ok(Origin::File(path.clone(), "--keys-file"));
         }
-        (None, None) => bail!(
-            "no key ring: give --keys-file PATH or set {KEYS_FILE_ENV} or {KEYS_ENV}; {HOW_TO_MAKE_ONE}"
-        ),
+        let file = std::env::var_os(KEYS_FILE_ENV).filter(|v| !v.is_empty());
+        let text = std::env::var(KEYS_ENV)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .map(Zeroizing::new);
+        match (file, text) {
+            (Some(path), Some(_)) => {
+                eprintln!(
+                    "invitegate: warning: both {KEYS_FILE_ENV} and {KEYS_ENV} are set; using \
+                     {KEYS_FILE_ENV} ({}), as documented; unset one",
+                    Path::new(&path).display()
+                );
+                Ok(Origin::File(PathBuf::from(path), KEYS_FILE_ENV))
+            }
+            (Some(path), None) => Ok(Origin::File(PathBuf::from(path), KEYS_FILE_ENV)),
+            (None, Some(text)) => Ok(Origin::Env(text)),
+            (None, None) => bail!(
+                "no key ring: give --keys-file PATH or set {KEYS_FILE_ENV} or {KEYS_ENV}; \
+                 {HOW_TO_MAKE_ONE}"
+            ),
+        }
+    }
+}
+
+/// Loads the ring: `--keys-file`, else `INVITEGATE_KEYS_FILE`, else `INVITEGATE_KEYS`, with a
+/// warning when both variables are set.
+pub fn load(source: &KeySource) -> anyhow::Result<KeyRing> {
+    match source.origin()? {
+        Origin::File(path, "--keys-file") => read_file(&path),
+        Origin::File(path, name) => read_file(&path).context(name),
+        Origin::Env(text) => KeyRing::parse(&text).with_context(|| format!("parsing {KEYS_ENV}")),
     }
 }
 
@@ -98,10 +138,15 @@ pub struct KeygenArgs {
     /// Key id, 0-255. Default: 1, or with --add-to the next id the file does not use.
     #[arg(long, value_name = "N")]
     id: Option<u8>,
-    /// Put the new entry first in this keys file (created with mode 0600), so it signs while
-    /// the older keys still verify. Prints no key.
+    /// Put the new entry first in this keys file (created with mode 0600), so it signs at once
+    /// while the older keys still verify. Prints no key. The file is locked while it is
+    /// rewritten; a symbolic link is followed and its target replaced.
     #[arg(long, value_name = "FILE")]
     add_to: Option<PathBuf>,
+    /// With --add-to: append the key as verify-only, to promote later with
+    /// `invitegate keys promote ID` once every server holds it.
+    #[arg(long)]
+    stage: bool,
 }
 
 /// `invitegate keygen`.
@@ -110,52 +155,56 @@ pub fn keygen(args: &KeygenArgs) -> anyhow::Result<Status> {
     getrandom::fill(key.as_mut_slice())
         .map_err(|err| anyhow::anyhow!("the operating system's random source failed: {err}"))?;
     let Some(path) = &args.add_to else {
+        if args.stage {
+            bail!("--stage applies only with --add-to FILE: it appends to a key ring file");
+        }
         let entry = format_entry(args.id.unwrap_or(1), key.as_slice());
-        println!("{}", entry.as_str());
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{}", entry.as_str())?;
+        stdout.flush()?;
         return Ok(Status::Success);
     };
-    let existing = match std::fs::read_to_string(path) {
-        Ok(text) => Some(Zeroizing::new(text)),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
-        Err(err) => {
-            return Err(err).with_context(|| format!("reading keys file {}", path.display()));
+    let (id, others, target) = edit_ring(path, |ring| {
+        let used = ring.key_ids();
+        let id = match args.id {
+            Some(id) if used.contains(&id) => bail!(
+                "key id {id} is already in {}; pick another with --id",
+                path.display()
+            ),
+            Some(id) => id,
+            None => next_free_id(&used)
+                .with_context(|| format!("{} already uses all 256 key ids", path.display()))?,
+        };
+        if args.stage {
+            ring.stage(id, key.as_slice())?;
+        } else {
+            ring.add_signing(id, key.as_slice())?;
         }
-    };
-    let ring = existing
-        .as_ref()
-        .map(|text| KeyRing::parse(text))
-        .transpose()
-        .with_context(|| format!("reading keys file {}", path.display()))?;
-    let used: Vec<u8> = ring.iter().flat_map(KeyRing::key_ids).collect();
-    let id = match args.id {
-        Some(id) if used.contains(&id) => bail!(
-            "key id {id} is already in {}; pick another with --id",
-            path.display()
-        ),
-        Some(id) => id,
-        None => next_free_id(&used)
-            .with_context(|| format!("{} already uses all 256 key ids", path.display()))?,
-    };
-    let entry = format_entry(id, key.as_slice());
-    let mut text = Zeroizing::new(format!("{}\n", entry.as_str()));
-    if let Some(old) = &existing {
-        text.push_str(old);
-    }
-    write_private(path, text.as_bytes(), existing.is_some())
-        .with_context(|| format!("writing keys file {}", path.display()))?;
-    let others = used
+        Ok((id, used))
+    })
+    .map(|((id, used), target)| (id, used, target))?;
+    let others = others
         .iter()
         .map(u8::to_string)
         .collect::<Vec<_>>()
         .join(", ");
-    if others.is_empty() {
-        println!("created {} with key {id}", path.display());
+    let shown = target.display();
+    let message = if others.is_empty() {
+        format!("created {shown} with key {id}")
+    } else if args.stage {
+        format!(
+            "staged key {id} in {shown}: it verifies but does not sign; once every server \
+             holds it, `invitegate keys promote {id}`"
+        )
     } else {
-        println!(
-            "added key {id} to {}: it signs new codes; keys {others} still verify",
-            path.display()
-        );
-    }
+        format!(
+            "added key {id} to {shown}: it signs new codes now (servers without it refuse \
+             them; --stage avoids that); keys {others} still verify"
+        )
+    };
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{message}")?;
+    stdout.flush()?;
     Ok(Status::Success)
 }
 
@@ -167,44 +216,192 @@ fn next_free_id(used: &[u8]) -> Option<u8> {
         .find(|id| !used.contains(id))
 }
 
-/// Writes through a temporary file in the same folder and renames it over `path`, so a crash
-/// leaves either the old ring or the new one. New files are mode 0600; existing files keep
-/// their permissions.
-fn write_private(path: &Path, bytes: &[u8], exists: bool) -> anyhow::Result<()> {
-    let folder = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut temp = tempfile_in(folder)?;
-    temp.1.write_all(bytes)?;
-    temp.1.sync_all()?;
-    if exists {
-        let permissions = std::fs::metadata(path)?.permissions();
-        std::fs::set_permissions(&temp.0, permissions)?;
-    }
-    std::fs::rename(&temp.0, path)?;
-    Ok(())
+/// Edits the ring file at `path` under an exclusive lock: reads it (a missing or empty file is
+/// an empty ring), applies `edit`, and replaces it atomically. A symbolic link is followed and
+/// its target replaced. Returns what `edit` returned and the file written.
+fn edit_ring<T>(
+    path: &Path,
+    edit: impl FnOnce(&mut RingText) -> anyhow::Result<T>,
+) -> anyhow::Result<(T, PathBuf)> {
+    let target = ring_target(path)?;
+    let shown = || format!("keys file {}", target.display());
+    output::remove_unfinished_files_on_interrupt();
+    let (file, text) = lock_ring(&target).with_context(shown)?;
+    let blank = text.trim_start_matches('\u{feff}').trim().is_empty();
+    let mut ring = if blank {
+        RingText::empty()
+    } else {
+        RingText::parse(&text).with_context(|| format!("reading {}", shown()))?
+    };
+    let result = edit(&mut ring)?;
+    let mut sink = Sink::create("keys file", &target, Privacy::Private)?;
+    sink.write_all(ring.to_text().as_bytes())
+        .with_context(|| format!("writing {}", shown()))?;
+    keep_permissions(&file, &sink, blank);
+    sink.commit()?;
+    // The lock is released only once the new ring is in place.
+    drop(file);
+    Ok((result, target))
 }
 
-/// A new file, mode 0600 on Unix, next to where the ring goes.
-fn tempfile_in(folder: &Path) -> anyhow::Result<(PathBuf, std::fs::File)> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
+/// Where a ring edit writes: the path, or the target of a symbolic link.
+fn ring_target(path: &Path) -> anyhow::Result<PathBuf> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => path.canonicalize().with_context(|| {
+            format!(
+                "keys file {} is a symbolic link to a file that does not exist",
+                path.display()
+            )
+        }),
+        _ => Ok(path.to_owned()),
     }
-    for attempt in 0..16u32 {
-        let candidate = folder.join(format!(
-            ".invitegate-keys.{}.{attempt}.tmp",
-            std::process::id()
-        ));
-        match options.open(&candidate) {
-            Ok(file) => return Ok((candidate, file)),
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(err) => return Err(err.into()),
+}
+
+/// Opens (creating it, mode 0600, if missing) and locks the ring file, and reads it. Retries
+/// when another process replaced the file while this one waited for the lock: the lock is on
+/// the file that was there, and the new one must be read.
+fn lock_ring(target: &Path) -> anyhow::Result<(std::fs::File, Zeroizing<String>)> {
+    use fs4::fs_std::FileExt as _;
+    for _ in 0..LOCK_ATTEMPTS {
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.mode(0o600);
+        }
+        let mut file = options.open(target).context("opening")?;
+        file.lock_exclusive().context("locking")?;
+        let locked = FileId::of_file(&file).context("examining")?;
+        if FileId::of_path(target).ok() != Some(locked) {
+            continue;
+        }
+        let mut text = Zeroizing::new(String::new());
+        file.read_to_string(&mut text).context("reading")?;
+        return Ok((file, text));
+    }
+    bail!("the file keeps changing while waiting for its lock; try again")
+}
+
+/// The new ring keeps the old file's permissions (0600 for a new file).
+fn keep_permissions(old: &std::fs::File, sink: &Sink, new_file: bool) {
+    let (Ok(meta), Some(temp)) = (old.metadata(), sink.temp_path()) else {
+        return;
+    };
+    if !new_file {
+        let _ = std::fs::set_permissions(temp, meta.permissions());
+    }
+}
+
+/// `invitegate keys`: the ring's keys and their roles, and rotation.
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    command: KeysCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Show each key's id, role (signing or verify-only) and fingerprint; never key bytes.
+    List {
+        #[command(flatten)]
+        keys: KeySource,
+        /// Print a JSON array of {"key_id","role","fingerprint"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a key the signing key (first entry); the former one keeps verifying.
+    Promote {
+        #[command(flatten)]
+        keys: KeySource,
+        /// The key id to promote.
+        #[arg(value_name = "KID")]
+        id: u8,
+    },
+    /// Remove a key: codes it signed stop verifying. The signing key cannot be retired.
+    Retire {
+        #[command(flatten)]
+        keys: KeySource,
+        /// The key id to remove.
+        #[arg(value_name = "KID")]
+        id: u8,
+    },
+}
+
+/// `invitegate keys ...`.
+pub fn keys(args: &KeysArgs) -> anyhow::Result<Status> {
+    match &args.command {
+        KeysCommand::List { keys, json } => list(keys, *json),
+        KeysCommand::Promote { keys, id } => {
+            let path = ring_file(keys, "promote")?;
+            let (former, target) = edit_ring(&path, |ring| {
+                let former = ring.key_ids().first().copied();
+                ring.promote(*id)?;
+                Ok(former)
+            })?;
+            let rest = match former {
+                Some(former) if former != *id => format!("; key {former} still verifies"),
+                _ => " (it already was)".to_owned(),
+            };
+            say(&format!(
+                "key {id} now signs new codes in {}{rest}",
+                target.display()
+            ))
+        }
+        KeysCommand::Retire { keys, id } => {
+            let path = ring_file(keys, "retire")?;
+            let ((), target) = edit_ring(&path, |ring| Ok(ring.retire(*id)?))?;
+            say(&format!(
+                "retired key {id} from {}: codes it signed no longer verify here",
+                target.display()
+            ))
         }
     }
-    bail!("could not create a temporary file in {}", folder.display())
+}
+
+/// The ring file a rotation edits; the environment's ring text cannot be edited.
+fn ring_file(keys: &KeySource, verb: &str) -> anyhow::Result<PathBuf> {
+    keys.file().with_context(|| {
+        format!(
+            "keys {verb} edits a key ring file: give --keys-file PATH or set {KEYS_FILE_ENV} \
+             ({KEYS_ENV} lives in the environment: edit it where it is set)"
+        )
+    })
+}
+
+fn say(line: &str) -> anyhow::Result<Status> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}")?;
+    stdout.flush()?;
+    Ok(Status::Success)
+}
+
+/// `invitegate keys list`.
+fn list(keys: &KeySource, as_json: bool) -> anyhow::Result<Status> {
+    let ring = load(keys)?;
+    let rows: Vec<(u8, &str, String)> = ring
+        .key_ids()
+        .enumerate()
+        .map(|(i, id)| {
+            let role = if i == 0 { "signing" } else { "verify-only" };
+            (id, role, ring.fingerprint(id).unwrap_or_default())
+        })
+        .collect();
+    let mut stdout = std::io::stdout().lock();
+    if as_json {
+        let items: Vec<_> = rows
+            .iter()
+            .map(|(id, role, fingerprint)| {
+                json!({ "key_id": id, "role": role, "fingerprint": fingerprint })
+            })
+            .collect();
+        writeln!(stdout, "{}", serde_json::Value::Array(items))?;
+    } else {
+        writeln!(stdout, "{:<6} {:<12} fingerprint", "key", "role")?;
+        for (id, role, fingerprint) in &rows {
+            writeln!(stdout, "{id:<6} {role:<12} {fingerprint}")?;
+        }
+    }
+    stdout.flush()?;
+    Ok(Status::Success)
 }

@@ -4,6 +4,7 @@ mod batch;
 mod codes;
 mod health;
 mod keys;
+mod output;
 mod serve;
 
 use std::path::PathBuf;
@@ -12,8 +13,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 const EXIT_CODES: &str = "\
-Exit status: 0 success (or `valid`), 1 a code that did not verify or a batch with rejected \
-rows, 2 usage, configuration or I/O error.";
+Exit status: 0 success (or `valid`), 1 a code that did not verify (`unknown-key` included) or \
+a batch with rejected rows, 2 usage, configuration or I/O error, 130 interrupted (Ctrl-C; no \
+output file is left half written), 141 standard output was closed early (`| head`).";
 
 /// Invitation codes that need no database: mint them offline, verify them at sign-up.
 #[derive(Debug, Parser)]
@@ -27,22 +29,37 @@ pub struct Cli {
 enum Command {
     /// Make a new random key ring entry.
     #[command(after_help = "Examples:
-  invitegate keygen                       # print a new entry, key id 1
-  invitegate keygen --add-to keys.txt     # rotate: the new key signs, old keys still verify")]
+  invitegate keygen                              # print a new entry, key id 1
+  invitegate keygen --add-to keys.txt --stage    # rotation step 1: verify-only everywhere
+  invitegate keygen --add-to keys.txt            # the new key signs at once")]
     Keygen(keys::KeygenArgs),
+    /// List the key ring's keys, or rotate: promote a staged key, retire an old one.
+    #[command(after_help = "Rotation across several servers:
+  invitegate keygen --add-to keys.txt --stage    # 1. new key 3, verify-only; copy keys.txt to
+                                                 #    every server and reload them
+  invitegate keys promote 3 --keys-file keys.txt # 2. on the minting host: key 3 signs
+  invitegate keys retire 2 --keys-file keys.txt  # 3. after the last code of key 2 expired
+  invitegate keys list --keys-file keys.txt      # ids, roles, fingerprints (never key bytes)")]
+    Keys(keys::KeysArgs),
     /// Mint a code for one email address or a domain.
     #[command(after_help = "Examples:
   invitegate mint --keys-file keys.txt --email alice@contoso.com --expires-in 14d
-  invitegate mint --keys-file keys.txt --domain fabrikam.com --subdomains --expires-at 2027-01-01T00:00:00Z --json")]
+  invitegate mint --keys-file keys.txt --domain fabrikam.com --subdomains --expires-at 2027-01-01 --json
+  invitegate mint --keys-file keys.txt --email bob@contoso.com --expires-at 2027-01-01 --tz Europe/Paris")]
     Mint(codes::MintArgs),
     /// Mint codes for a recipients CSV and write a mail-merge CSV.
     #[command(after_help = "Examples:
   invitegate batch --keys-file keys.txt --expires-in 30d recipients.csv -o merge.csv
+  invitegate batch --expires-at 2027-01-31 --encoding windows-1252 --bom excel.csv -o merge.csv
   cat recipients.csv | invitegate batch --expires-in 2w --skip-invalid --rejects bad.csv - > merge.csv
 
-Input: a header row with an `email` or a `domain` column (a `domain` column makes domain codes;
-an `email` column beside it is the recipient). Optional `subdomains` (yes/no) and `expires_at`
-(RFC 3339) columns. Output: every input column in order, then `code`, `kind`, `expires_at`.")]
+Input: a header row with an email column (email, e-mail, email address, e-mail address, mail, in
+any case, or the one --email-column names) or a `domain` column (domain codes; an email column
+beside it is the recipient). Optional `subdomains` (yes/no) and `expires_at` (RFC 3339) columns.
+Fields separated by `,`, `;` or tab (detected). Output: every input column in order, then
+`code`, `kind`, `expires_at`; cells starting with = + - @ get a leading ' (--raw-cells keeps
+them). A recipient named twice is minted once (--allow-duplicates). A file output appears only
+when the run succeeds, mode 0600.")]
     Batch(batch::BatchArgs),
     /// Check a code against an email address.
     #[command(after_help = "Examples:
@@ -69,7 +86,8 @@ an `email` column beside it is the recipient). Optional `subdomains` (yes/no) an
 /// in every user's view of the process list.
 #[derive(Debug, Clone, Args)]
 pub struct KeySource {
-    /// Key ring file (`KID:BASE64` entries). Else INVITEGATE_KEYS_FILE, else INVITEGATE_KEYS.
+    /// Key ring file (`KID:BASE64` entries). Else INVITEGATE_KEYS_FILE, else INVITEGATE_KEYS
+    /// (with a warning when both are set).
     #[arg(long, value_name = "PATH")]
     keys_file: Option<PathBuf>,
 }
@@ -83,6 +101,9 @@ pub enum Status {
     NotVerified,
     /// Usage, configuration or I/O error.
     Error,
+    /// Standard output was closed before everything was written (`| head`): 128 + SIGPIPE,
+    /// what a shell reports for a program that SIGPIPE ended.
+    ClosedPipe,
 }
 
 impl From<Status> for ExitCode {
@@ -91,14 +112,44 @@ impl From<Status> for ExitCode {
             Status::Success => Self::SUCCESS,
             Status::NotVerified => Self::from(1),
             Status::Error => Self::from(2),
+            Status::ClosedPipe => Self::from(141),
         }
     }
 }
 
-/// Runs one subcommand.
+/// Runs one subcommand. Writing to a closed standard output ends quietly with
+/// [`Status::ClosedPipe`]: the reader wanted no more.
 pub fn run(cli: Cli) -> anyhow::Result<Status> {
+    match run_command(cli) {
+        Err(err) if is_closed_pipe(&err) => Ok(Status::ClosedPipe),
+        result => result,
+    }
+}
+
+/// Whether an error, or any error it wraps, is a write to a pipe nobody reads.
+pub fn is_closed_pipe(err: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::BrokenPipe;
+    err.chain().any(|cause| {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return io.kind() == BrokenPipe;
+        }
+        if let Some(invitegate::Error::Io { kind, .. }) = cause.downcast_ref::<invitegate::Error>()
+        {
+            return *kind == BrokenPipe;
+        }
+        if let Some(csv) = cause.downcast_ref::<csv::Error>()
+            && let csv::ErrorKind::Io(io) = csv.kind()
+        {
+            return io.kind() == BrokenPipe;
+        }
+        false
+    })
+}
+
+fn run_command(cli: Cli) -> anyhow::Result<Status> {
     match cli.command {
         Command::Keygen(args) => keys::keygen(&args),
+        Command::Keys(args) => keys::keys(&args),
         Command::Mint(args) => codes::mint(&args),
         Command::Batch(args) => batch::batch(&args),
         Command::Verify(args) => codes::verify(&args),

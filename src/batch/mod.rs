@@ -1,45 +1,59 @@
 //! Batch minting: a recipients CSV in, a mail-merge CSV out, streamed in chunks of rows.
 //!
-//! Input has a header row. A `domain` column makes every row a domain code (an `email` column
-//! beside it is then the recipient and passes through); otherwise an `email` column makes every
-//! row an email code. Optional per-row columns: `subdomains` (yes/no) and `expires_at`
-//! (RFC 3339). Every input column passes through in order, except `expires_at`, which comes
-//! back normalized among the added columns `code`, `kind`, `expires_at`.
+//! Input has a header row. A `domain` column makes every row a domain code (an email column
+//! beside it is then the recipient and passes through); otherwise an email column (`email`,
+//! `E-mail Address`, ... or the one named) makes every row an email code. Optional per-row
+//! columns: `subdomains` (yes/no) and `expires_at` (RFC 3339). Every input column passes
+//! through in order, except `expires_at`, which comes back normalized among the added columns
+//! `code`, `kind`, `expires_at`.
+//!
+//! The parts are separate so that other senders reuse them row by row: [`Recipients`] reads
+//! the file, [`RowMinter`] mints one row, [`Duplicates`] remembers who was seen.
+
+mod merge;
+mod mint;
+mod recipients;
 
 use std::io::{Read, Write};
 
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
+pub use merge::{ADDED_COLUMNS, BOM, MergeOptions, neutralise};
+pub use mint::{Duplicates, MintOptions, Minted, RecipientKey, RowError, RowMinter};
+pub use recipients::{Columns, EMAIL_HEADERS, ReadOptions, Recipients};
 
-use crate::policy::check_audience;
-use crate::{Audience, Error, Expiry, KeyRing, Kind, mint};
+use crate::{Error, Expiry};
 
-/// Settings that apply to every row.
+/// Settings of one batch run.
 #[derive(Debug, Clone)]
 pub struct BatchOptions {
-    /// Expiry for rows whose `expires_at` is empty or absent.
-    pub default_expiry: Option<Expiry>,
-    /// The current instant: rows expiring at or before it are refused.
-    pub now: OffsetDateTime,
-    /// Mint domain codes for public suffixes and free-mail providers too.
-    pub allow_public_domains: bool,
+    /// How rows are minted.
+    pub mint: MintOptions,
+    /// How the recipients file is read.
+    pub read: ReadOptions,
+    /// How the mail-merge file is written.
+    pub merge: MergeOptions,
+    /// Mint a code for every row, even a recipient seen on an earlier row.
+    pub allow_duplicates: bool,
 }
 
 /// What happened to one data row.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum RowEvent<'a> {
     /// A code was minted and the row written.
     Minted,
     /// The row was refused and not written.
     Rejected(Rejection<'a>),
+    /// The row names a recipient an earlier row named: it was not written. The reason says
+    /// which line.
+    Duplicate(Rejection<'a>),
 }
 
-/// A refused row: where it was, why, and its fields as read.
+/// A row set aside: where it was, why, and its fields as read.
 #[derive(Debug)]
 pub struct Rejection<'a> {
     /// 1-based line of the input where the row starts.
     pub line: u64,
-    /// Why, in a sentence fragment such as `invalid email address: it has no `@``.
+    /// Why, in a sentence fragment such as ``invalid email address: it has no `@` ``.
     pub reason: String,
     /// The input fields, to write to a rejects file.
     pub record: &'a csv::ByteRecord,
@@ -56,62 +70,8 @@ pub struct Summary {
     pub minted: u64,
     /// Rows refused.
     pub rejected: u64,
-}
-
-/// Where the columns the batch reads sit in the header.
-struct Columns {
-    audience: usize,
-    kind: Kind,
-    subdomains: Option<usize>,
-    expires_at: Option<usize>,
-}
-
-impl Columns {
-    fn find(header: &csv::ByteRecord) -> Result<Self, Error> {
-        let position = |name: &str| {
-            header.iter().position(|field| {
-                let field = field.strip_prefix("\u{feff}".as_bytes()).unwrap_or(field);
-                field.trim_ascii().eq_ignore_ascii_case(name.as_bytes())
-            })
-        };
-        for added in ["code", "kind"] {
-            if position(added).is_some() {
-                return Err(Error::Batch {
-                    reason: format!(
-                        "the input already has a `{added}` column, which the output adds"
-                    ),
-                });
-            }
-        }
-        let (audience, kind) = match (position("domain"), position("email")) {
-            (Some(domain), _) => (domain, Kind::Domain),
-            (None, Some(email)) => (email, Kind::Email),
-            (None, None) => {
-                return Err(Error::Batch {
-                    reason: "the header row needs an `email` or a `domain` column".to_owned(),
-                });
-            }
-        };
-        Ok(Self {
-            audience,
-            kind,
-            subdomains: position("subdomains"),
-            expires_at: position("expires_at"),
-        })
-    }
-
-    /// Fills `out` with the output row: input fields but `expires_at`, then the added ones.
-    fn output_row(&self, record: &csv::ByteRecord, added: [&[u8]; 3], out: &mut csv::ByteRecord) {
-        out.clear();
-        for (i, field) in record.iter().enumerate() {
-            if Some(i) != self.expires_at {
-                out.push_field(field);
-            }
-        }
-        for field in added {
-            out.push_field(field);
-        }
-    }
+    /// Rows left out as duplicates of an earlier row.
+    pub duplicates: u64,
 }
 
 /// The last expiry formatted, so rows sharing one (the usual case) format it once.
@@ -135,6 +95,16 @@ impl ExpiryText {
 /// them, few enough that the chunks in flight stay small.
 const CHUNK_ROWS: usize = 256;
 
+/// What became of one row of a chunk.
+enum RowResult {
+    /// Minted: its output row ends at this offset of the chunk's output.
+    Minted { end: usize, recipient: RecipientKey },
+    /// Refused, and why.
+    Rejected(String),
+    /// Not UTF-8: the run stops at this row.
+    NotUtf8,
+}
+
 /// A run of consecutive data rows, read by the calling thread, minted by a worker, and written
 /// back in order by the calling thread.
 #[derive(Default)]
@@ -147,12 +117,12 @@ struct Chunk {
     /// The output rows of the minted ones, as CSV.
     output: Vec<u8>,
     /// For each row: minted, or why not.
-    results: Vec<Result<(), String>>,
+    results: Vec<RowResult>,
 }
 
 impl Chunk {
     /// Reads up to [`CHUNK_ROWS`] records; `false` when the input had none left.
-    fn fill<R: Read>(&mut self, reader: &mut csv::Reader<R>) -> Result<bool, csv::Error> {
+    fn fill<R: Read>(&mut self, reader: &mut Recipients<R>) -> Result<bool, Error> {
         self.len = 0;
         while self.len < CHUNK_ROWS {
             if self.records.len() == self.len {
@@ -161,7 +131,7 @@ impl Chunk {
             let Some(record) = self.records.get_mut(self.len) else {
                 break;
             };
-            if !reader.read_byte_record(record)? {
+            if !reader.read_row(record)? {
                 break;
             }
             self.len += 1;
@@ -170,60 +140,54 @@ impl Chunk {
     }
 }
 
-/// What every minting thread shares.
-struct Job<'a> {
-    ring: &'a KeyRing,
+/// One thread's minting: the shared row minter and what the thread reuses from chunk to chunk.
+struct Worker<'a> {
+    minter: RowMinter<'a>,
     columns: &'a Columns,
-    header_len: usize,
-    options: &'a BatchOptions,
-}
-
-/// One thread's minting: the shared job and what the thread reuses from chunk to chunk.
-struct Minter<'a> {
-    job: &'a Job<'a>,
+    raw_cells: bool,
     expiry_text: ExpiryText,
-    out: csv::ByteRecord,
 }
 
-impl<'a> Minter<'a> {
-    fn new(job: &'a Job<'a>) -> Self {
+impl<'a> Worker<'a> {
+    fn new(minter: RowMinter<'a>, columns: &'a Columns, raw_cells: bool) -> Self {
         Self {
-            job,
+            minter,
+            columns,
+            raw_cells,
             expiry_text: ExpiryText::default(),
-            out: csv::ByteRecord::new(),
         }
     }
 
     /// Mints the rows of `chunk` and writes the output rows of those minted to its output.
-    fn mint(&mut self, chunk: &mut Chunk) -> Result<(), Error> {
-        let job = self.job;
+    fn mint(&mut self, chunk: &mut Chunk) {
         chunk.results.clear();
         chunk.output.clear();
-        let mut writer = csv::Writer::from_writer(&mut chunk.output);
         let records = chunk.records.get(..chunk.len).unwrap_or_default();
         for record in records {
-            let minted = if record.len() == job.header_len {
-                mint_row(job.ring, job.columns, record, job.options)
-            } else {
-                // A row with the wrong number of fields is that row's fault, not the file's.
-                Err("it has a different number of fields than the header".to_owned())
-            };
-            let result = match minted {
-                Ok((code, kind, expiry)) => {
+            let result = match self.minter.mint(record) {
+                Ok(minted) => {
                     let added = [
-                        &code.display_bytes()[..],
-                        kind.name().as_bytes(),
-                        self.expiry_text.get(expiry).as_bytes(),
+                        &minted.code.display_bytes()[..],
+                        minted.audience.kind().name().as_bytes(),
+                        self.expiry_text.get(minted.expiry).as_bytes(),
                     ];
-                    job.columns.output_row(record, added, &mut self.out);
-                    writer.write_byte_record(&self.out).map_err(csv_error)?;
-                    Ok(())
+                    merge::write_row(
+                        self.columns,
+                        record,
+                        added,
+                        self.raw_cells,
+                        &mut chunk.output,
+                    );
+                    RowResult::Minted {
+                        end: chunk.output.len(),
+                        recipient: minted.recipient,
+                    }
                 }
-                Err(reason) => Err(reason),
+                Err(RowError::Rejected(reason)) => RowResult::Rejected(reason),
+                Err(RowError::NotUtf8) => RowResult::NotUtf8,
             };
             chunk.results.push(result);
         }
-        writer.flush().map_err(output_error)
     }
 }
 
@@ -231,8 +195,11 @@ impl<'a> Minter<'a> {
 type Queue = std::sync::Mutex<std::sync::mpsc::Receiver<Chunk>>;
 
 /// A helper thread: mints chunks from `queue` until it is closed.
-fn help(job: &Job<'_>, queue: &Queue, done: &std::sync::mpsc::Sender<Result<Chunk, Error>>) {
-    let mut minter = Minter::new(job);
+fn help(
+    mut worker: Worker<'_>,
+    queue: &Queue,
+    done: &std::sync::mpsc::Sender<Result<Chunk, Error>>,
+) {
     loop {
         // The lock is held only to take the next chunk.
         let next = match queue.lock() {
@@ -242,52 +209,47 @@ fn help(job: &Job<'_>, queue: &Queue, done: &std::sync::mpsc::Sender<Result<Chun
         let Some(mut chunk) = next else {
             return;
         };
-        let result = minter.mint(&mut chunk).map(|()| chunk);
-        if done.send(result).is_err() {
+        worker.mint(&mut chunk);
+        if done.send(Ok(chunk)).is_err() {
             return;
         }
     }
 }
 
 /// Reads the recipients CSV from `input` and writes the mail-merge CSV to `output`, calling
-/// `on_row` once a data row, in input order. Memory does not grow with the number of rows.
+/// `on_row` once a data row, in input order.
 ///
 /// Rows are minted a chunk at a time on every core: the calling thread reads, writes, and
 /// mints whenever the next chunk to write is not ready; one helper thread a further core
-/// mints. A bounded number of chunks is in flight, and output keeps the input's order.
+/// mints. A bounded number of chunks is in flight, and output keeps the input's order. Memory
+/// grows only with duplicate detection, 16 bytes and a line number a row, which
+/// [`BatchOptions::allow_duplicates`] turns off.
 ///
 /// # Errors
 ///
-/// [`Error::Batch`] when the header lacks the needed column or reading or writing fails. A bad
-/// row is not an error: it is reported through `on_row` and counted. Rows before a read error
-/// are written and reported before the error is returned.
+/// [`Error::Batch`] when the header lacks the needed column or the CSV cannot be read,
+/// [`Error::NotUtf8`] at the first line that is not UTF-8, [`Error::Io`] when reading or
+/// writing fails. A bad row is not an error: it is reported through `on_row` and counted. Rows
+/// before an error are written and reported before the error is returned.
 pub fn run<R: Read, W: Write>(
-    ring: &KeyRing,
+    ring: &crate::KeyRing,
     input: R,
     mut output: W,
     options: &BatchOptions,
     mut on_row: impl FnMut(RowEvent<'_>),
 ) -> Result<Summary, Error> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .from_reader(input);
-    let header = reader.byte_headers().map_err(csv_error)?.clone();
-    let columns = Columns::find(&header)?;
-    let mut out = csv::ByteRecord::new();
-    let added: [&[u8]; 3] = [b"code", b"kind", b"expires_at"];
-    columns.output_row(&header, added, &mut out);
-    let mut writer = csv::Writer::from_writer(&mut output);
-    writer.write_byte_record(&out).map_err(csv_error)?;
-    writer.flush().map_err(output_error)?;
-    drop(writer);
+    let mut reader = Recipients::open(input, &options.read)?;
+    let header = reader.header().clone();
+    let columns = reader.columns().clone();
+    let mut head = Vec::new();
+    if options.merge.bom {
+        head.extend_from_slice(BOM);
+    }
+    merge::write_row(&columns, &header, ADDED_COLUMNS, true, &mut head);
+    write_output(&mut output, &head)?;
 
-    let job = Job {
-        ring,
-        columns: &columns,
-        header_len: header.len(),
-        options,
-    };
+    let minter = RowMinter::new(ring, &columns, &options.mint);
+    let raw_cells = options.merge.raw_cells;
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let helpers = cores.saturating_sub(1).max(1);
     let (to_queue, queue) = std::sync::mpsc::channel::<Chunk>();
@@ -295,8 +257,9 @@ pub fn run<R: Read, W: Write>(
     let (done_tx, done) = std::sync::mpsc::channel::<Result<Chunk, Error>>();
     let summary = std::thread::scope(|scope| {
         for _ in 0..helpers {
-            let (job, queue, done_tx) = (&job, &queue, done_tx.clone());
-            scope.spawn(move || help(job, queue, &done_tx));
+            let worker = Worker::new(minter.sibling(), &columns, raw_cells);
+            let (queue, done_tx) = (&queue, done_tx.clone());
+            scope.spawn(move || help(worker, queue, &done_tx));
         }
         drop(done_tx);
         let mut driver = Driver {
@@ -308,20 +271,23 @@ pub fn run<R: Read, W: Write>(
             to_queue: &to_queue,
             queue: &queue,
             done: &done,
-            minter: Minter::new(&job),
+            worker: Worker::new(minter.sibling(), &columns, raw_cells),
+            duplicates: (!options.allow_duplicates).then(Duplicates::new),
         };
         let result = driver.drive(&mut on_row);
         // Closing the queue ends the helpers.
         drop(to_queue);
         result
     })?;
-    output.flush().map_err(output_error)?;
+    output
+        .flush()
+        .map_err(|err| Error::io("writing output", &err))?;
     Ok(summary)
 }
 
 /// The calling thread's part of [`run`].
-struct Driver<'a, R, W> {
-    reader: &'a mut csv::Reader<R>,
+struct Driver<'a, R: Read, W> {
+    reader: &'a mut Recipients<R>,
     output: &'a mut W,
     header: &'a csv::ByteRecord,
     in_flight_limit: usize,
@@ -329,7 +295,8 @@ struct Driver<'a, R, W> {
     to_queue: &'a std::sync::mpsc::Sender<Chunk>,
     queue: &'a Queue,
     done: &'a std::sync::mpsc::Receiver<Result<Chunk, Error>>,
-    minter: Minter<'a>,
+    worker: Worker<'a>,
+    duplicates: Option<Duplicates>,
 }
 
 impl<R: Read, W: Write> Driver<'_, R, W> {
@@ -350,7 +317,7 @@ impl<R: Read, W: Write> Driver<'_, R, W> {
                     Ok(more) => more,
                     Err(err) => {
                         // Rows read before the error still count; the error comes after them.
-                        ended = Some(Err(csv_error(err)));
+                        ended = Some(Err(err));
                         chunk.len > 0
                     }
                 };
@@ -382,14 +349,16 @@ impl<R: Read, W: Write> Driver<'_, R, W> {
                     None
                 };
                 let chunk = match taken {
-                    Some(mut chunk) => self.minter.mint(&mut chunk).map(|()| chunk),
+                    Some(mut chunk) => {
+                        self.worker.mint(&mut chunk);
+                        Ok(chunk)
+                    }
                     None => self.done.recv().map_err(|_| helper_gone())?,
                 }?;
                 finished.insert(chunk.sequence, chunk);
             }
             while let Some(chunk) = finished.remove(&next_to_write) {
-                write_output(self.output, &chunk.output)?;
-                report(&chunk, self.header, &mut summary, on_row);
+                self.write_and_report(&chunk, &mut summary, on_row)?;
                 next_to_write += 1;
                 spare.push(chunk);
             }
@@ -401,43 +370,82 @@ impl<R: Read, W: Write> Driver<'_, R, W> {
     fn take_queued(&self) -> Option<Chunk> {
         self.queue.try_lock().ok()?.try_recv().ok()
     }
-}
 
-/// Counts a written chunk's rows and calls `on_row` for each, in order.
-fn report(
-    chunk: &Chunk,
-    header: &csv::ByteRecord,
-    summary: &mut Summary,
-    on_row: &mut impl FnMut(RowEvent<'_>),
-) {
-    for (record, result) in chunk.records.iter().zip(&chunk.results) {
-        summary.rows += 1;
-        match result {
-            Ok(()) => {
-                summary.minted += 1;
-                on_row(RowEvent::Minted);
-            }
-            Err(reason) => {
-                summary.rejected += 1;
-                on_row(RowEvent::Rejected(Rejection {
-                    line: record.position().map_or(0, csv::Position::line),
-                    reason: reason.clone(),
-                    record,
-                    header,
-                }));
+    /// Writes a finished chunk's output rows but duplicates, and reports each row in order.
+    /// Stops at a row that is not UTF-8.
+    fn write_and_report(
+        &mut self,
+        chunk: &Chunk,
+        summary: &mut Summary,
+        on_row: &mut impl FnMut(RowEvent<'_>),
+    ) -> Result<(), Error> {
+        // Output bytes from `written` to `start` are not written yet; runs of rows are written
+        // at once, so a chunk without duplicates is one write.
+        let (mut written, mut start) = (0usize, 0usize);
+        for (record, result) in chunk.records.iter().zip(&chunk.results) {
+            let line = record.position().map_or(0, csv::Position::line);
+            match result {
+                RowResult::Minted { end, recipient } => {
+                    let first = match self.duplicates.as_mut() {
+                        Some(seen) => seen.first_seen(*recipient, line),
+                        None => None,
+                    };
+                    summary.rows += 1;
+                    if let Some(first) = first {
+                        write_output(
+                            self.output,
+                            chunk.output.get(written..start).unwrap_or_default(),
+                        )?;
+                        written = *end;
+                        summary.duplicates += 1;
+                        on_row(RowEvent::Duplicate(Rejection {
+                            line,
+                            reason: format!(
+                                "the same recipient as line {first}: minted once (pass \
+                                 --allow-duplicates to mint one code a row)"
+                            ),
+                            record,
+                            header: self.header,
+                        }));
+                    } else {
+                        summary.minted += 1;
+                        on_row(RowEvent::Minted);
+                    }
+                    start = *end;
+                }
+                RowResult::Rejected(reason) => {
+                    summary.rows += 1;
+                    summary.rejected += 1;
+                    on_row(RowEvent::Rejected(Rejection {
+                        line,
+                        reason: reason.clone(),
+                        record,
+                        header: self.header,
+                    }));
+                }
+                RowResult::NotUtf8 => {
+                    write_output(
+                        self.output,
+                        chunk.output.get(written..start).unwrap_or_default(),
+                    )?;
+                    return Err(Error::NotUtf8 { line });
+                }
             }
         }
+        write_output(
+            self.output,
+            chunk.output.get(written..start).unwrap_or_default(),
+        )
     }
 }
 
 fn write_output<W: Write>(output: &mut W, bytes: &[u8]) -> Result<(), Error> {
-    output.write_all(bytes).map_err(output_error)
-}
-
-fn output_error(err: std::io::Error) -> Error {
-    Error::Batch {
-        reason: format!("writing output: {err}"),
+    if bytes.is_empty() {
+        return Ok(());
     }
+    output
+        .write_all(bytes)
+        .map_err(|err| Error::io("writing output", &err))
 }
 
 fn helper_gone() -> Error {
@@ -446,84 +454,23 @@ fn helper_gone() -> Error {
     }
 }
 
-/// Mints the code for one row, or says why not.
-fn mint_row(
-    ring: &KeyRing,
-    columns: &Columns,
-    record: &csv::ByteRecord,
-    options: &BatchOptions,
-) -> Result<(crate::Code, Kind, Expiry), String> {
-    let field = |index: Option<usize>| -> Result<&str, String> {
-        let bytes = index.and_then(|i| record.get(i)).unwrap_or_default();
-        std::str::from_utf8(bytes)
-            .map(str::trim_ascii)
-            .map_err(|_| "a field is not valid UTF-8".to_owned())
-    };
-    let target = field(Some(columns.audience))?;
-    if target.is_empty() {
-        let name = if columns.kind == Kind::Email {
-            "email"
-        } else {
-            "domain"
-        };
-        return Err(format!("the `{name}` field is empty"));
-    }
-    let kind = match (columns.kind, parse_yes_no(field(columns.subdomains)?)?) {
-        (Kind::Domain, true) => Kind::DomainAndSubdomains,
-        (Kind::Email, true) => return Err("`subdomains` is set on an email row".to_owned()),
-        (kind, _) => kind,
-    };
-    let audience = Audience::new(kind, target).map_err(|err| err.to_string())?;
-    check_audience(&audience, options.allow_public_domains).map_err(|err| err.to_string())?;
-    let expires_at = field(columns.expires_at)?;
-    let expiry = if expires_at.is_empty() {
-        options.default_expiry.ok_or_else(|| {
-            "no expiry: fill `expires_at` or give --expires-in or --expires-at".to_owned()
-        })?
-    } else {
-        let at = OffsetDateTime::parse(expires_at, &Rfc3339).map_err(|_| {
-            "`expires_at` is not an RFC 3339 date and time such as 2026-12-31T00:00:00Z".to_owned()
-        })?;
-        Expiry::from_datetime(at).map_err(|err| err.to_string())?
-    };
-    let expiry = expiry.after(options.now).map_err(|err| err.to_string())?;
-    Ok((mint(ring, &audience, expiry), kind, expiry))
-}
-
-/// `subdomains` values: empty, no, false, 0, n mean no; yes, true, 1, y, x mean yes.
-fn parse_yes_no(text: &str) -> Result<bool, String> {
-    const NO: [&str; 5] = ["", "no", "false", "0", "n"];
-    const YES: [&str; 5] = ["yes", "true", "1", "y", "x"];
-    if NO.iter().any(|no| text.eq_ignore_ascii_case(no)) {
-        Ok(false)
-    } else if YES.iter().any(|yes| text.eq_ignore_ascii_case(yes)) {
-        Ok(true)
-    } else {
-        Err("`subdomains` must be yes or no".to_owned())
-    }
-}
-
-fn csv_error(err: csv::Error) -> Error {
-    let line = err.position().map(csv::Position::line);
-    let reason = match line {
-        Some(line) => format!("CSV line {line}: {err}"),
-        None => format!("CSV: {err}"),
-    };
-    Error::Batch { reason }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{UnixTime, verify};
+    use crate::{KeyRing, UnixTime, verify};
 
     const KEYS: &str = "7:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
     fn options() -> BatchOptions {
         BatchOptions {
-            default_expiry: Some(Expiry::from_unix(1_893_456_000)),
-            now: OffsetDateTime::from_unix_timestamp(1_790_000_000).unwrap(),
-            allow_public_domains: false,
+            mint: MintOptions {
+                default_expiry: Some(Expiry::from_unix(1_893_456_000)),
+                now: time::OffsetDateTime::from_unix_timestamp(1_790_000_000).unwrap(),
+                allow_public_domains: false,
+            },
+            read: ReadOptions::default(),
+            merge: MergeOptions::default(),
+            allow_duplicates: false,
         }
     }
 
@@ -556,6 +503,7 @@ mod tests {
                     rejection.line,
                     String::from_utf8(rejection.record[1].to_vec()).unwrap(),
                 )),
+                RowEvent::Duplicate(_) => panic!("no duplicates here"),
             });
         })
         .unwrap();
@@ -626,10 +574,10 @@ mod tests {
         let mut output = Vec::new();
         let mut seen = 0u64;
         let result = run(&ring, input, &mut output, &options(), |_| seen += 1);
-        let Err(Error::Batch { reason }) = result else {
+        let Err(Error::Io { message, .. }) = result else {
             panic!("expected an error, got {result:?}");
         };
-        assert!(reason.contains("disk on fire"), "{reason}");
+        assert!(message.contains("disk on fire"), "{message}");
         // Every complete row before the failure was reported and the minted ones written.
         assert!(seen >= rows as u64 - 1, "{seen} rows reported");
         let written = csv::Reader::from_reader(output.as_slice())
@@ -648,5 +596,86 @@ mod tests {
         let summary = run(&ring, &b"email,team\n"[..], &mut output, &options(), |_| {}).unwrap();
         assert_eq!(summary, Summary::default());
         assert_eq!(output, b"email,team,code,kind,expires_at\n");
+    }
+
+    #[test]
+    fn duplicates_are_minted_once_unless_allowed() {
+        let ring = KeyRing::parse(KEYS).unwrap();
+        let mut input = String::from("name,email\n");
+        for i in 0..CHUNK_ROWS * 3 {
+            // Every address twice, the second time in another case, chunks apart.
+            input.push_str(&format!("P{i},p{i}@contoso.com\n"));
+        }
+        for i in 0..CHUNK_ROWS * 3 {
+            input.push_str(&format!("Q{i},P{i}@Contoso.com\n"));
+        }
+        let mut output = Vec::new();
+        let mut firsts = Vec::new();
+        let summary = run(&ring, input.as_bytes(), &mut output, &options(), |event| {
+            if let RowEvent::Duplicate(dup) = event {
+                firsts.push((dup.line, dup.reason));
+            }
+        })
+        .unwrap();
+        assert_eq!(summary.minted, CHUNK_ROWS as u64 * 3);
+        assert_eq!(summary.duplicates, CHUNK_ROWS as u64 * 3);
+        assert_eq!(firsts.len(), CHUNK_ROWS * 3);
+        let (line, reason) = &firsts[0];
+        assert_eq!(*line, CHUNK_ROWS as u64 * 3 + 2);
+        assert!(
+            reason.starts_with("the same recipient as line 2:"),
+            "{reason}"
+        );
+        let rows = csv::Reader::from_reader(output.as_slice())
+            .records()
+            .count();
+        assert_eq!(rows, CHUNK_ROWS * 3);
+
+        let allowed = BatchOptions {
+            allow_duplicates: true,
+            ..options()
+        };
+        let mut output = Vec::new();
+        let summary = run(&ring, input.as_bytes(), &mut output, &allowed, |_| {}).unwrap();
+        assert_eq!(summary.minted, CHUNK_ROWS as u64 * 6);
+        assert_eq!(summary.duplicates, 0);
+    }
+
+    #[test]
+    fn a_row_that_is_not_utf8_stops_the_run_at_its_line() {
+        let ring = KeyRing::parse(KEYS).unwrap();
+        let mut input = b"name,email\nAlice,alice@contoso.com\n".to_vec();
+        input.extend_from_slice(b"Zo\xeb,zoe@contoso.com\nBob,bob@contoso.com\n");
+        let mut output = Vec::new();
+        let result = run(&ring, input.as_slice(), &mut output, &options(), |_| {});
+        assert_eq!(result, Err(Error::NotUtf8 { line: 3 }));
+    }
+
+    #[test]
+    fn formula_cells_are_neutralised_unless_raw() {
+        let ring = KeyRing::parse(KEYS).unwrap();
+        let input = "name;email\n=HYPERLINK(\"x\");a@contoso.com\n";
+        let mut output = Vec::new();
+        run(&ring, input.as_bytes(), &mut output, &options(), |_| {}).unwrap();
+        let text = String::from_utf8(output).unwrap();
+        assert!(
+            text.contains("\"'=HYPERLINK(\"\"x\"\")\",a@contoso.com,"),
+            "{text}"
+        );
+        let raw = BatchOptions {
+            merge: MergeOptions {
+                raw_cells: true,
+                bom: true,
+            },
+            ..options()
+        };
+        let mut output = Vec::new();
+        run(&ring, input.as_bytes(), &mut output, &raw, |_| {}).unwrap();
+        assert!(output.starts_with(BOM));
+        let text = String::from_utf8(output).unwrap();
+        assert!(
+            text.contains("\"=HYPERLINK(\"\"x\"\")\",a@contoso.com,"),
+            "{text}"
+        );
     }
 }

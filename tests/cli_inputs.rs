@@ -1,0 +1,358 @@
+//! Everyday inputs: spreadsheets as Excel writes them, dates for expiry, flags that cannot
+//! take effect, byte order marks, both key variables, and the free-mail list.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use support::*;
+
+fn batch(dir: &std::path::Path, extra: &[&str], input: &[u8]) -> std::process::Output {
+    run_with_stdin(
+        invitegate(dir)
+            .args(["batch", "--keys-file", "keys.txt", "--expires-in", "30d"])
+            .args(extra),
+        input,
+    )
+}
+
+fn rows(output: &[u8]) -> Vec<csv::StringRecord> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(output);
+    reader.records().map(Result::unwrap).collect()
+}
+
+#[test]
+fn excel_semicolons_headers_and_bom_are_read() {
+    let dir = with_keys();
+    let input = "\u{feff}First Name;E-mail Address;Team\r\nAlice;alice@contoso.com;red\r\n\
+                 Bob;bob@contoso.com;blue\r\n";
+    let out = batch(dir.path(), &["-"], input.as_bytes());
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    let merged = rows(&out.stdout);
+    assert_eq!(
+        merged[0],
+        vec![
+            "First Name",
+            "E-mail Address",
+            "Team",
+            "code",
+            "kind",
+            "expires_at"
+        ]
+    );
+    assert_eq!(merged.len(), 3);
+    assert_eq!(&merged[1][1], "alice@contoso.com");
+    let ok = run(invitegate(dir.path()).args([
+        "verify",
+        "--keys-file",
+        "keys.txt",
+        "--email",
+        "alice@contoso.com",
+        &merged[1][3],
+    ]));
+    assert_eq!(status(&ok), 0, "{}", stdout(&ok));
+
+    for (header, extra) in [
+        ("name\temail\n", &[][..]),
+        (
+            "Name|Courriel\n",
+            &["--delimiter", "|", "--email-column", "courriel"][..],
+        ),
+        ("Name;EMAIL\n", &[][..]),
+        ("Name,Mail\n", &[][..]),
+    ] {
+        let delimiter = header
+            .chars()
+            .find(|c| ['\t', '|', ';', ','].contains(c))
+            .unwrap();
+        let input = format!("{header}Carol{delimiter}carol@contoso.com\n");
+        let out = batch(dir.path(), &[extra, &["-"]].concat(), input.as_bytes());
+        assert_eq!(status(&out), 0, "{header:?}: {}", stderr(&out));
+        let merged = rows(&out.stdout);
+        assert_eq!(merged.len(), 2, "{header:?}");
+        assert_eq!(&merged[1][1], "carol@contoso.com", "{header:?}");
+    }
+    let named_nowhere = batch(
+        dir.path(),
+        &["--email-column", "Courriel", "-"],
+        b"email\nx@y.com\n",
+    );
+    assert_eq!(status(&named_nowhere), 2);
+    assert!(
+        stderr(&named_nowhere).contains("--email-column"),
+        "{}",
+        stderr(&named_nowhere)
+    );
+}
+
+#[test]
+fn windows_1252_is_decoded_when_named_and_refused_otherwise() {
+    let dir = with_keys();
+    let input = b"name,email\nAlice,alice@contoso.com\nZo\xeb,zoe@contoso.com\n";
+    let refused = batch(dir.path(), &["-"], input);
+    assert_eq!(status(&refused), 2);
+    let err = stderr(&refused);
+    assert!(err.contains("line 3 is not valid UTF-8"), "{err}");
+    assert!(err.contains("--encoding windows-1252"), "{err}");
+    assert!(!String::from_utf8_lossy(&refused.stdout).contains('\u{fffd}'));
+
+    let decoded = batch(
+        dir.path(),
+        &["--encoding", "windows-1252", "--bom", "-"],
+        input,
+    );
+    assert_eq!(status(&decoded), 0, "{}", stderr(&decoded));
+    assert!(decoded.stdout.starts_with("\u{feff}name,email,".as_bytes()));
+    let text = String::from_utf8(decoded.stdout).unwrap();
+    assert!(text.contains("\nZoë,zoe@contoso.com,"), "{text}");
+    let unknown = batch(dir.path(), &["--encoding", "klingon", "-"], input);
+    assert_eq!(status(&unknown), 2);
+    assert!(
+        stderr(&unknown).contains("--encoding klingon"),
+        "{}",
+        stderr(&unknown)
+    );
+}
+
+#[test]
+fn formula_cells_are_neutralised_unless_raw() {
+    let dir = with_keys();
+    let input = "name,email,note\n=HYPERLINK(\"http://evil\"),a@contoso.com,+1\n\
+                 @SUM(A1),b@contoso.com,-2\n";
+    let out = batch(dir.path(), &["-"], input.as_bytes());
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    let safe = rows(&out.stdout);
+    assert_eq!(&safe[1][0], "'=HYPERLINK(\"http://evil\")");
+    assert_eq!(&safe[1][2], "'+1");
+    assert_eq!(&safe[2][0], "'@SUM(A1)");
+    assert_eq!(&safe[2][2], "'-2");
+    let raw = batch(dir.path(), &["--raw-cells", "-"], input.as_bytes());
+    let raw = rows(&raw.stdout);
+    assert_eq!(&raw[1][0], "=HYPERLINK(\"http://evil\")");
+    assert_eq!(&raw[2][2], "-2");
+}
+
+#[test]
+fn duplicates_are_reported_and_minted_once() {
+    let dir = with_keys();
+    let input = "name,email\nAlice,alice@contoso.com\nBob,bob@contoso.com\nAlice again,ALICE@contoso.com \n";
+    let out = batch(dir.path(), &["-"], input.as_bytes());
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("line 4: the same recipient as line 2"),
+        "{err}"
+    );
+    assert!(
+        err.contains("3 rows read, 2 codes minted, 0 rows rejected, 1 duplicates left out"),
+        "{err}"
+    );
+    assert_eq!(rows(&out.stdout).len(), 3);
+    let allowed = batch(dir.path(), &["--allow-duplicates", "-"], input.as_bytes());
+    assert_eq!(status(&allowed), 0);
+    assert_eq!(rows(&allowed.stdout).len(), 4);
+}
+
+fn mint_expiry(dir: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    run(invitegate(dir)
+        .args([
+            "mint",
+            "--keys-file",
+            "keys.txt",
+            "--email",
+            "a@contoso.com",
+            "--json",
+        ])
+        .args(extra))
+}
+
+#[test]
+fn expires_at_takes_a_date_as_the_end_of_that_day() {
+    let dir = with_keys();
+    for (extra, expected) in [
+        (&["--expires-at", "2099-01-01"][..], "2099-01-01T23:59:59Z"),
+        (
+            &["--expires-at", "2099-07-01", "--tz", "Europe/Paris"][..],
+            "2099-07-01T21:59:59Z",
+        ),
+        (
+            &["--expires-at", "2099-01-01", "--tz", "Europe/Paris"][..],
+            "2099-01-01T22:59:59Z",
+        ),
+        (
+            &["--expires-at", "2099-01-01", "--tz", "-05:00"][..],
+            "2099-01-02T04:59:59Z",
+        ),
+        (
+            &["--expires-at", "2099-01-01T12:00:00+01:00"][..],
+            "2099-01-01T11:00:00Z",
+        ),
+    ] {
+        let out = mint_expiry(dir.path(), extra);
+        assert_eq!(status(&out), 0, "{extra:?}: {}", stderr(&out));
+        let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(json["expires_at"], expected, "{extra:?}");
+    }
+    for (extra, names) in [
+        (
+            &[
+                "--expires-at",
+                "2099-01-01T12:00:00Z",
+                "--tz",
+                "Europe/Paris",
+            ][..],
+            "--tz",
+        ),
+        (&["--expires-in", "1d", "--tz", "Europe/Paris"][..], "--tz"),
+        (
+            &["--expires-at", "2099-01-01", "--tz", "Mars/Olympus"][..],
+            "--tz Mars/Olympus",
+        ),
+        (&["--expires-at", "01/02/2099"][..], "--expires-at"),
+    ] {
+        let out = mint_expiry(dir.path(), extra);
+        assert_eq!(status(&out), 2, "{extra:?}");
+        assert!(stderr(&out).contains(names), "{extra:?}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn ineffective_flags_are_usage_errors_that_name_the_flag() {
+    let dir = with_keys();
+    std::fs::write(dir.path().join("in.csv"), "email\na@contoso.com\n").unwrap();
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &[
+                "mint",
+                "--keys-file",
+                "keys.txt",
+                "--email",
+                "a@contoso.com",
+                "--subdomains",
+                "--expires-in",
+                "1d",
+            ],
+            "--subdomains",
+        ),
+        (
+            &[
+                "batch",
+                "--keys-file",
+                "keys.txt",
+                "--expires-in",
+                "1d",
+                "--rejects",
+                "bad.csv",
+                "in.csv",
+            ],
+            "--rejects",
+        ),
+        (
+            &[
+                "batch",
+                "--keys-file",
+                "keys.txt",
+                "--expires-in",
+                "1d",
+                "--delimiter",
+                "ab",
+                "in.csv",
+            ],
+            "--delimiter",
+        ),
+    ];
+    for (args, flag) in cases {
+        let out = run(invitegate(dir.path()).args(args));
+        assert_eq!(status(&out), 2, "{args:?}");
+        assert!(stderr(&out).contains(flag), "{args:?}: {}", stderr(&out));
+        assert!(stdout(&out).is_empty());
+    }
+    assert!(!dir.path().join("bad.csv").exists());
+}
+
+#[test]
+fn byte_order_marks_in_rings_and_deny_lists_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("keys.txt"), format!("\u{feff}{KEY_7}\r\n")).unwrap();
+    set_mode(&dir.path().join("keys.txt"), 0o600);
+    std::fs::write(
+        dir.path().join("deny.txt"),
+        format!("\u{feff}{ALICE_CODE}\r\n"),
+    )
+    .unwrap();
+    let out = run(invitegate(dir.path()).args([
+        "verify",
+        "--keys-file",
+        "keys.txt",
+        "--deny-list",
+        "deny.txt",
+        "--email",
+        "alice@contoso.com",
+        "--at",
+        BEFORE_2030,
+        ALICE_CODE,
+    ]));
+    assert_eq!(status(&out), 1, "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("revoked: "), "{}", stdout(&out));
+    let add = run(invitegate(dir.path()).args(["keygen", "--add-to", "keys.txt", "--stage"]));
+    assert_eq!(status(&add), 0, "{}", stderr(&add));
+}
+
+#[test]
+fn both_key_variables_use_the_file_with_a_warning() {
+    let dir = with_keys();
+    let out = run(invitegate(dir.path())
+        .args([
+            "verify",
+            "--email",
+            "alice@contoso.com",
+            "--at",
+            BEFORE_2030,
+            ALICE_CODE,
+        ])
+        .env("INVITEGATE_KEYS_FILE", "keys.txt")
+        .env("INVITEGATE_KEYS", KEY_8));
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("valid: "));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning: both INVITEGATE_KEYS_FILE and INVITEGATE_KEYS are set; using INVITEGATE_KEYS_FILE"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_free_mail_list_covers_country_domains_and_shared_tenants() {
+    let dir = with_keys();
+    for args in [
+        &["--domain", "hotmail.fr"][..],
+        &["--domain", "outlook.fr"],
+        &["--domain", "hotmail.co.uk"],
+        &["--domain", "yahoo.fr"],
+        &["--domain", "gmx.at"],
+        &["--domain", "onmicrosoft.com"],
+        &["--domain", "onmicrosoft.com", "--subdomains"],
+    ] {
+        let out = run(invitegate(dir.path())
+            .args(["mint", "--keys-file", "keys.txt", "--expires-in", "1d"])
+            .args(args));
+        assert_eq!(status(&out), 2, "{args:?}");
+        assert!(
+            stderr(&out).contains("refusing a domain code"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    let tenant = run(invitegate(dir.path()).args([
+        "mint",
+        "--keys-file",
+        "keys.txt",
+        "--expires-in",
+        "1d",
+        "--domain",
+        "contoso.onmicrosoft.com",
+    ]));
+    assert_eq!(status(&tenant), 0, "{}", stderr(&tenant));
+}
