@@ -410,7 +410,7 @@ impl BearerAuth {
     pub fn describe(&self) -> String {
         format!(
             "entra bearer tokens from issuer {} for audience {}, caller {}, keys from {} \
-             ({} keys, refreshed every {}, leeway {})",
+             (usable keys: {}, refreshed every {}, leeway {})",
             self.config.issuer,
             self.config.audiences.join(" or "),
             ENTRA_CALLER_APP_ID,
