@@ -1,13 +1,23 @@
 //! How each endpoint authenticates its caller: HTTP Basic (B2C user flows and custom
-//! policies), an API key in a named header (custom policies), or none when named as such.
+//! policies), an API key in a named header (custom policies), Entra External ID bearer tokens
+//! (JWT, keys from the tenant's JWKS), or none when named as such.
 
 pub mod api_key;
 pub mod basic;
+pub mod bearer;
+pub mod dev_token;
+pub mod jwks;
+
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use warp::http::{HeaderValue, header};
 
 pub use api_key::ApiKey;
 pub use basic::BasicAuth;
+pub use bearer::{BearerAuth, BearerConfig, ENTRA_CALLER_APP_ID, TokenRejection};
+pub use dev_token::DevSigner;
+pub use jwks::{JwksSource, KeySetError};
 
 /// Who may call an endpoint.
 #[derive(Debug)]
@@ -19,6 +29,8 @@ pub enum Auth {
     Basic(BasicAuth),
     /// A key in a named header.
     ApiKey(ApiKey),
+    /// A bearer JWT issued by Entra External ID.
+    Bearer(Arc<BearerAuth>),
 }
 
 /// Why a request was refused: `reason` goes to the log, `message` to the body.
@@ -36,7 +48,7 @@ impl Auth {
     pub fn header_name(&self) -> &'static str {
         match self {
             Self::ApiKey(key) => key.header(),
-            Self::None | Self::Basic(_) => header::AUTHORIZATION.as_str(),
+            Self::None | Self::Basic(_) | Self::Bearer(_) => header::AUTHORIZATION.as_str(),
         }
     }
 
@@ -45,6 +57,7 @@ impl Auth {
     pub fn challenge(&self) -> Option<&'static str> {
         match self {
             Self::Basic(_) => Some("Basic realm=\"invitegate\""),
+            Self::Bearer(_) => Some("Bearer"),
             Self::None | Self::ApiKey(_) => None,
         }
     }
@@ -56,6 +69,7 @@ impl Auth {
             Self::None => "NO AUTHENTICATION (--insecure-no-auth)".to_owned(),
             Self::Basic(_) => "HTTP Basic".to_owned(),
             Self::ApiKey(key) => format!("API key in header {}", key.header()),
+            Self::Bearer(bearer) => format!("Entra bearer token: {}", bearer.describe()),
         }
     }
 
@@ -84,6 +98,15 @@ impl Auth {
                 },
                 message: "missing or wrong API key",
             }),
+            Self::Bearer(bearer) => {
+                bearer
+                    .check(bytes, SystemTime::now())
+                    .await
+                    .map_err(|rejection| Denied {
+                        reason: rejection.reason(),
+                        message: "missing or invalid bearer token",
+                    })
+            }
         }
     }
 }
