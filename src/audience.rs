@@ -423,14 +423,20 @@ impl fmt::Display for Audience<'_> {
 
 /// The domain and each suffix that drops leading labels while at least two labels remain:
 /// `a.b.contoso.com`, `b.contoso.com`, `contoso.com`. A one-label domain yields itself only.
+///
+/// Linear in the domain's length: the dots are counted once, and each step reads only the
+/// label it drops. Every candidate is a slice of `domain`.
 pub(crate) fn domain_candidates(domain: &str) -> impl Iterator<Item = &str> {
+    let mut dots = domain.bytes().filter(|&b| b == b'.').count();
     let mut next = Some(domain);
     std::iter::from_fn(move || {
         let current = next?;
-        next = current
-            .split_once('.')
-            .map(|(_, rest)| rest)
-            .filter(|rest| rest.contains('.'));
+        next = if dots >= 2 {
+            dots -= 1;
+            current.split_once('.').map(|(_, rest)| rest)
+        } else {
+            None
+        };
         Some(current)
     })
 }
@@ -448,6 +454,23 @@ mod tests {
             domain_candidates("contoso.com").collect::<Vec<_>>(),
             ["contoso.com"]
         );
+    }
+
+    #[test]
+    fn candidates_are_linear_slices() {
+        // 127 one-letter labels, 253 octets: 126 candidates, each a suffix of the domain.
+        let domain = ["x"; 127].join(".");
+        assert_eq!(domain.len(), MAX_DOMAIN_OCTETS);
+        let all: Vec<&str> = domain_candidates(&domain).collect();
+        assert_eq!(all.len(), 126);
+        for (i, candidate) in all.iter().enumerate() {
+            assert_eq!(candidate.len(), MAX_DOMAIN_OCTETS - 2 * i);
+            assert!(std::ptr::eq(
+                candidate.as_bytes(),
+                &domain.as_bytes()[2 * i..]
+            ));
+        }
+        assert_eq!(all.last(), Some(&"x.x"));
     }
 
     /// A name of exactly `octets` octets: labels of 63 `x`s, the last one shorter.
