@@ -19,8 +19,9 @@ pub const MAX_LABEL_OCTETS: usize = 63;
 /// label.
 ///
 /// Borrows the input when it is already normal, so the common case does not allocate. The
-/// work is linear in the input's length: the DNS limits are checked before UTS #46 runs
-/// wherever the input alone decides them.
+/// work is linear in the input's length, and an over-long name is refused before UTS #46
+/// validates and encodes it: an ASCII name on its own length, any other on a lower bound read
+/// from its mapped form.
 ///
 /// # Errors
 ///
@@ -39,7 +40,7 @@ pub fn normalize_domain(text: &str) -> Result<Cow<'_, str>, Error> {
             return Ok(Cow::Borrowed(trimmed));
         }
     } else {
-        check_ascii_floor(trimmed)?;
+        check_mapped_floor(trimmed)?;
     }
     let ascii =
         idna::domain_to_ascii_cow(trimmed.as_bytes(), idna::AsciiDenyList::URL).map_err(|_| {
@@ -61,25 +62,47 @@ pub fn normalize_domain(text: &str) -> Result<Cow<'_, str>, Error> {
     Ok(ascii)
 }
 
-/// Refuses, before UTS #46 runs, a name that holds more ASCII letters, digits, `-` and `.`
-/// than DNS allows octets in a whole name.
+/// Refuses, before UTS #46 validates and encodes anything, a name whose mapped form already
+/// breaks a DNS limit, reading no more of it than it takes to tell.
 ///
-/// Each of those bytes becomes its own octet of the ToASCII result: it maps to itself (upper
-/// case to lower case), or a letter or digit composes with the marks after it into one code
-/// point, which Punycode spells with at least one octet. Other code points can vanish (UTS #46
-/// ignores soft hyphens, variation selectors and a few more), so they bound nothing here; what
-/// they cost is linear in their number, and the `idna` crate refuses a label of more than 1000
-/// code points before its quadratic Punycode step.
-fn check_ascii_floor(domain: &str) -> Result<(), Error> {
-    let floor = domain
-        .bytes()
-        .filter(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-        .count();
-    if floor > MAX_DOMAIN_OCTETS {
-        return Err(Error::DomainTooLong {
-            octets: floor,
-            exact: false,
-        });
+/// UTS #46 maps and NFC-normalizes first; every code point of that mapped form (other than the
+/// dots between labels) becomes at least one octet of the result: an ASCII one exactly one,
+/// and a label with any other code point is spelled `xn--` and Punycode, which gives each of
+/// them at least one octet. So the mapped form, walked lazily, gives a lower bound for each
+/// label and for the name that only grows. What vanishes in the mapping (soft hyphens,
+/// variation selectors, ...) costs a step each and bounds nothing, as the spec wants: the
+/// result is what is judged. The walk stops at the first limit broken, before the `idna`
+/// crate's validation and its quadratic Punycode encoding ever see a 64 KiB name.
+fn check_mapped_floor(domain: &str) -> Result<(), Error> {
+    let mapper = icu_normalizer::uts46::Uts46MapperBorrowed::new();
+    let mut before = 0; // octets of the labels before this one, with their dots
+    let mut label = 1;
+    let mut octets = 0;
+    let mut punycode = false;
+    for c in mapper.map_normalize(domain.chars()) {
+        if c == '.' {
+            before += octets + if punycode { 4 } else { 0 } + 1;
+            label += 1;
+            octets = 0;
+            punycode = false;
+            continue;
+        }
+        octets += 1;
+        punycode |= !c.is_ascii();
+        let floor = octets + if punycode { 4 } else { 0 };
+        if floor > MAX_LABEL_OCTETS {
+            return Err(Error::DomainLabelTooLong {
+                label,
+                octets: floor,
+                exact: false,
+            });
+        }
+        if before + floor > MAX_DOMAIN_OCTETS {
+            return Err(Error::DomainTooLong {
+                octets: before + floor,
+                exact: false,
+            });
+        }
     }
     Ok(())
 }
@@ -179,15 +202,16 @@ fn plain_address(address: &[u8]) -> Option<usize> {
     // came after the last byte makes a trailing dot (or an empty domain) an empty label, as a
     // leading one is below.
     let window = address.len().saturating_sub(MAX_DOMAIN_OCTETS + 1);
+    let tail = address.get(window..)?;
     let mut previous = DOT;
     let mut all = DOMAIN;
     let mut doubled = 0;
     let mut label = 0;
     let mut longest = 0;
     let mut at = None;
-    for (i, &b) in address.iter().enumerate().skip(window).rev() {
+    for (i, &b) in tail.iter().enumerate().rev() {
         if b == b'@' {
-            at = Some(i);
+            at = Some(window + i);
             break;
         }
         let class = ADDRESS_CLASS[usize::from(b)];
@@ -602,12 +626,24 @@ mod tests {
             EmailAddress::parse(&email),
             Err(Error::DomainTooLong { exact: true, .. })
         ));
-        // Not ASCII: its letters, digits, `-` and `.` alone are too many octets.
-        let mixed = format!("{}com", "ä.".repeat(22 * 1024));
+        // Not ASCII: refused as soon as the mapped labels read so far are too long. 42 labels
+        // `ä` make at least 251 octets (`xn--` and one more each, and the dots), 43 at least 257.
+        let mixed = format!("{}com", "ä\u{3002}".repeat(22 * 1024));
         assert_eq!(
             normalize_domain(&mixed),
             Err(Error::DomainTooLong {
-                octets: 22 * 1024 + 3,
+                octets: 257,
+                exact: false
+            })
+        );
+        let cjk: String = (0..1000)
+            .filter_map(|i| char::from_u32(0x4E00 + i))
+            .collect();
+        assert_eq!(
+            normalize_domain(&format!("{}.{cjk}", "a".repeat(60))),
+            Err(Error::DomainLabelTooLong {
+                label: 2,
+                octets: 64,
                 exact: false
             })
         );
@@ -626,7 +662,7 @@ mod tests {
             ),
             (
                 normalize_domain(&format!("{}com", "ä.".repeat(300))).map(|_| ()),
-                "domain is at least 303 octets; DNS allows at most 253",
+                "domain is at least 257 octets; DNS allows at most 253",
             ),
             (
                 normalize_domain(&format!("eu.{}.com", "a".repeat(70))).map(|_| ()),

@@ -173,15 +173,27 @@ proptest! {
     }
 }
 
-/// A domain whose labels and whole length straddle the DNS limits: short labels, and labels
-/// of 60 to 66 octets, up to five of them (so totals run from a few octets to about 330).
+/// A domain whose labels and whole length straddle the DNS limits: short labels, labels of 60
+/// to 66 octets, and labels whose Punycode form is about that long (57 `ä` make 63 octets),
+/// up to five of them (so totals run from a few octets to about 330), separated by `.` or by
+/// the ideographic full stop that UTS #46 maps to it.
 fn domain_near_dns_limits() -> impl Strategy<Value = String> {
     let label = prop_oneof![
-        2 => "[a-zA-Z0-9]{1,8}",
-        1 => "[a-zA-Z0-9]{60,66}",
+        4 => "[a-zA-Z0-9]{1,8}",
+        2 => "[a-zA-Z0-9]{60,66}",
         1 => "[a-z]{20,40}[äöü][a-z]{0,20}",
+        1 => "[äöüÄ]{54,61}",
     ];
-    prop::collection::vec(label, 1..6).prop_map(|labels| labels.join("."))
+    prop::collection::vec((label, prop::bool::weighted(0.9)), 1..6).prop_map(|labels| {
+        let mut domain = String::new();
+        for (label, ascii_dot) in labels {
+            if !domain.is_empty() {
+                domain.push(if ascii_dot { '.' } else { '\u{3002}' });
+            }
+            domain.push_str(&label);
+        }
+        domain
+    })
 }
 
 proptest! {
