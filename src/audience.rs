@@ -194,8 +194,8 @@ static ADDRESS_CLASS: [u8; 256] = {
 /// lower-case letters, digits, `-` and `.` with no empty label and no `--` (so no `xn--`
 /// label, which UTS #46 would decode and check), within the DNS limits. Such an address has
 /// nothing to trim, its local part has no upper case, and its domain passes [`is_plain_ldh`]
-/// and the label check, so normalization returns it unchanged. One pass a part, a table look-up a byte; the unit
-/// tests check it against the full steps.
+/// and the label check, so normalization returns it unchanged. One pass a part, a table
+/// look-up a byte; the unit tests check it against the full steps.
 fn plain_address(address: &[u8]) -> Option<usize> {
     // The domain first, right to left up to the `@`, over no more bytes than DNS allows a
     // name: an `@` further left leaves a domain too long for this path. Starting as if a dot
@@ -266,8 +266,9 @@ impl<'a> EmailAddress<'a> {
     /// Section 4 step by step, for any address [`plain_address`] does not vouch for.
     fn parse_general(text: &'a str) -> Result<Self, Error> {
         let trimmed = text.trim_ascii();
-        // A plain reverse scan: addresses are short, and memrchr's set-up costs more here.
-        let Some(at) = trimmed.bytes().rposition(|b| b == b'@') else {
+        // `rfind` searches a word at a time: a few nanoseconds more for a short address, much
+        // less for the 64 KiB ones a hostile client sends, which are refused below.
+        let Some(at) = trimmed.rfind('@') else {
             return Err(Error::InvalidEmail {
                 reason: "it has no `@`",
             });
