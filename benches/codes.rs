@@ -3,6 +3,11 @@
 //!
 //! `cargo bench --bench codes` prints criterion's figures, then each one's ratio to the
 //! baseline. Target: verifying a valid email code costs at most 1.5 times the baseline.
+//!
+//! A second group bounds what one address can cost: a domain+subdomains code verified for
+//! the cheapest address, for the dearest one DNS allows (253 octets of 127 one-letter labels,
+//! 126 candidate audiences), and for 64 KiB domains (ASCII, and CJK) that normalization
+//! refuses; it prints the others as ratios of the first.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -83,7 +88,66 @@ fn codes(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, codes);
+const DNS_GROUP: &str = "dns_bounds";
+
+fn dns_bounds(c: &mut Criterion) {
+    let ring = KeyRing::parse(&format!("7:{KEY}")).expect("ring");
+    let options = VerifyOptions::default();
+    let now = UnixTime::from_unix(1_790_000_000);
+    let expiry = Expiry::from_unix(1_893_456_000);
+    let code_for = |domain: &str| {
+        let audience = Audience::domain_and_subdomains(domain).expect("audience");
+        mint(&ring, &audience, expiry).to_string()
+    };
+    let contoso = code_for("contoso.com");
+    // The dearest accepted address: the most labels DNS allows, matched only by the last
+    // candidate, so every one of the 126 is tried.
+    let last_two = code_for("y.z");
+    let worst = format!("a@{}y.z", "x.".repeat(125));
+    assert_eq!(worst.len() - 2, 253);
+    // What a hostile client sent before names were bounded: 32,000 labels and more.
+    let rejected = format!("a@{}contoso.com", "a.".repeat(32_763));
+    assert!(rejected.len() > 64 * 1024);
+    // The same size in labels of 1000 distinct CJK characters, which UTS #46 would validate
+    // and Punycode-encode at quadratic cost if nothing bounded them first.
+    let cjk: String = (0..1000)
+        .filter_map(|i| char::from_u32(0x4E00 + i))
+        .collect();
+    let rejected_idn = format!("a@{}", vec![cjk; 22].join("."));
+    assert!(rejected_idn.len() > 64 * 1024);
+    let cases = [
+        ("best_a_at_contoso", &contoso, "a@contoso.com", "valid"),
+        (
+            "worst_accepted_126_candidates",
+            &last_two,
+            worst.as_str(),
+            "valid",
+        ),
+        (
+            "rejected_64_kib_domain",
+            &contoso,
+            rejected.as_str(),
+            "not-valid",
+        ),
+        (
+            "rejected_64_kib_idn_domain",
+            &contoso,
+            rejected_idn.as_str(),
+            "not-valid",
+        ),
+    ];
+    let mut group = c.benchmark_group(DNS_GROUP);
+    for (name, code, email, outcome) in cases {
+        // Measure what the name says, not a typo in the set-up.
+        assert_eq!(verify(&ring, code, email, now, &options).name(), outcome);
+        group.bench_function(name, |b| {
+            b.iter(|| verify(&ring, black_box(code), black_box(email), now, &options))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, codes, dns_bounds);
 
 fn main() {
     benches();
@@ -97,6 +161,15 @@ fn main() {
             "verify_subdomains_4_labels",
             "mint_email",
             "parse",
+        ],
+    );
+    common::print_ratios(
+        DNS_GROUP,
+        "best_a_at_contoso",
+        &[
+            "worst_accepted_126_candidates",
+            "rejected_64_kib_domain",
+            "rejected_64_kib_idn_domain",
         ],
     );
 }

@@ -126,6 +126,33 @@ pub enum Error {
         /// The signing key's id.
         key_id: u8,
     },
+    /// A domain longer in all than DNS allows once normalized.
+    #[error(
+        "domain is {}{octets} octets; DNS allows at most {max}",
+        if *.exact { "" } else { "at least " },
+        max = crate::audience::MAX_DOMAIN_OCTETS
+    )]
+    DomainTooLong {
+        /// Its length in octets after normalization, without the dropped trailing dot.
+        octets: usize,
+        /// Whether `octets` is the length itself, or only a lower bound found before the
+        /// expensive steps of normalization were spent on it.
+        exact: bool,
+    },
+    /// A domain with a label longer than DNS allows once normalized.
+    #[error(
+        "domain label {label} is {}{octets} octets; DNS allows at most {max} a label",
+        if *.exact { "" } else { "at least " },
+        max = crate::audience::MAX_LABEL_OCTETS
+    )]
+    DomainLabelTooLong {
+        /// 1-based position of the label, counted from the left.
+        label: usize,
+        /// Its length in octets after normalization.
+        octets: usize,
+        /// Whether `octets` is the length itself or only a lower bound.
+        exact: bool,
+    },
 }
 
 impl Error {

@@ -173,6 +173,71 @@ proptest! {
     }
 }
 
+/// A domain whose labels and whole length straddle the DNS limits: short labels, labels of 60
+/// to 66 octets, and labels whose Punycode form is about that long (57 `ä` make 63 octets),
+/// up to five of them (so totals run from a few octets to about 330), separated by `.` or by
+/// the ideographic full stop that UTS #46 maps to it.
+fn domain_near_dns_limits() -> impl Strategy<Value = String> {
+    let label = prop_oneof![
+        4 => "[a-zA-Z0-9]{1,8}",
+        2 => "[a-zA-Z0-9]{60,66}",
+        1 => "[a-z]{20,40}[äöü][a-z]{0,20}",
+        1 => "[äöüÄ]{54,61}",
+    ];
+    prop::collection::vec((label, prop::bool::weighted(0.9)), 1..6).prop_map(|labels| {
+        let mut domain = String::new();
+        for (label, ascii_dot) in labels {
+            if !domain.is_empty() {
+                domain.push(if ascii_dot { '.' } else { '\u{3002}' });
+            }
+            domain.push_str(&label);
+        }
+        domain
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    /// Domain normalization agrees with the `idna` crate's own UTS #46 ToASCII with
+    /// VerifyDnsLength on, both on the fast path (plain lower-case input) and on the full one.
+    #[test]
+    fn dns_limits_agree_with_idna(domain in domain_near_dns_limits(), lower in any::<bool>()) {
+        let domain = if lower { domain.to_lowercase() } else { domain };
+        let ours = invitegate::normalize_domain(&domain).ok();
+        let by_idna = idna::uts46::Uts46::new()
+            .to_ascii(
+                domain.as_bytes(),
+                idna::AsciiDenyList::URL,
+                idna::uts46::Hyphens::Allow,
+                idna::uts46::DnsLength::Verify,
+            )
+            .ok();
+        prop_assert_eq!(ours.as_deref(), by_idna.as_deref(), "{}", domain);
+    }
+
+    /// Addresses near the DNS limits normalize the same on the fast path (already normal) and
+    /// the full one (upper case, padding, trailing dot): both refuse, or both give one address.
+    #[test]
+    fn dns_limits_hold_on_every_path(
+        local in "[a-zA-Z0-9._+-]{1,12}",
+        domain in domain_near_dns_limits(),
+        dot in any::<bool>(),
+    ) {
+        let normal = format!("{}@{}", local.to_lowercase(), domain.to_lowercase());
+        let spelled = format!(" {local}@{domain}{} ", if dot { "." } else { "" });
+        let from_normal = EmailAddress::parse(&normal).map(|a| a.as_str().to_owned());
+        let from_spelled = EmailAddress::parse(&spelled).map(|a| a.as_str().to_owned());
+        prop_assert_eq!(from_normal.is_ok(), from_spelled.is_ok(), "{} / {}", normal, spelled);
+        if let (Ok(a), Ok(b)) = (&from_normal, &from_spelled) {
+            prop_assert_eq!(a, b);
+        }
+        // And both agree with the domain alone.
+        let domain_ok = invitegate::normalize_domain(&domain).is_ok();
+        prop_assert_eq!(from_spelled.is_ok(), domain_ok, "{}", spelled);
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(4096))]
 
