@@ -623,3 +623,90 @@ async fn an_endpoint_that_is_off_is_not_found() {
         "{json}"
     );
 }
+
+/// The Entra endpoint behind its real authentication: a token signed by the tenant's key gets
+/// the dialect's answer; anything else a 401 whose body does not say why.
+#[tokio::test]
+async fn entra_requires_a_valid_bearer_token() {
+    use invitegate::server::auth::{BearerAuth, BearerConfig, DevSigner, JwksSource};
+    let issuer = "https://contoso.ciamlogin.com/30000000-0000-0000-0000-000000000003/v2.0";
+    let audience = "api://invites.contoso.com/66666666-7777-8888-9999-000000000000";
+    let signer = DevSigner::generate().unwrap();
+    let other = DevSigner::generate().unwrap();
+    let bearer = BearerAuth::start(BearerConfig::new(
+        issuer.to_owned(),
+        vec![audience.to_owned()],
+        JwksSource::Inline(signer.jwks_json()),
+    ))
+    .await
+    .unwrap();
+    let (rows, deny) = sign_ups();
+    let body = entra_body(&rows[0]).to_string();
+    let hour = std::time::Duration::from_secs(3600);
+    let good = format!("Bearer {}", signer.token(issuer, audience, hour));
+    let cases = [
+        (Some(good.clone()), 200),
+        (None, 401),
+        (
+            Some(format!("Bearer {}", other.token(issuer, audience, hour))),
+            401,
+        ),
+        (
+            Some(format!(
+                "Bearer {}",
+                signer.token(issuer, "api://other", hour)
+            )),
+            401,
+        ),
+        (
+            Some(format!(
+                "Bearer {}",
+                signer.token("https://evil.ciamlogin.com/x/v2.0", audience, hour)
+            )),
+            401,
+        ),
+        (Some(good.replacen("Bearer", "Basic", 1)), 401),
+        (Some(good[..good.len() - 10].to_owned()), 401),
+    ];
+    for (authorization, status) in cases {
+        let mut config = config(deny.clone());
+        config.entra.as_mut().unwrap().auth = Auth::Bearer(std::sync::Arc::clone(&bearer));
+        let mut request = warp::test::request()
+            .method("POST")
+            .path(ENTRA_PATH)
+            .body(&body);
+        if let Some(value) = &authorization {
+            request = request.header("authorization", value);
+        }
+        let response = request.reply(&routes(config)).await;
+        assert_eq!(response.status(), status, "{authorization:?}");
+        let json: Value = serde_json::from_slice(response.body()).unwrap();
+        if status == 401 {
+            assert_eq!(response.headers()["www-authenticate"], "Bearer");
+            assert_eq!(
+                json,
+                json!({"error": "unauthorized", "message": "missing or invalid bearer token"})
+            );
+        } else {
+            assert_eq!(
+                json["data"]["actions"][0]["@odata.type"],
+                "microsoft.graph.attributeCollectionSubmit.modifyAttributeValues"
+            );
+        }
+    }
+    // The repeated token was verified once: asked again, it comes from the cache.
+    let checks = bearer.signature_checks();
+    for _ in 0..3 {
+        let mut config = config(deny.clone());
+        config.entra.as_mut().unwrap().auth = Auth::Bearer(std::sync::Arc::clone(&bearer));
+        let response = warp::test::request()
+            .method("POST")
+            .path(ENTRA_PATH)
+            .header("authorization", &good)
+            .body(&body)
+            .reply(&routes(config))
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(bearer.signature_checks(), checks);
+}

@@ -14,10 +14,13 @@ use invitegate::connector::b2c_user_flow::UserFlow;
 use invitegate::connector::entra::Entra;
 use invitegate::decision::Verifier;
 use invitegate::messages::Messages;
-use invitegate::server::auth::{ApiKey, Auth, BasicAuth};
+use invitegate::server::auth::{
+    ApiKey, Auth, BasicAuth, BearerAuth, BearerConfig, DevSigner, JwksSource,
+};
 use invitegate::server::{self, CUSTOM_POLICY_PATH, Config, ENTRA_PATH, Endpoint, USER_FLOW_PATH};
 use invitegate::{Audience, DenyList, Expiry, KeyRing, VerifyOptions};
 use time::OffsetDateTime;
+use warp::Filter as _;
 use zeroize::Zeroizing;
 
 use super::codes::{MAX_LEEWAY_SECS, load_deny_list};
@@ -533,12 +536,57 @@ async fn config(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-/// The Entra endpoint's bearer-token authentication.
+/// The Entra endpoint's bearer-token authentication: the key set is fetched before the
+/// server starts, then refreshed on a schedule.
 async fn entra_auth(args: &ServeArgs) -> anyhow::Result<Auth> {
-    let Some(_issuer) = &args.entra.entra_issuer else {
+    let entra = &args.entra;
+    let Some(issuer) = entra.entra_issuer.as_deref().map(str::trim) else {
         return unauthenticated_entra(args);
     };
-    bail!("the Entra endpoint's token validation is not available in this build")
+    let audiences: Vec<String> = entra
+        .entra_audience
+        .iter()
+        .map(|a| a.trim().to_owned())
+        .filter(|a| !a.is_empty())
+        .collect();
+    if audiences.is_empty() {
+        bail!(
+            "ENTRA_ISSUER is set but ENTRA_AUDIENCE is not: give the custom authentication \
+             extension's app id and/or its api:// URI, comma-separated"
+        );
+    }
+    if !looks_like_entra_issuer(issuer) {
+        tracing::warn!(
+            issuer,
+            "ENTRA_ISSUER does not look like https://{{subdomain}}.ciamlogin.com/{{tenantId}}/v2.0; \
+             tokens must carry exactly this iss"
+        );
+    }
+    let jwks = match (&entra.entra_jwks_url, &entra.entra_jwks_file) {
+        (Some(url), _) => JwksSource::Url(url.clone()),
+        (None, Some(path)) => JwksSource::File(path.clone()),
+        (None, None) => JwksSource::Metadata,
+    };
+    let mut config = BearerConfig::new(issuer.to_owned(), audiences, jwks);
+    config.leeway = Duration::from_secs(args.leeway);
+    let bearer = BearerAuth::start(config).await.context(
+        "loading the Entra signing keys (ENTRA_ISSUER, ENTRA_JWKS_URL, ENTRA_JWKS_FILE)",
+    )?;
+    bearer.spawn_refresh();
+    Ok(Auth::Bearer(bearer))
+}
+
+/// Whether `issuer` has the shape Entra External ID uses.
+fn looks_like_entra_issuer(issuer: &str) -> bool {
+    issuer
+        .strip_prefix("https://")
+        .and_then(|rest| rest.split_once(".ciamlogin.com/"))
+        .is_some_and(|(subdomain, rest)| {
+            !subdomain.is_empty()
+                && rest
+                    .strip_suffix("/v2.0")
+                    .is_some_and(|tenant| !tenant.is_empty() && !tenant.contains('/'))
+        })
 }
 
 fn unauthenticated_entra(args: &ServeArgs) -> anyhow::Result<Auth> {
@@ -693,17 +741,58 @@ Entra External ID (answers {{\"data\":{{...\"modifyAttributeValues\"...}}}}):
     Ok((config, banner))
 }
 
-/// The Entra endpoint of `--dev` and its curl command.
+/// Issuer and audience of `--dev`'s throwaway tokens.
+const DEV_ISSUER: &str = "https://dev.ciamlogin.com/00000000-0000-0000-0000-000000000000/v2.0";
+const DEV_AUDIENCE: &str = "00000000-0000-0000-0000-0000000000de";
+
+/// The Entra endpoint of `--dev`: a throwaway RSA key whose JWKS is served on loopback and
+/// fetched like a tenant's, and a curl command with a token it signed.
 async fn dev_entra(
-    _args: &ServeArgs,
+    args: &ServeArgs,
     names: &AttributeNames,
     code: &str,
 ) -> anyhow::Result<(Auth, String)> {
+    let signer = DevSigner::generate().context("making the throwaway Entra signing key")?;
+    let jwks = signer.jwks_json();
+    let route = warp::path!(".well-known" / "jwks.json")
+        .map(move || warp::reply::with_header(jwks.clone(), "content-type", "application/json"));
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .context("binding the development JWKS server")?;
+    let jwks_url = format!(
+        "http://{}/.well-known/jwks.json",
+        listener
+            .local_addr()
+            .context("reading the JWKS server's address")?
+    );
+    tokio::spawn(server::serve(
+        listener,
+        route
+            .map(warp::Reply::into_response)
+            .recover(|_| async {
+                let mut missing = warp::reply::Response::new("{}".into());
+                *missing.status_mut() = warp::http::StatusCode::NOT_FOUND;
+                Ok::<_, std::convert::Infallible>(missing)
+            })
+            .unify(),
+        std::future::pending(),
+    ));
+    let mut config = BearerConfig::new(
+        DEV_ISSUER.to_owned(),
+        vec![DEV_AUDIENCE.to_owned()],
+        JwksSource::Url(jwks_url),
+    );
+    config.leeway = Duration::from_secs(args.leeway);
+    let bearer = BearerAuth::start(config)
+        .await
+        .context("loading the development JWKS")?;
+    bearer.spawn_refresh();
+    let token = signer.token(DEV_ISSUER, DEV_AUDIENCE, Duration::from_secs(24 * 60 * 60));
     let body = entra_dev_body(names.response_name(), code);
     let curl = format!(
-        "  curl -s -H 'Content-Type: application/json' \\\n    -d '{body}' \\\n    http://{{addr}}{ENTRA_PATH}"
+        "  curl -s -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n    -d '{body}' \\\n    http://{{addr}}{ENTRA_PATH}"
     );
-    Ok((Auth::None, curl))
+    Ok((Auth::Bearer(bearer), curl))
 }
 
 /// A minimal OnAttributeCollectionSubmit request for alice@example.com.
