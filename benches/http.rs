@@ -1,12 +1,19 @@
-//! HTTP load: the connector against a bare warp route, same process, same run, same load.
+//! HTTP load, as users run it: release build, logging on (JSON lines through the non-blocking
+//! writer into a file), the server on one core and the load generator on the other.
 //!
-//! Both are served by `server::serve` (the same connection handling); the bare route answers
-//! every POST with a Continue body of the same bytes and does no work. Each is driven by the
-//! same number of keep-alive connections for the same time, one after the other. Prints
-//! requests per second, p50 and p99 latency, and the connector's share of the bare rate. The
-//! two alternate in half-second rounds, so that whatever else the machine does in the
-//! meantime weighs on both alike.
-//! Target: at least 0.85.
+//! Measured in one run, alternating in half-second rounds so that whatever else the machine
+//! does weighs on all alike:
+//! - a bare warp route (the baseline: same connection handling, answers a fixed body, no work);
+//! - the B2C user flow, the B2C custom policy, and Entra External ID with one repeated valid
+//!   bearer token (verified once, then from the token cache), each with a valid code.
+//!
+//! Prints requests per second, p50 and p99 latency and each endpoint's share of the bare rate.
+//! Targets: user flow at least 0.85, Entra at least 0.80.
+//!
+//! Then two checks of the connection handling, with their figures:
+//! - flood: 1,100 keep-alive connections trickling `GET /healthz` every 2 s hold every slot;
+//!   fresh clients connect and are answered (slowest and median time);
+//! - drain: keep-alive load, then shutdown; every request whose bytes were sent is answered.
 //!
 //! `cargo bench --bench http`; `INVITEGATE_BENCH_SECS` (default 5) and
 //! `INVITEGATE_BENCH_CONNECTIONS` (default 32) change the load.
@@ -14,22 +21,32 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use invitegate::connector::AttributeNames;
+use invitegate::connector::b2c_policy::CustomPolicy;
 use invitegate::connector::b2c_user_flow::UserFlow;
+use invitegate::connector::entra::Entra;
 use invitegate::decision::Verifier;
-use invitegate::server::auth::{Auth, BasicAuth};
-use invitegate::server::{Config, Endpoint, routes, serve};
+use invitegate::server::auth::{
+    ApiKey, Auth, BasicAuth, BearerAuth, BearerConfig, DevSigner, JwksSource,
+};
+use invitegate::server::{Config, Endpoint, serve};
 use invitegate::{Audience, Expiry, KeyRing, mint};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use warp::Filter as _;
 
 const KEYS: &str = "7:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const APP_ID: &str = "93fd07aa-333c-409d-955d-96008fd08dd9";
 const ATTR: &str = "extension_93fd07aa333c409d955d96008fd08dd9_InvitationCode";
 const CONTINUE: &str = r#"{"version":"1.0.0","action":"Continue","extension_93fd07aa333c409d955d96008fd08dd9_InvitationCode":""}"#;
+const ISSUER: &str = "https://contoso.ciamlogin.com/30000000-0000-0000-0000-000000000003/v2.0";
+const AUDIENCE: &str = "66666666-7777-8888-9999-000000000000";
+const API_KEY: &str = "a-long-enough-api-key-0123456789";
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -61,10 +78,20 @@ impl Tally {
     }
 }
 
+/// One measured route: its request and the start of the body it must answer with.
+struct Route {
+    name: &'static str,
+    addr: SocketAddr,
+    request: &'static [u8],
+    expect: &'static [u8],
+    tally: Tally,
+}
+
 /// Drives `addr` with `connections` keep-alive connections sending `request` for `time`.
 async fn load(
     addr: SocketAddr,
     request: &'static [u8],
+    expect: &'static [u8],
     connections: u64,
     time: Duration,
 ) -> (Vec<Duration>, f64) {
@@ -76,12 +103,19 @@ async fn load(
             let mut stream = TcpStream::connect(addr).await.unwrap();
             stream.set_nodelay(true).unwrap();
             let mut latencies = Vec::new();
-            let mut buffer = vec![0u8; 4096];
+            let mut buffer = vec![0u8; 8192];
             while Instant::now() < deadline {
                 let sent = Instant::now();
                 stream.write_all(request).await.unwrap();
-                read_response(&mut stream, &mut buffer).await;
-                latencies.push(sent.elapsed());
+                let answer = read_response(&mut stream, &mut buffer, expect).await;
+                if answer.is_some() {
+                    latencies.push(sent.elapsed());
+                }
+                if answer != Some(false) {
+                    // Closed by the server (idle or maximum age): reconnect.
+                    stream = TcpStream::connect(addr).await.unwrap();
+                    stream.set_nodelay(true).unwrap();
+                }
             }
             latencies
         }));
@@ -93,12 +127,16 @@ async fn load(
     (latencies, started.elapsed().as_secs_f64())
 }
 
-/// Reads one response, framed by content-length, and checks it is a 200 Continue.
-async fn read_response(stream: &mut TcpStream, buffer: &mut [u8]) {
+/// Reads one response, framed by content-length, and checks it is a 200 whose body starts
+/// with `expect`. `None` when the connection was closed first; else whether the server said
+/// `Connection: close`.
+async fn read_response(stream: &mut TcpStream, buffer: &mut [u8], expect: &[u8]) -> Option<bool> {
     let mut filled = 0;
     loop {
-        let n = stream.read(&mut buffer[filled..]).await.unwrap();
-        assert!(n > 0, "server closed the connection");
+        let n = stream.read(&mut buffer[filled..]).await.unwrap_or(0);
+        if n == 0 {
+            return None;
+        }
         filled += n;
         let data = &buffer[..filled];
         let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
@@ -115,89 +153,382 @@ async fn read_response(stream: &mut TcpStream, buffer: &mut [u8]) {
             })
             .unwrap();
         if filled >= end + 4 + length {
-            assert!(data[end + 4..].starts_with(b"{\"version\":\"1.0.0\",\"action\":\"Continue\""));
-            return;
+            let body = &data[end + 4..];
+            assert!(
+                body.starts_with(expect),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+            return Some(head.to_ascii_lowercase().contains("\r\nconnection: close"));
         }
     }
+}
+
+fn leak(text: String) -> &'static [u8] {
+    Box::leak(text.into_bytes().into_boxed_slice())
+}
+
+fn post(path: &str, headers: &str, body: &str) -> &'static [u8] {
+    leak(format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ))
+}
+
+/// A runtime of one worker thread, pinned to `core` when the machine has more than one.
+fn runtime(core: usize, name: &str) -> tokio::runtime::Runtime {
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let pin = (cores.len() > 1).then(|| cores[core % cores.len()]);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(name)
+        .on_thread_start(move || {
+            if let Some(core) = pin {
+                core_affinity::set_for_current(core);
+            }
+        })
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The endpoints' configuration; the Entra endpoint checks tokens against `signer`'s key.
+async fn config(signer: &DevSigner) -> Config {
+    let ring = KeyRing::parse(KEYS).unwrap();
+    let names = AttributeNames::new("InvitationCode", Some(APP_ID));
+    let mut config = Config::new(Verifier::new(ring));
+    config.user_flow = Some(Endpoint::new(
+        Auth::Basic(BasicAuth::new("b2c", "a-long-enough-password")),
+        UserFlow {
+            attribute: names.clone(),
+            keep_code_attribute: false,
+        },
+    ));
+    config.custom_policy = Some(Endpoint::new(
+        Auth::ApiKey(ApiKey::new("x-functions-key", API_KEY).unwrap()),
+        CustomPolicy::default(),
+    ));
+    let bearer = BearerAuth::start(BearerConfig::new(
+        ISSUER.to_owned(),
+        vec![AUDIENCE.to_owned()],
+        JwksSource::Inline(signer.jwks_json()),
+    ))
+    .await
+    .unwrap();
+    config.entra = Some(Endpoint::new(
+        Auth::Bearer(bearer),
+        Entra {
+            attribute: names,
+            keep_code_attribute: false,
+        },
+    ));
+    config
+}
+
+fn entra_body(code: &str) -> String {
+    serde_json::json!({
+        "type": "microsoft.graph.authenticationEvent.attributeCollectionSubmit",
+        "source": "/tenants/30000000-0000-0000-0000-000000000003/applications/00000000-0000-0000-0000-000000000001",
+        "data": {
+            "@odata.type": "microsoft.graph.onAttributeCollectionSubmitCalloutData",
+            "tenantId": "30000000-0000-0000-0000-000000000003",
+            "authenticationEventListenerId": "10000000-0000-0000-0000-000000000001",
+            "customAuthenticationExtensionId": "10000000-0000-0000-0000-000000000002",
+            "authenticationContext": {
+                "correlationId": "0f0e0d0c-0b0a-0908-0706-050403020100",
+                "client": {"ip": "30.51.176.110", "locale": "en-us", "market": "en-us"},
+                "protocol": "OAUTH2.0",
+                "clientServicePrincipal": {"id": "1", "appId": "2", "appDisplayName": "Contoso", "displayName": "Contoso"},
+                "resourceServicePrincipal": {"id": "1", "appId": "2", "appDisplayName": "Contoso", "displayName": "Contoso"}
+            },
+            "userSignUpInfo": {
+                "attributes": {
+                    "givenName": {"@odata.type": "microsoft.graph.stringDirectoryAttributeValue", "value": "Alice", "attributeType": "builtIn"},
+                    "surname": {"@odata.type": "microsoft.graph.stringDirectoryAttributeValue", "value": "Smith", "attributeType": "builtIn"},
+                    ATTR: {"@odata.type": "microsoft.graph.stringDirectoryAttributeValue", "value": code, "attributeType": "directorySchemaExtension"}
+                },
+                "identities": [{"signInType": "email", "issuer": "contoso.onmicrosoft.com", "issuerAssignedId": "alice@contoso.com"}]
+            }
+        }
+    })
+    .to_string()
+}
+
+/// Flood: 1,100 trickling keep-alive connections, then fresh clients. Returns the fresh
+/// clients' median and slowest answer times.
+async fn flood(addr: SocketAddr) -> (Duration, Duration, usize) {
+    const HEALTH: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let running = Arc::new(AtomicBool::new(true));
+    let mut crowd = Vec::new();
+    for _ in 0..1_100 {
+        let running = Arc::clone(&running);
+        crowd.push(tokio::spawn(async move {
+            let mut buffer = vec![0u8; 1024];
+            while running.load(Ordering::Relaxed) {
+                let Ok(mut stream) = TcpStream::connect(addr).await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                while running.load(Ordering::Relaxed) {
+                    if stream.write_all(HEALTH).await.is_err()
+                        || read_response(&mut stream, &mut buffer, b"{").await != Some(false)
+                    {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut times = Vec::new();
+    let mut buffer = vec![0u8; 1024];
+    for _ in 0..50 {
+        let started = Instant::now();
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(HEALTH).await.unwrap();
+        assert!(
+            read_response(&mut stream, &mut buffer, b"{")
+                .await
+                .is_some()
+        );
+        times.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.store(false, Ordering::Relaxed);
+    for task in crowd {
+        task.abort();
+    }
+    times.sort_unstable();
+    (times[times.len() / 2], times[times.len() - 1], times.len())
+}
+
+/// Drain: keep-alive load on `addr`, then `stop`; returns requests sent and answered.
+async fn drain(
+    addr: SocketAddr,
+    request: &'static [u8],
+    expect: &'static [u8],
+    stop: tokio::sync::oneshot::Sender<()>,
+) -> (usize, usize) {
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            tokio::spawn(async move {
+                let (mut sent, mut answered) = (0, 0);
+                let mut stream = TcpStream::connect(addr).await.unwrap();
+                let mut buffer = vec![0u8; 8192];
+                loop {
+                    if stream.write_all(request).await.is_err() {
+                        return (sent, answered);
+                    }
+                    sent += 1;
+                    match read_response(&mut stream, &mut buffer, expect).await {
+                        None => return (sent, answered),
+                        // A client sends nothing more after `Connection: close`.
+                        Some(true) => return (sent, answered + 1),
+                        Some(false) => answered += 1,
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = stop.send(());
+    let (mut sent, mut answered) = (0, 0);
+    for task in tasks {
+        let (s, a) = task.await.unwrap();
+        sent += s;
+        answered += a;
+    }
+    (sent, answered)
 }
 
 fn main() {
     let seconds = env_number("INVITEGATE_BENCH_SECS", 5);
     let connections = env_number("INVITEGATE_BENCH_CONNECTIONS", 32);
     let time = Duration::from_secs(seconds);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let ring = KeyRing::parse(KEYS).unwrap();
-        let expiry = Expiry::from_datetime(time::OffsetDateTime::now_utc() + time::Duration::days(1)).unwrap();
-        let code = mint(&ring, &Audience::email("alice@contoso.com").unwrap(), expiry);
-        let mut config = Config::new(Verifier::new(ring));
-        let flow = UserFlow {
-            attribute: AttributeNames::new("InvitationCode", Some("93fd07aa-333c-409d-955d-96008fd08dd9")),
-            keep_code_attribute: false,
-        };
-        config.user_flow = Some(Endpoint::new(
-            Auth::Basic(BasicAuth::new("b2c", "a-long-enough-password")),
-            flow,
-        ));
-        let body = format!(
-            r#"{{"email":"alice@contoso.com","identities":[{{"signInType":"emailAddress","issuer":"contoso.onmicrosoft.com","issuerAssignedId":"alice@contoso.com"}}],"displayName":"Alice","givenName":"Alice","surname":"Smith","{ATTR}":"{code}","step":"PostAttributeCollection","client_id":"93fd07aa-333c-409d-955d-96008fd08dd9","ui_locales":"en-US"}}"#
-        );
-        let auth = base64::engine::general_purpose::STANDARD.encode("b2c:a-long-enough-password");
-        let request: &'static [u8] = Box::leak(
-            format!(
-                "POST /api/b2c/user-flow HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .into_bytes()
-            .into_boxed_slice(),
-        );
+    // Logging on, as users run it: one JSON line per request through the non-blocking writer
+    // into a real file.
+    let log_dir = tempfile::tempdir().unwrap();
+    let log_file = std::fs::File::create(log_dir.path().join("invitegate.log")).unwrap();
+    // INVITEGATE_BENCH_LOG=off measures without it, to see what logging costs.
+    let log_on = std::env::var("INVITEGATE_BENCH_LOG").map_or(true, |v| v != "off");
+    let logging =
+        invitegate::server::log::init(if log_on { "info" } else { "off" }, true, false, log_file)
+            .unwrap();
+    let server_runtime = runtime(0, "bench-server");
+    let load_runtime = runtime(1, "bench-load");
 
-        let bare = warp::path!("api" / "b2c" / "user-flow")
-            .and(warp::post())
-            .and(warp::body::bytes())
-            .map(|_body: bytes::Bytes| {
-                let mut response = warp::reply::Response::new(CONTINUE.into());
-                response.headers_mut().insert("content-type", warp::http::HeaderValue::from_static("application/json"));
-                response
-            })
-            .recover(|_| async { Ok::<_, std::convert::Infallible>(warp::reply::Response::new("".into())) })
-            .unify();
+    let signer = DevSigner::generate().unwrap();
+    let ring = KeyRing::parse(KEYS).unwrap();
+    let expiry =
+        Expiry::from_datetime(time::OffsetDateTime::now_utc() + time::Duration::days(1)).unwrap();
+    let code = mint(
+        &ring,
+        &Audience::email("alice@contoso.com").unwrap(),
+        expiry,
+    )
+    .to_string();
+    let (config, drain_config) =
+        server_runtime.block_on(async { (config(&signer).await, config(&signer).await) });
 
-        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-        let stopper = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = stop.changed().await;
-        };
-        let bare_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let connector_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addrs = [bare_listener.local_addr().unwrap(), connector_listener.local_addr().unwrap()];
-        tokio::spawn(serve(bare_listener, bare, stopper(stop_rx.clone())));
-        tokio::spawn(serve(connector_listener, routes(config), stopper(stop_rx.clone())));
-        // Warm both up, then measure each under the same load.
-        load(addrs[0], request, connections, Duration::from_millis(500)).await;
-        load(addrs[1], request, connections, Duration::from_millis(500)).await;
-        let round = Duration::from_millis(500);
-        let (mut bare, mut connector) = (Tally::default(), Tally::default());
-        for _ in 0..(time.as_millis() / round.as_millis()).max(1) {
-            bare.add(load(addrs[0], request, connections, round).await);
-            connector.add(load(addrs[1], request, connections, round).await);
-        }
-        let _ = stop_tx.send(true);
-        let _ = stop_rx.changed().await;
-
-        println!("HTTP load: {connections} keep-alive connections, {seconds} s each, {} cores", std::thread::available_parallelism().map_or(0, |n| n.get()));
-        for (name, tally) in [("bare route", &mut bare), ("connector", &mut connector)] {
-            println!(
-                "  {name:<11} {:>9.0} req/s   p50 {:>7.1} µs   p99 {:>7.1} µs   ({} requests)",
-                tally.rate(),
-                tally.quantile(0.50).as_secs_f64() * 1e6,
-                tally.quantile(0.99).as_secs_f64() * 1e6,
-                tally.latencies.len()
+    let bare = warp::path!("api" / "b2c" / "user-flow")
+        .and(warp::post())
+        .and(warp::body::bytes())
+        .map(|_body: bytes::Bytes| {
+            let mut response = warp::reply::Response::new(CONTINUE.into());
+            response.headers_mut().insert(
+                "content-type",
+                warp::http::HeaderValue::from_static("application/json"),
             );
-        }
-        let ratio = connector.rate() / bare.rate();
-        println!("  connector rate / bare rate  {ratio:.2}");
+            response
+        })
+        .recover(|_| async {
+            Ok::<_, std::convert::Infallible>(warp::reply::Response::new("".into()))
+        })
+        .unify();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopper = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stop.changed().await;
+    };
+    let (bare_addr, endpoints_addr, drain_addr, drain_stop) = server_runtime.block_on(async {
+        let bare_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoints_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let drain_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addrs = (
+            bare_listener.local_addr().unwrap(),
+            endpoints_listener.local_addr().unwrap(),
+            drain_listener.local_addr().unwrap(),
+        );
+        tokio::spawn(serve(bare_listener, bare, stopper(stop_rx.clone())));
+        tokio::spawn(invitegate::server::run(
+            endpoints_listener,
+            config,
+            stopper(stop_rx.clone()),
+        ));
+        let (drain_stop, drain_stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(invitegate::server::run(
+            drain_listener,
+            drain_config,
+            async {
+                let _ = drain_stopped.await;
+            },
+        ));
+        (addrs.0, addrs.1, addrs.2, drain_stop)
     });
+
+    let basic = base64::engine::general_purpose::STANDARD.encode("b2c:a-long-enough-password");
+    let user_flow_body = format!(
+        r#"{{"email":"alice@contoso.com","identities":[{{"signInType":"emailAddress","issuer":"contoso.onmicrosoft.com","issuerAssignedId":"alice@contoso.com"}}],"displayName":"Alice","givenName":"Alice","surname":"Smith","{ATTR}":"{code}","step":"PostAttributeCollection","client_id":"93fd07aa-333c-409d-955d-96008fd08dd9","ui_locales":"en-US"}}"#
+    );
+    let user_flow = post(
+        "/api/b2c/user-flow",
+        &format!("Authorization: Basic {basic}\r\n"),
+        &user_flow_body,
+    );
+    let token = signer.token(ISSUER, AUDIENCE, Duration::from_secs(3600));
+    let mut routes = vec![
+        Route {
+            name: "bare route",
+            addr: bare_addr,
+            request: user_flow,
+            expect: b"{\"version\":\"1.0.0\",\"action\":\"Continue\"",
+            tally: Tally::default(),
+        },
+        Route {
+            name: "B2C user flow",
+            addr: endpoints_addr,
+            request: user_flow,
+            expect: b"{\"version\":\"1.0.0\",\"action\":\"Continue\"",
+            tally: Tally::default(),
+        },
+        Route {
+            name: "Entra",
+            addr: endpoints_addr,
+            request: post(
+                "/api/entra/attribute-collection-submit",
+                &format!("Authorization: Bearer {token}\r\n"),
+                &entra_body(&code),
+            ),
+            expect: b"{\"data\":",
+            tally: Tally::default(),
+        },
+        Route {
+            name: "custom policy",
+            addr: endpoints_addr,
+            request: post(
+                "/api/b2c/custom-policy",
+                &format!("x-functions-key: {API_KEY}\r\n"),
+                &format!(
+                    r#"{{"email":"alice@contoso.com","invitationCode":"{code}","objectId":"0f0e0d0c-0b0a-0908-0706-050403020100"}}"#
+                ),
+            ),
+            expect: b"{\"invitationKind\":\"email\"",
+            tally: Tally::default(),
+        },
+    ];
+
+    load_runtime.block_on(async {
+        // Warm every route up, then measure each under the same load, in alternating rounds.
+        for route in &routes {
+            load(
+                route.addr,
+                route.request,
+                route.expect,
+                connections,
+                Duration::from_millis(500),
+            )
+            .await;
+        }
+        let round = Duration::from_millis(500);
+        for _ in 0..(time.as_millis() / round.as_millis()).max(1) {
+            for route in &mut routes {
+                let measured =
+                    load(route.addr, route.request, route.expect, connections, round).await;
+                route.tally.add(measured);
+            }
+        }
+    });
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "HTTP load: {connections} keep-alive connections, {seconds} s each, {cores} cores \
+         (server on one, load on the other), logging {} (JSON to a file)",
+        if log_on { "on" } else { "off" }
+    );
+    let bare_rate = routes[0].tally.rate();
+    for route in &mut routes {
+        println!(
+            "  {:<14} {:>9.0} req/s   p50 {:>7.1} µs   p99 {:>7.1} µs   {:.2} of bare   ({} requests)",
+            route.name,
+            route.tally.rate(),
+            route.tally.quantile(0.50).as_secs_f64() * 1e6,
+            route.tally.quantile(0.99).as_secs_f64() * 1e6,
+            route.tally.rate() / bare_rate,
+            route.tally.latencies.len()
+        );
+    }
+    println!(
+        "  targets: B2C user flow >= 0.85, Entra >= 0.80 of bare; log lines dropped: {}",
+        logging.dropped().get()
+    );
+
+    let (median, slowest, fresh) = load_runtime.block_on(flood(endpoints_addr));
+    println!(
+        "flood: 1,100 trickling keep-alive connections over 1,024 slots; {fresh} fresh clients \
+         answered, median {:.1} ms, slowest {:.1} ms",
+        median.as_secs_f64() * 1e3,
+        slowest.as_secs_f64() * 1e3
+    );
+    let (sent, answered) = load_runtime.block_on(drain(
+        drain_addr,
+        user_flow,
+        b"{\"version\":\"1.0.0\",\"action\":\"Continue\"",
+        drain_stop,
+    ));
+    println!(
+        "drain: 16 keep-alive connections under load, then shutdown: {sent} requests sent, \
+         {answered} answered"
+    );
+    let _ = stop_tx.send(true);
+    drop(server_runtime);
+    drop(logging);
 }

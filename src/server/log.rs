@@ -19,6 +19,9 @@ use crate::connector::{Answer, clip};
 /// line that is a few MiB: seconds of full load, enough to ride out a slow log collector.
 pub const LOG_QUEUE_LINES: usize = 16 * 1024;
 
+/// Bytes the log thread gathers before writing: a burst of lines becomes one system call.
+pub const LOG_WRITE_BUFFER: usize = 64 * 1024;
+
 /// The running log writer: keep it for as long as lines are logged; dropping it flushes the
 /// queue.
 #[derive(Debug)]
@@ -60,7 +63,9 @@ where
         .buffered_lines_limit(LOG_QUEUE_LINES)
         .lossy(true)
         .thread_name("invitegate-log")
-        .finish(writer);
+        // The writer thread takes every queued line, then flushes: buffered, a burst of lines
+        // is one write rather than one each.
+        .finish(std::io::BufWriter::with_capacity(LOG_WRITE_BUFFER, writer));
     let dropped = writer.error_counter();
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
