@@ -18,9 +18,8 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
-use serde_json::value::RawValue;
 
 use super::{Answer, AttributeNames, Connector};
 use crate::UnixTime;
@@ -97,13 +96,113 @@ struct Identity<'b> {
 }
 
 /// Any JSON value, kept when it is a string: borrowed from the body unless it has escapes.
+/// Other values (numbers, booleans, objects) are skipped without being built.
 fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Cow<'de, str>>, D::Error> {
-    let raw = <&'de RawValue>::deserialize(deserializer)?;
-    let json = raw.get();
-    Ok(serde_json::from_str::<&'de str>(json)
-        .map(Cow::Borrowed)
-        .or_else(|_| serde_json::from_str::<String>(json).map(Cow::Owned))
-        .ok())
+    deserializer.deserialize_any(TextVisitor)
+}
+
+struct TextVisitor;
+
+impl<'de> serde::de::Visitor<'de> for TextVisitor {
+    type Value = Option<Cow<'de, str>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(v)))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(None)
+    }
+}
+
+/// The answer, in the shape Entra reads: `{"data": {"@odata.type": ..., "actions": [action]}}`.
+#[derive(Serialize)]
+struct Reply<'a> {
+    data: ReplyData<'a>,
+}
+
+#[derive(Serialize)]
+struct ReplyData<'a> {
+    #[serde(rename = "@odata.type")]
+    odata_type: &'static str,
+    actions: [Action<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct Action<'a> {
+    #[serde(rename = "@odata.type")]
+    odata_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+    /// The replaced attribute (modify) or the attribute's error (validation error).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attributes: Option<OneAttribute<'a>>,
+    #[serde(rename = "attributeErrors", skip_serializing_if = "Option::is_none")]
+    attribute_errors: Option<OneAttribute<'a>>,
+}
+
+/// A JSON object of one member.
+struct OneAttribute<'a>(&'a str, &'a str);
+
+impl Serialize for OneAttribute<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry(self.0, self.1)?;
+        map.end()
+    }
+}
+
+impl<'a> Action<'a> {
+    fn new(odata_type: &'static str) -> Self {
+        Self {
+            odata_type,
+            message: None,
+            attributes: None,
+            attribute_errors: None,
+        }
+    }
 }
 
 /// What the answer needs from a readable request.
@@ -200,34 +299,49 @@ impl Connector for Entra {
             .code
             .as_ref()
             .map_or(self.attribute.response_name(), |(key, _)| key.as_ref());
+        let note;
+        let message;
         let action = match &decision.verdict {
-            Verdict::Continue(_) if self.keep_code_attribute => json!({"@odata.type": CONTINUE}),
+            Verdict::Continue(_) if self.keep_code_attribute => Action::new(CONTINUE),
             Verdict::Continue(grant) => {
-                let note = format!(
+                note = format!(
                     "redeemed: {} invitation, key {}, valid until {}",
                     grant.kind(),
                     grant.key_id,
                     grant.expiry
                 );
-                json!({"@odata.type": MODIFY, "attributes": {key: note}})
+                Action {
+                    attributes: Some(OneAttribute(key, &note)),
+                    ..Action::new(MODIFY)
+                }
             }
             Verdict::Refuse(reason) => {
-                let message = reason.message(&verifier.messages, request.locale.as_deref());
+                message = reason.message(&verifier.messages, request.locale.as_deref());
                 if reason.blocks() {
-                    json!({"@odata.type": BLOCK, "message": message})
+                    Action {
+                        message: Some(&message),
+                        ..Action::new(BLOCK)
+                    }
                 } else {
-                    json!({
-                        "@odata.type": VALIDATION_ERROR,
-                        "message": message,
-                        "attributeErrors": {key: message},
-                    })
+                    Action {
+                        message: Some(&message),
+                        attribute_errors: Some(OneAttribute(key, &message)),
+                        ..Action::new(VALIDATION_ERROR)
+                    }
                 }
             }
         };
-        let body = json!({"data": {"@odata.type": RESPONSE_TYPE, "actions": [action]}});
+        let reply = Reply {
+            data: ReplyData {
+                odata_type: RESPONSE_TYPE,
+                actions: [action],
+            },
+        };
+        // Serializing these plain structs into a Vec cannot fail.
+        let body = serde_json::to_vec(&reply).unwrap_or_default();
         Answer {
             status: 200,
-            body: body.to_string().into_bytes(),
+            body,
             outcome: decision.name(),
             code: decision.code,
             email: request.email.clone(),
