@@ -2,10 +2,14 @@
 //! code's fingerprint and the email's domain (the whole address only with `--log-emails`),
 //! each field bounded in length. Never a whole code, a token or a password.
 //!
-//! Lines go through a non-blocking writer ([`init`]): a request only formats its line into a
-//! queue, and one thread writes the queue to stderr. When stderr cannot keep up and the queue
-//! is full, lines are dropped and counted rather than slowing every request down.
+//! Lines go through a batching writer ([`init`]): a request appends its formatted line to a
+//! shared buffer, and one thread writes the buffer out every [`LOG_FLUSH_INTERVAL`]. No request
+//! waits for stderr, and none wakes a thread: a queue whose writer thread is woken for every
+//! line cost more than formatting the line. When the writer cannot keep up and the buffer is
+//! full, lines are dropped and counted rather than slowing every request down.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use warp::http::StatusCode;
@@ -15,32 +19,80 @@ use super::metrics::EndpointLabel;
 use crate::Code;
 use crate::connector::{Answer, clip};
 
-/// Lines the log queue holds before new ones are dropped (and counted). At about 300 bytes a
-/// line that is a few MiB: seconds of full load, enough to ride out a slow log collector.
-pub const LOG_QUEUE_LINES: usize = 16 * 1024;
+/// Bytes of log lines held before new lines are dropped (and counted). At about 300 bytes a
+/// line that is some 14,000 lines: far more than arrive between two flushes at full load.
+pub const LOG_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 
-/// Bytes the log thread gathers before writing: a burst of lines becomes one system call.
-pub const LOG_WRITE_BUFFER: usize = 64 * 1024;
+/// How often the log thread writes out the buffered lines.
+pub const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 
-/// The running log writer: keep it for as long as lines are logged; dropping it flushes the
-/// queue.
+/// What the request threads and the log thread share.
+#[derive(Debug, Default)]
+struct Shared {
+    lines: Mutex<Vec<u8>>,
+    dropped: AtomicU64,
+    stop: AtomicBool,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        // A panic while holding the lock leaves the bytes usable: take them back.
+        self.lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Where a request thread writes its line: appended to the shared buffer whole, or dropped.
+struct LineSink(Arc<Shared>);
+
+impl std::io::Write for LineSink {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        let mut lines = self.0.lock();
+        if lines.len() + line.len() > LOG_BUFFER_BYTES {
+            drop(lines);
+            self.0.dropped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            lines.extend_from_slice(line);
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The running log writer: keep it for as long as lines are logged; dropping it writes out
+/// what is buffered.
 #[derive(Debug)]
 pub struct Logging {
-    _guard: tracing_appender::non_blocking::WorkerGuard,
-    dropped: tracing_appender::non_blocking::ErrorCounter,
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Logging {
-    /// Lines dropped so far because the queue was full.
+    /// Lines dropped so far because the buffer was full.
     #[must_use]
     pub fn dropped(&self) -> DroppedLines {
-        DroppedLines(Some(self.dropped.clone()))
+        DroppedLines(Some(Arc::clone(&self.shared)))
+    }
+}
+
+impl Drop for Logging {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
 /// A count of log lines dropped, for `/metrics`; zero when logging is not through [`init`].
 #[derive(Debug, Clone, Default)]
-pub struct DroppedLines(Option<tracing_appender::non_blocking::ErrorCounter>);
+pub struct DroppedLines(Option<Arc<Shared>>);
 
 impl DroppedLines {
     /// Lines dropped so far.
@@ -48,37 +100,60 @@ impl DroppedLines {
     pub fn get(&self) -> u64 {
         self.0
             .as_ref()
-            .map_or(0, |c| u64::try_from(c.dropped_lines()).unwrap_or(u64::MAX))
+            .map_or(0, |shared| shared.dropped.load(Ordering::Relaxed))
+    }
+}
+
+/// Writes the buffered lines out every [`LOG_FLUSH_INTERVAL`], and once more at the end.
+fn write_out<W: std::io::Write>(shared: &Shared, mut writer: W) {
+    let mut spare = Vec::with_capacity(64 * 1024);
+    loop {
+        let stopping = {
+            let lines = shared.lock();
+            let (mut lines, _) = shared
+                .wake
+                .wait_timeout(lines, LOG_FLUSH_INTERVAL)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            std::mem::swap(&mut *lines, &mut spare);
+            shared.stop.load(Ordering::Relaxed)
+        };
+        if !spare.is_empty() {
+            // A log that cannot be written is not a reason to stop serving; the lines are lost.
+            let _ = writer.write_all(&spare).and_then(|()| writer.flush());
+            spare.clear();
+        }
+        if stopping {
+            return;
+        }
     }
 }
 
 /// Installs the process's log subscriber: `filter` (an `EnvFilter` directive such as `info`),
-/// text or JSON lines, written to `writer` through a non-blocking queue of
-/// [`LOG_QUEUE_LINES`]. Returns `None` when a subscriber was already installed (tests).
+/// text or JSON lines, written to `writer` by a thread of its own (see the module
+/// documentation). Returns `None` when a subscriber was already installed (tests).
 pub fn init<W>(filter: &str, json: bool, ansi: bool, writer: W) -> Option<Logging>
 where
     W: std::io::Write + Send + 'static,
 {
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(LOG_QUEUE_LINES)
-        .lossy(true)
-        .thread_name("invitegate-log")
-        // The writer thread takes every queued line, then flushes: buffered, a burst of lines
-        // is one write rather than one each.
-        .finish(std::io::BufWriter::with_capacity(LOG_WRITE_BUFFER, writer));
-    let dropped = writer.error_counter();
+    let shared = Arc::new(Shared::default());
+    let sink = Arc::clone(&shared);
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let installed = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(writer)
+        .with_writer(move || LineSink(Arc::clone(&sink)))
         .event_format(Lines { json })
         .try_init();
-    installed.ok().map(|()| Logging {
-        _guard: guard,
-        dropped,
-    })
+    if installed.is_err() {
+        return None;
+    }
+    let worker = Arc::clone(&shared);
+    let thread = std::thread::Builder::new()
+        .name("invitegate-log".to_owned())
+        .spawn(move || write_out(&worker, writer))
+        .ok();
+    Some(Logging { shared, thread })
 }
 
 /// The line format: one JSON object a line (`timestamp`, `level`, `target`, then the event's
