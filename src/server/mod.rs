@@ -4,7 +4,7 @@
 //! configuration and a shutdown future. [`routes()`] is the warp filter on its own, for
 //! `warp::test`. The parts, one job each:
 //! - this file: the accept loop, connection limits and shutdown;
-//! - [`routes`]: paths, body limits, the reply of each endpoint and the JSON errors;
+//! - [`mod@routes`]: paths, body limits, the reply of each endpoint and the JSON errors;
 //! - [`auth`]: how each endpoint authenticates its caller;
 //! - [`log`] and [`metrics`]: what each request leaves behind.
 //!
