@@ -5,8 +5,9 @@
 //! message goes to the server and a `sent`, `rejected` or `deferred` record when the reply
 //! comes. A row whose last record is `handed` has an unknown outcome: at most one per
 //! connection, since a record is written (one `write` call, which a killed process does not
-//! undo) before each send. A line cut short by a crash is dropped when the journal is opened. The file is fsynced in the background while a run goes on and at
-//! its end. It never holds a whole code: only its fingerprint.
+//! undo) before each send. The file is synced to disk every second while a run goes on and at
+//! its end. A line cut short by a crash is dropped when the journal is opened. The journal
+//! never holds a whole code: only its fingerprint.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};

@@ -24,7 +24,6 @@ use lettre::address::Envelope;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::{Address, AsyncTransport as _, Message};
 use sha2::{Digest as _, Sha256};
-use time::format_description::well_known::Rfc3339;
 
 pub use journal::{Journal, JournalState, Record, RowStatus};
 pub use pacing::{Pacer, Rate};
@@ -35,8 +34,17 @@ use crate::batch::{Duplicates, MintOptions, ReadOptions, Recipients, RowError, R
 use crate::{Error, Expiry, KeyRing, Kind};
 
 /// How often the journal is synced to disk during a run. Writes reach the file at once (a
-/// killed process loses none); this bounds what a power cut can lose.
-const SYNC_EVERY: Duration = Duration::from_millis(50);
+/// killed process loses none); this bounds what a power cut can lose. Not more often: on
+/// ext4 a sync holds up the appends made meanwhile, and every 50 ms cost a tenth of the
+/// throughput in `benches/send.rs`.
+const SYNC_EVERY: Duration = Duration::from_millis(1000);
+
+/// Jobs handed from the reading thread to the senders at a time.
+const BATCH_JOBS: usize = 64;
+
+/// Batches read ahead of the senders: enough that they never wait for the reading thread,
+/// few enough to bound memory (a job is one message, a few kilobytes).
+const BATCHES_AHEAD: usize = 4;
 
 /// Settings of one campaign.
 #[derive(Debug, Clone)]
@@ -260,6 +268,7 @@ pub fn scan(
     let human = time::macros::format_description!(
         "[day padding:none] [month repr:long] [year], [hour]:[minute] UTC"
     );
+    let mut expiry_texts: Option<(Expiry, String, String)> = None;
     while reader.read_row(&mut record)? {
         let line = record.position().map_or(0, csv::Position::line);
         let minted = match minter.mint(&record) {
@@ -342,12 +351,23 @@ pub fn scan(
                 }
             }
         };
-        let expires = journal::rfc3339(minted.expiry);
-        let expires_human = minted
-            .expiry
-            .to_datetime()
-            .format(&human)
-            .unwrap_or_else(|_| expires.clone());
+        // Rows share one expiry as a rule: its two texts are made once.
+        if expiry_texts
+            .as_ref()
+            .is_none_or(|(expiry, ..)| *expiry != minted.expiry)
+        {
+            let expires = journal::rfc3339(minted.expiry);
+            let human = minted
+                .expiry
+                .to_datetime()
+                .format(&human)
+                .unwrap_or_else(|_| expires.clone());
+            expiry_texts = Some((minted.expiry, expires, human));
+        }
+        let (expires, expires_human) = match &expiry_texts {
+            Some((_, expires, human)) => (expires.as_str(), human.as_str()),
+            None => ("", ""),
+        };
         let code = minted.code.to_string();
         let mut vars = Vars::new();
         let cells = names.iter().enumerate().map(|(i, name)| {
@@ -359,7 +379,7 @@ pub fn scan(
         });
         vars.set_columns(cells);
         vars.set("code", code.as_str());
-        vars.set("expires", expires.as_str());
+        vars.set("expires", expires);
         vars.set("expires_human", expires_human);
         vars.set("kind", minted.audience.kind().name());
         vars.set("audience", minted.audience.value());
@@ -368,7 +388,7 @@ pub fn scan(
             "sign_up_url",
             options.sign_up_url.clone().unwrap_or_default(),
         );
-        let rendered = templates.render(&vars)?;
+        let rendered = templates.render(vars)?;
         let envelope_to = match &options.to_one {
             Some(mailbox) => mailbox.clone(),
             None => Mailbox::new(None, to.clone()),
@@ -499,12 +519,15 @@ pub fn deliver<R: std::io::Read + Send>(
             }),
         }
     })?;
-    let concurrency = options.concurrency.max(1);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Job>(concurrency * 2);
-    let finished = AtomicBool::new(false);
+    // Jobs go over in batches: one wake-up of the reading thread a batch, not a message.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Job>>(BATCHES_AHEAD);
+    // Dropping the sender ends the syncing thread at once, not after its next sleep.
+    let (finished, syncing) = std::sync::mpsc::channel::<()>();
     std::thread::scope(|scope| {
         let producer = scope.spawn(move || -> Result<(), Error> {
             let mut failed = None;
+            let mut batch = Vec::with_capacity(BATCH_JOBS);
+            let mut open = true;
             scan(campaign, input, |outcome| {
                 let RowOutcome::Ready { prepared, again } = outcome else {
                     return true;
@@ -517,35 +540,46 @@ pub fn deliver<R: std::io::Read + Send>(
                     bytes,
                     again,
                 };
+                batch.push(job);
+                if batch.len() < BATCH_JOBS {
+                    return true;
+                }
                 // The receiver is gone when the run stops early.
-                tx.blocking_send(job).is_ok()
+                open = tx
+                    .blocking_send(std::mem::replace(
+                        &mut batch,
+                        Vec::with_capacity(BATCH_JOBS),
+                    ))
+                    .is_ok();
+                open
             })
             .or_else(|err| {
                 failed = Some(err);
                 Ok::<(), Error>(())
             })?;
+            if open && !batch.is_empty() {
+                let _ = tx.blocking_send(batch);
+            }
             failed.map_or(Ok(()), Err)
         });
-        let finished = &finished;
         scope.spawn(move || {
-            while !finished.load(Ordering::Acquire) {
-                std::thread::sleep(SYNC_EVERY);
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                syncing.recv_timeout(SYNC_EVERY)
+            {
                 // A failing sync shows again at the end, where it is reported.
                 let _ = journal.sync();
             }
         });
+        // Dropping the receiver at the end unblocks the producer if it waits to hand over a row.
         let result = runtime.block_on(dispatch(
-            &mut rx,
+            rx,
             options,
             journal,
             transport,
             shutdown,
             &mut on_event,
         ));
-        // Unblocks the producer if it is waiting to hand over a row.
-        rx.close();
-        drop(rx);
-        finished.store(true, Ordering::Release);
+        drop(finished);
         let produced = producer.join().unwrap_or_else(|_| {
             Err(Error::Batch {
                 reason: "the reading thread failed".to_owned(),
@@ -560,89 +594,92 @@ pub fn deliver<R: std::io::Read + Send>(
     })
 }
 
+/// Runs `options.concurrency` senders, each taking the next job when the pacer allows, and
+/// reports what they did, in the order they finish. Like a bare sender loop, a sender goes
+/// straight from one message to the next on its connection.
 async fn dispatch(
-    rx: &mut tokio::sync::mpsc::Receiver<Job>,
+    rx: tokio::sync::mpsc::Receiver<Vec<Job>>,
     options: &SendOptions,
     journal: &Arc<Journal>,
     transport: &Transport,
     shutdown: impl Future<Output = ()>,
     on_event: &mut impl FnMut(Event<'_>),
 ) -> Result<Summary, Error> {
-    let concurrency = options.concurrency.max(1);
-    let mut pacer = Pacer::new(options.rate);
-    let mut tasks = tokio::task::JoinSet::<Done>::new();
-    let stopping = Arc::new(AtomicBool::new(false));
+    let shared = Arc::new(Senders {
+        jobs: tokio::sync::Mutex::new(Jobs {
+            rx,
+            batch: std::collections::VecDeque::new(),
+            pacer: Pacer::new(options.rate),
+        }),
+        stopping: AtomicBool::new(false),
+        stop: tokio::sync::Notify::new(),
+        journal: Arc::clone(journal),
+        transport: transport.clone(),
+        retry: options.retry,
+    });
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
+    for _ in 0..options.concurrency.max(1) {
+        let (shared, done_tx) = (Arc::clone(&shared), done_tx.clone());
+        tokio::spawn(sender(shared, done_tx));
+    }
+    drop(done_tx);
     let mut summary = Summary::default();
-    let mut accepting = true;
     let mut journal_error = None;
     let mut shutdown = std::pin::pin!(shutdown);
     let mut interrupted = false;
     loop {
-        let room = accepting && tasks.len() < concurrency;
-        if !room && tasks.is_empty() {
-            break;
-        }
-        tokio::select! {
+        let done = tokio::select! {
             biased;
             () = &mut shutdown, if !interrupted => {
                 interrupted = true;
-                accepting = false;
-                stopping.store(true, Ordering::Release);
                 summary.stopped.get_or_insert(Stop::Interrupted);
+                shared.stop();
+                continue;
             }
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                let Ok(done) = done else { continue };
-                summary.retried += u64::from(done.retried);
-                let prepared = &done.job.prepared;
-                match &done.result {
-                    Ok(_) => {
-                        summary.sent += 1;
-                        on_event(Event::Sent { line: prepared.line, to: &prepared.to });
-                    }
-                    Err(Failure::Rejected(reply)) => {
-                        summary.rejected += 1;
-                        on_event(Event::Rejected {
-                            line: prepared.line,
-                            to: &prepared.to,
-                            reply: reply.as_str(),
-                            record: &prepared.record,
-                        });
-                    }
-                    Err(Failure::GaveUp { reply, uncertain }) => {
-                        summary.gave_up += 1;
-                        on_event(Event::GaveUp {
-                            line: prepared.line,
-                            to: &prepared.to,
-                            reply: reply.as_str(),
-                            uncertain: *uncertain,
-                        });
-                        if !interrupted {
-                            summary.stopped.get_or_insert(Stop::ServerLost(reply.clone()));
-                        }
-                        accepting = false;
-                        stopping.store(true, Ordering::Release);
-                    }
-                    Err(Failure::Journal(err)) => {
-                        journal_error.get_or_insert(err.clone());
-                        accepting = false;
-                        stopping.store(true, Ordering::Release);
-                    }
-                }
-                if done.job.again && done.result.is_ok() {
+            done = done_rx.recv() => done,
+        };
+        // Every sender has ended: no rows left, or the run stopped.
+        let Some(done) = done else { break };
+        summary.retried += u64::from(done.retried);
+        let prepared = &done.job.prepared;
+        match &done.result {
+            Ok(_) => {
+                summary.sent += 1;
+                if done.job.again {
                     summary.resent_uncertain += 1;
                 }
-            }
-            job = next_job(rx, &mut pacer), if room => {
-                let Some(job) = job else {
-                    accepting = false;
-                    continue;
-                };
-                let (transport, journal, stopping) =
-                    (transport.clone(), Arc::clone(journal), Arc::clone(&stopping));
-                let retry = options.retry;
-                tasks.spawn(async move {
-                    send_one(job, &transport, &journal, retry, &stopping).await
+                on_event(Event::Sent {
+                    line: prepared.line,
+                    to: &prepared.to,
                 });
+            }
+            Err(Failure::Rejected(reply)) => {
+                summary.rejected += 1;
+                on_event(Event::Rejected {
+                    line: prepared.line,
+                    to: &prepared.to,
+                    reply: reply.as_str(),
+                    record: &prepared.record,
+                });
+            }
+            Err(Failure::GaveUp { reply, uncertain }) => {
+                summary.gave_up += 1;
+                on_event(Event::GaveUp {
+                    line: prepared.line,
+                    to: &prepared.to,
+                    reply: reply.as_str(),
+                    uncertain: *uncertain,
+                });
+                if !interrupted {
+                    summary
+                        .stopped
+                        .get_or_insert(Stop::ServerLost(reply.clone()));
+                }
+                shared.stop();
+            }
+            Err(Failure::Journal(err)) => {
+                journal_error.get_or_insert(err.clone());
+                shared.stop();
             }
         }
     }
@@ -652,10 +689,74 @@ async fn dispatch(
     }
 }
 
-/// The next job once the pacer allows one. Cancel-safe: a job is taken only at the end.
-async fn next_job(rx: &mut tokio::sync::mpsc::Receiver<Job>, pacer: &mut Pacer) -> Option<Job> {
-    pacer.wait().await;
-    rx.recv().await
+/// The jobs not yet taken: the rest of the current batch, then the channel.
+struct Jobs {
+    rx: tokio::sync::mpsc::Receiver<Vec<Job>>,
+    batch: std::collections::VecDeque<Job>,
+    pacer: Pacer,
+}
+
+impl Jobs {
+    /// The next job once the pacer allows it; `None` when there are no more. Cancel-safe: a
+    /// job taken from the channel stays in the batch until returned.
+    async fn next(&mut self) -> Option<Job> {
+        self.pacer.wait().await;
+        if self.batch.is_empty() {
+            self.batch = self.rx.recv().await?.into();
+        }
+        self.batch.pop_front()
+    }
+}
+
+/// What the senders share.
+struct Senders {
+    /// The jobs and the pacer, taken together so that slots go out in order.
+    jobs: tokio::sync::Mutex<Jobs>,
+    stopping: AtomicBool,
+    stop: tokio::sync::Notify,
+    journal: Arc<Journal>,
+    transport: Transport,
+    retry: Retry,
+}
+
+impl Senders {
+    /// No sender takes a new job; those in flight finish without further retries.
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.stop.notify_waiters();
+    }
+}
+
+/// One sender: the next job, then its message, until there are none or the run stops.
+async fn sender(shared: Arc<Senders>, done: tokio::sync::mpsc::UnboundedSender<Done>) {
+    loop {
+        let stopped = shared.stop.notified();
+        let mut stopped = std::pin::pin!(stopped);
+        // Registered before the check, so that a stop between the two is not missed.
+        stopped.as_mut().enable();
+        if shared.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let job = {
+            let mut jobs = shared.jobs.lock().await;
+            tokio::select! {
+                () = &mut stopped => return,
+                job = jobs.next() => job,
+            }
+        };
+        let Some(job) = job else { return };
+        let finished = send_one(
+            job,
+            &shared.transport,
+            &shared.journal,
+            shared.retry,
+            &shared.stopping,
+        )
+        .await;
+        if done.send(finished).is_err() {
+            return;
+        }
+    }
 }
 
 async fn send_one(
@@ -809,14 +910,6 @@ pub fn dry_run(
         true
     })?;
     failed.map_or(Ok(()), Err)
-}
-
-/// The current instant as RFC 3339, for messages.
-#[must_use]
-pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -134,8 +134,8 @@ impl Templates {
     /// # Errors
     ///
     /// [`Error::Template`] for an undefined variable or a failing filter, with its place.
-    pub fn render(&self, vars: &Vars) -> Result<Rendered, Error> {
-        let context = Value::from(vars.0.clone());
+    pub fn render(&self, vars: Vars) -> Result<Rendered, Error> {
+        let context = Value::from(vars.0);
         let subject = self.render_one(SUBJECT, &context)?;
         // A subject is one line: line breaks from a template or a cell become spaces (the
         // mail library would encode them, but a folded subject reads badly).
@@ -260,7 +260,7 @@ mod tests {
     #[test]
     fn the_defaults_render_every_fact() {
         let templates = Templates::new(None, None, None).unwrap();
-        let rendered = templates.render(&vars()).unwrap();
+        let rendered = templates.render(vars()).unwrap();
         assert_eq!(rendered.subject, DEFAULT_SUBJECT);
         assert!(rendered.text.contains("243Q1-PYRG0-DVPFF-Z9H9F-NDX66"));
         assert!(rendered.text.contains("z@contoso.com"));
@@ -278,7 +278,7 @@ mod tests {
         let templates = Templates::new(None, None, Some(html)).unwrap();
         let mut vars = vars();
         vars.set_columns([("First Name", "<b>Zoë</b>")].into_iter());
-        let rendered = templates.render(&vars).unwrap();
+        let rendered = templates.render(vars).unwrap();
         assert_eq!(
             rendered.html.unwrap(),
             "<p>&lt;b&gt;Zoë&lt;&#x2f;b&gt; &lt;b&gt;Zoë&lt;&#x2f;b&gt;</p>"
@@ -289,7 +289,7 @@ mod tests {
     fn an_unknown_variable_names_file_line_and_column() {
         let text = TemplateSource::new("invite.txt", "Hello,\nyour code: {{ cdoe }}\n");
         let templates = Templates::new(None, Some(text), None).unwrap();
-        let err = templates.render(&vars()).unwrap_err();
+        let err = templates.render(vars()).unwrap_err();
         let Error::Template {
             template,
             line,
@@ -324,7 +324,7 @@ mod tests {
             TemplateSource::new("--subject", "Hi\r\nBcc: x@evil.example {{ first_name }}");
         let templates = Templates::new(Some(subject), None, None).unwrap();
         assert_eq!(
-            templates.render(&vars()).unwrap().subject,
+            templates.render(vars()).unwrap().subject,
             "Hi Bcc: x@evil.example Zoë"
         );
     }
