@@ -43,7 +43,7 @@ pub enum Record {
     Handed {
         /// 1-based line of the row in the recipients file.
         line: u64,
-        /// The row's digest ([`super::RowDigest`]).
+        /// The row's digest: 64 bits of SHA-256 over its fields, in hex.
         row: String,
         /// The envelope recipient.
         to: String,
