@@ -153,6 +153,32 @@ pub enum Error {
         /// Whether `octets` is the length itself or only a lower bound.
         exact: bool,
     },
+    /// An email template does not compile or render: reported before any email leaves.
+    #[error("{template}:{line}:{column}: {reason}")]
+    Template {
+        /// The template's file, or the flag that gave it (`--subject`).
+        template: String,
+        /// 1-based line in the template.
+        line: usize,
+        /// 1-based column in the template (in characters).
+        column: usize,
+        /// What is wrong, as the template engine says it.
+        reason: String,
+    },
+    /// A send journal cannot be read, or disagrees with the recipients file.
+    #[error("journal {path}: {reason}")]
+    Journal {
+        /// The journal file.
+        path: String,
+        /// What is wrong, and how to put it right.
+        reason: String,
+    },
+    /// The SMTP server is unreachable, refuses the settings, or went away during a run.
+    #[error("smtp: {reason}")]
+    Smtp {
+        /// What the server or the connection said; never a password.
+        reason: String,
+    },
 }
 
 impl Error {

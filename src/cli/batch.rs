@@ -39,18 +39,8 @@ pub struct BatchArgs {
     /// Output CSV; `-` or absent for standard output (a stream: it cannot be undone).
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
-    /// The field delimiter of the input: `,`, `;`, `tab` or one other character. Default:
-    /// detected from the header line (`,`, `;` or tab). The output always uses `,`.
-    #[arg(long, value_name = "CHAR")]
-    delimiter: Option<String>,
-    /// The header of the email column, when it is not one of email, e-mail, email address,
-    /// e-mail address, mail (any case).
-    #[arg(long, value_name = "NAME")]
-    email_column: Option<String>,
-    /// The input's text encoding, e.g. windows-1252 for a "CSV" saved by Excel. Default
-    /// UTF-8; other input is refused with the line that is not.
-    #[arg(long, value_name = "ENCODING")]
-    encoding: Option<String>,
+    #[command(flatten)]
+    read: ReadArgs,
     /// Start the output with a UTF-8 byte order mark, so that Excel reads its accents.
     #[arg(long)]
     bom: bool,
@@ -80,8 +70,28 @@ impl BatchArgs {
         }
         Ok(())
     }
+}
 
-    fn read_options(&self) -> anyhow::Result<ReadOptions> {
+/// How the recipients CSV is read: the flags `batch` and `send` share.
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    /// The field delimiter of the input: `,`, `;`, `tab` or one other character. Default:
+    /// detected from the header line (`,`, `;` or tab). The output always uses `,`.
+    #[arg(long, value_name = "CHAR")]
+    delimiter: Option<String>,
+    /// The header of the email column, when it is not one of email, e-mail, email address,
+    /// e-mail address, mail (any case).
+    #[arg(long, value_name = "NAME")]
+    email_column: Option<String>,
+    /// The input's text encoding, e.g. windows-1252 for a "CSV" saved by Excel. Default
+    /// UTF-8; other input is refused with the line that is not.
+    #[arg(long, value_name = "ENCODING")]
+    encoding: Option<String>,
+}
+
+impl ReadArgs {
+    /// The reader's options, or a usage error naming the flag.
+    pub fn read_options(&self) -> anyhow::Result<ReadOptions> {
         let delimiter = match self.delimiter.as_deref() {
             None => None,
             Some("tab" | "\\t" | "\t") => Some(b'\t'),
@@ -118,7 +128,7 @@ pub fn batch(args: &BatchArgs) -> anyhow::Result<Status> {
             now,
             allow_public_domains: args.allow_public_domain,
         },
-        read: args.read_options()?,
+        read: args.read.read_options()?,
         merge: MergeOptions {
             bom: args.bom,
             raw_cells: args.raw_cells,

@@ -5,6 +5,7 @@ mod codes;
 mod health;
 mod keys;
 mod output;
+mod send;
 mod serve;
 
 use std::path::PathBuf;
@@ -61,6 +62,17 @@ Fields separated by `,`, `;` or tab (detected). Output: every input column in or
 them). A recipient named twice is minted once (--allow-duplicates). A file output appears only
 when the run succeeds, mode 0600.")]
     Batch(batch::BatchArgs),
+    /// Mint a code for each recipients row and email it over SMTP, resumably.
+    #[command(after_help = "Examples:
+  invitegate send recipients.csv --keys-file keys.txt --expires-in 14d --dry-run out/
+  INVITEGATE_SMTP_PASSWORD=... invitegate send recipients.csv --keys-file keys.txt \\
+    --expires-in 14d --from 'Contoso <invites@contoso.com>' --smtp smtp://mail.contoso.com:587 \\
+    --smtp-username invites --rate 600/min
+  # after a crash or Ctrl-C, run the same command again: it sends only what is left
+
+Exit status: 0 every row sent (now or by an earlier run), 1 rows refused (by the server, or
+invalid), 2 usage, configuration or server error, 130 interrupted.")]
+    Send(Box<send::SendArgs>),
     /// Check a code against an email address.
     #[command(after_help = "Examples:
   invitegate verify --keys-file keys.txt --email alice@contoso.com 243Q1-PYRG0-DVPFF-Z9H9F-NDX66
@@ -101,6 +113,8 @@ pub enum Status {
     NotVerified,
     /// Usage, configuration or I/O error.
     Error,
+    /// Stopped by Ctrl-C; the work done so far is kept (128 + SIGINT).
+    Interrupted,
     /// Standard output was closed before everything was written (`| head`): 128 + SIGPIPE,
     /// what a shell reports for a program that SIGPIPE ended.
     ClosedPipe,
@@ -112,6 +126,7 @@ impl From<Status> for ExitCode {
             Status::Success => Self::SUCCESS,
             Status::NotVerified => Self::from(1),
             Status::Error => Self::from(2),
+            Status::Interrupted => Self::from(130),
             Status::ClosedPipe => Self::from(141),
         }
     }
@@ -152,6 +167,7 @@ fn run_command(cli: Cli) -> anyhow::Result<Status> {
         Command::Keys(args) => keys::keys(&args),
         Command::Mint(args) => codes::mint(&args),
         Command::Batch(args) => batch::batch(&args),
+        Command::Send(args) => send::send(&args),
         Command::Verify(args) => codes::verify(&args),
         Command::Inspect(args) => codes::inspect(&args),
         Command::Serve(args) => serve::serve(&args),

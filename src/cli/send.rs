@@ -1,0 +1,635 @@
+//! `invitegate send`: mint a code per recipients row and email it, resumably.
+//!
+//! Everything that can be checked is checked before the first email: flags, templates, every
+//! row, the journal against the file, and the server's TLS and login. Then rows go out
+//! through the library's [`invitegate::send::deliver`], and a summary says what happened.
+
+use std::fs::File;
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use invitegate::batch::MintOptions;
+use invitegate::fsutil::Privacy;
+use invitegate::send::{
+    Campaign, Event, Journal, JournalState, Retry, RowOutcome, SendOptions, SmtpPassword,
+    SmtpSettings, Stop, TemplateSource, Templates, TlsMode, journal::rfc3339,
+};
+use lettre::message::Mailbox;
+use time::OffsetDateTime;
+
+use super::batch::ReadArgs;
+use super::codes::ExpiryArgs;
+use super::output::Sink;
+use super::{KeySource, Status, keys};
+
+/// The password's environment variable; it has no flag, so it stays out of shell history.
+const PASSWORD_ENV: &str = "INVITEGATE_SMTP_PASSWORD";
+
+/// The most connections asked for: providers cap them at a handful, and each costs a TLS
+/// handshake and a login.
+const MAX_CONCURRENCY: usize = 64;
+
+/// How often a plain progress line is printed when standard error is not a terminal.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    #[command(flatten)]
+    keys: KeySource,
+    #[command(flatten)]
+    expiry: ExpiryArgs,
+    #[command(flatten)]
+    read: ReadArgs,
+    /// The sender, as `Name <address>` or an address.
+    #[arg(long, env = "INVITEGATE_SMTP_FROM", value_name = "MAILBOX")]
+    from: Option<String>,
+    /// The server: smtp://HOST[:587] (STARTTLS required), smtp://HOST?tls=opportunistic,
+    /// smtps://HOST[:465] (implicit TLS).
+    #[arg(long, env = "INVITEGATE_SMTP_URL", value_name = "URL")]
+    smtp: Option<String>,
+    /// The SMTP user; the password comes from INVITEGATE_SMTP_PASSWORD or
+    /// --smtp-password-file, never from a flag.
+    #[arg(long, env = "INVITEGATE_SMTP_USERNAME", value_name = "USER")]
+    smtp_username: Option<String>,
+    /// A file holding the SMTP password (its first line).
+    #[arg(long, value_name = "FILE")]
+    smtp_password_file: Option<PathBuf>,
+    /// `none` sends in plain text (a warning says so); `opportunistic` uses STARTTLS only
+    /// when offered. Default: as the URL says (STARTTLS required for smtp://).
+    #[arg(long, value_name = "MODE", value_parser = ["required", "opportunistic", "none"])]
+    smtp_tls: Option<String>,
+    /// A PEM file of CA certificates to trust besides the usual web roots (a private CA).
+    #[arg(long, env = "INVITEGATE_SMTP_CA_FILE", value_name = "FILE")]
+    smtp_ca_file: Option<PathBuf>,
+    /// The subject template. Default: "Your invitation code".
+    #[arg(long, value_name = "TEMPLATE")]
+    subject: Option<String>,
+    /// The text body template (minijinja). Default: a short invitation with the code.
+    #[arg(long, value_name = "FILE")]
+    text_template: Option<PathBuf>,
+    /// An HTML body template; with it, messages are multipart/alternative.
+    #[arg(long, value_name = "FILE")]
+    html_template: Option<PathBuf>,
+    /// The sign-up page, as `sign_up_url` in templates.
+    #[arg(long, value_name = "URL")]
+    sign_up_url: Option<String>,
+    /// Write each message as FOLDER/LINE-ADDRESS.eml and send nothing.
+    #[arg(long, value_name = "FOLDER")]
+    dry_run: Option<PathBuf>,
+    /// Send every message to this one mailbox (a test run; no journal is kept).
+    #[arg(long, value_name = "ADDRESS")]
+    to_one: Option<String>,
+    /// The journal that makes the run resumable. Default: INPUT.journal beside the input.
+    #[arg(long, value_name = "FILE")]
+    journal: Option<PathBuf>,
+    /// Where refused rows go, with an `error` column. Default: INPUT.rejects.csv.
+    #[arg(long, value_name = "FILE")]
+    rejects: Option<PathBuf>,
+    /// Messages in flight at once (SMTP connections).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    concurrency: usize,
+    /// At most this many messages: 10/s, 600/min, 3000/h, or off.
+    #[arg(long, default_value = "10/s", value_name = "RATE")]
+    rate: String,
+    /// Send the good rows and set bad rows aside in the rejects file instead of stopping.
+    #[arg(long)]
+    skip_invalid: bool,
+    /// Leave rows an interrupted run handed to the server without a recorded reply unsent
+    /// (by default they are sent again: better twice than never).
+    #[arg(long)]
+    skip_uncertain: bool,
+    /// Allow domain codes for public suffixes and free-mail providers.
+    #[arg(long)]
+    allow_public_domain: bool,
+    /// The first wait before retrying a temporary failure, in milliseconds.
+    #[arg(long, default_value_t = 1000, hide = true)]
+    retry_delay_ms: u64,
+    /// Recipients CSV, as for `batch`.
+    #[arg(value_name = "INPUT")]
+    input: PathBuf,
+}
+
+/// `path` with `suffix` added to its file name.
+fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+fn read_template(path: &Path) -> anyhow::Result<TemplateSource> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading template {}", path.display()))?;
+    Ok(TemplateSource::new(path.display().to_string(), text))
+}
+
+/// The settings common to a dry run and a real one.
+struct Plan {
+    options: SendOptions,
+    templates: Templates,
+    ring: invitegate::KeyRing,
+    now: OffsetDateTime,
+}
+
+fn plan(args: &SendArgs) -> anyhow::Result<Plan> {
+    if !(1..=MAX_CONCURRENCY).contains(&args.concurrency) {
+        bail!("--concurrency takes 1 to {MAX_CONCURRENCY}");
+    }
+    let from = args
+        .from
+        .as_deref()
+        .context("no sender: give --from 'Name <address>' or set INVITEGATE_SMTP_FROM")?;
+    let from: Mailbox = from.parse().with_context(|| {
+        format!("--from {from:?}: not a mailbox such as 'Contoso <invites@contoso.com>'")
+    })?;
+    let to_one = match &args.to_one {
+        Some(text) => Some(
+            text.parse::<Mailbox>()
+                .with_context(|| format!("--to-one {text:?}: not an email address"))?,
+        ),
+        None => None,
+    };
+    let templates = Templates::new(
+        args.subject
+            .as_ref()
+            .map(|s| TemplateSource::new("--subject", s.clone())),
+        args.text_template
+            .as_deref()
+            .map(read_template)
+            .transpose()?,
+        args.html_template
+            .as_deref()
+            .map(read_template)
+            .transpose()?,
+    )?;
+    let now = OffsetDateTime::now_utc();
+    let options = SendOptions {
+        mint: MintOptions {
+            default_expiry: args.expiry.resolve(now)?,
+            now,
+            allow_public_domains: args.allow_public_domain,
+        },
+        read: args.read.read_options()?,
+        from,
+        to_one,
+        sign_up_url: args.sign_up_url.clone(),
+        concurrency: args.concurrency,
+        rate: invitegate::send::Rate::parse(&args.rate)?,
+        skip_uncertain: args.skip_uncertain,
+        retry: Retry {
+            first_delay: Duration::from_millis(args.retry_delay_ms),
+            ..Retry::default()
+        },
+    };
+    let ring = keys::load(&args.keys)?;
+    Ok(Plan {
+        options,
+        templates,
+        ring,
+        now,
+    })
+}
+
+fn open_input(path: &Path) -> anyhow::Result<File> {
+    File::open(path).with_context(|| format!("opening input {}", path.display()))
+}
+
+fn smtp_settings(args: &SendArgs) -> anyhow::Result<SmtpSettings> {
+    let url = args
+        .smtp
+        .as_deref()
+        .context("no server: give --smtp smtp://HOST:587 or set INVITEGATE_SMTP_URL")?;
+    let mut settings = SmtpSettings::from_url(url)?;
+    match args.smtp_tls.as_deref() {
+        Some(mode @ ("opportunistic" | "none")) if settings.tls == TlsMode::Implicit => {
+            bail!("--smtp-tls {mode} does not apply to smtps://, which is always TLS")
+        }
+        Some("none") => settings.tls = TlsMode::None,
+        Some("opportunistic") => settings.tls = TlsMode::Opportunistic,
+        Some("required") if settings.tls == TlsMode::Opportunistic => {
+            settings.tls = TlsMode::Required;
+        }
+        _ => {}
+    }
+    match settings.tls {
+        TlsMode::None => eprintln!(
+            "invitegate: warning: --smtp-tls none: messages, codes and the password cross the \
+             network in plain text"
+        ),
+        TlsMode::Opportunistic => eprintln!(
+            "invitegate: warning: tls=opportunistic: if the server offers no STARTTLS, \
+             messages, codes and the password cross the network in plain text"
+        ),
+        TlsMode::Required | TlsMode::Implicit => {}
+    }
+    let password = match &args.smtp_password_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --smtp-password-file {}", path.display()))?;
+            Some(text.lines().next().unwrap_or_default().to_owned())
+        }
+        None => std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()),
+    };
+    settings.credentials = match (&args.smtp_username, password) {
+        (Some(user), Some(password)) => Some((user.clone(), SmtpPassword::new(password))),
+        (Some(_), None) => bail!(
+            "--smtp-username is set but no password: set {PASSWORD_ENV} or give \
+             --smtp-password-file"
+        ),
+        (None, Some(_)) => bail!("a password is set but no user: give --smtp-username"),
+        (None, None) => None,
+    };
+    if let Some(path) = &args.smtp_ca_file {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("reading --smtp-ca-file {}", path.display()))?;
+        settings.ca_pem = Some(pem);
+    }
+    settings.pool_size = u32::try_from(args.concurrency).unwrap_or(4);
+    Ok(settings)
+}
+
+/// `invitegate send`.
+pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
+    let mut plan = plan(args)?;
+    if let Some(dir) = &args.dry_run {
+        return dry_run(args, &plan, dir);
+    }
+    let settings = smtp_settings(args)?;
+    // A test run to one mailbox must not mark the campaign's rows as sent.
+    let scratch = match args.to_one {
+        Some(_) => Some(tempfile::tempdir().context("creating a scratch journal")?),
+        None => None,
+    };
+    let journal_path = match (&scratch, &args.journal) {
+        (Some(dir), _) => dir.path().join("journal"),
+        (None, Some(path)) => path.clone(),
+        (None, None) => beside(&args.input, ".journal"),
+    };
+    let asked = plan.options.mint.default_expiry;
+    let (journal, state) = Journal::open(&journal_path, asked, plan.now)?;
+    if state.resumed {
+        if args.expiry.expires_at.is_some() && asked != state.expires_at {
+            bail!(
+                "--expires-at differs from the campaign's expiry in {} ({}); drop the flag to \
+                 resume, or start a new campaign with another --journal",
+                journal_path.display(),
+                state.expires_at.map_or("none".to_owned(), rfc3339)
+            );
+        }
+        plan.options.mint.default_expiry = state.expires_at;
+        eprintln!(
+            "invitegate: resuming the campaign in {} (codes expire at {})",
+            journal_path.display(),
+            state
+                .expires_at
+                .map_or("each row's expires_at".to_owned(), rfc3339)
+        );
+    }
+    let journal = Arc::new(journal);
+    let check = check_rows(args, &plan, &state, &journal_path)?;
+    if check.invalid > 0 && !args.skip_invalid {
+        eprintln!(
+            "invitegate: {} rows are wrong; nothing was sent: fix them, or pass --skip-invalid \
+             to send the others and set these aside in the rejects file",
+            check.invalid
+        );
+        return Ok(Status::NotVerified);
+    }
+    let mut rejects = check.rejects;
+    let mut summary_line = format!(
+        "{} to send, {} already sent, {} uncertain, {} invalid, {} duplicates",
+        check.ready, check.already_sent, check.uncertain, check.invalid, check.duplicates
+    );
+    let mut status = if rejects.is_empty() {
+        Status::Success
+    } else {
+        Status::NotVerified
+    };
+    if check.ready > 0 {
+        let progress = Progress::new(check.ready);
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        let campaign = Campaign {
+            ring: &plan.ring,
+            templates: &plan.templates,
+            options: &plan.options,
+            journal: &state,
+            journal_path: &journal_path,
+        };
+        let summary = invitegate::send::deliver(
+            &campaign,
+            open_input(&args.input)?,
+            &journal,
+            &settings,
+            shutdown,
+            |event| match event {
+                Event::Sent { .. } => progress.inc(),
+                Event::Rejected {
+                    line,
+                    to,
+                    reply,
+                    record,
+                } => {
+                    progress.say(&format!("line {line}: {to} refused: {reply}"));
+                    rejects.push((record.clone(), format!("line {line}: {reply}")));
+                    progress.inc();
+                }
+                Event::GaveUp {
+                    line, to, reply, ..
+                } => {
+                    progress.say(&format!("line {line}: {to} not sent: {reply}"));
+                }
+                _ => {}
+            },
+        )?;
+        progress.finish();
+        summary_line = format!(
+            "{} sent, {} rejected, {} retried, {} skipped as already sent, {} uncertain \
+             ({} sent again), {} invalid, {} duplicates",
+            summary.sent,
+            summary.rejected,
+            summary.retried,
+            check.already_sent,
+            check.uncertain,
+            summary.resent_uncertain,
+            check.invalid,
+            check.duplicates
+        );
+        if summary.rejected > 0 {
+            status = Status::NotVerified;
+        }
+        match &summary.stopped {
+            Some(stop) => {
+                write_rejects(args, &rejects)?;
+                eprintln!("invitegate: send: {summary_line}");
+                let why = match stop {
+                    Stop::Interrupted => "interrupted".to_owned(),
+                    Stop::ServerLost(reply) => format!("the server is gone ({reply})"),
+                };
+                eprintln!(
+                    "invitegate: stopped: {why}; the journal {} is up to date; to resume, run \
+                     the same command again:\n  {}",
+                    journal_path.display(),
+                    resume_command()
+                );
+                return Ok(match stop {
+                    Stop::Interrupted => Status::Interrupted,
+                    Stop::ServerLost(_) => Status::Error,
+                });
+            }
+            None if summary.gave_up > 0 => status = Status::Error,
+            None => {}
+        }
+    }
+    write_rejects(args, &rejects)?;
+    eprintln!("invitegate: send: {summary_line}");
+    Ok(status)
+}
+
+/// What the check of every row found.
+struct Check {
+    ready: u64,
+    already_sent: u64,
+    uncertain: u64,
+    invalid: u64,
+    duplicates: u64,
+    rejects: Vec<(csv::ByteRecord, String)>,
+}
+
+fn check_rows(
+    args: &SendArgs,
+    plan: &Plan,
+    state: &JournalState,
+    journal_path: &Path,
+) -> anyhow::Result<Check> {
+    let mut check = Check {
+        ready: 0,
+        already_sent: 0,
+        uncertain: 0,
+        invalid: 0,
+        duplicates: 0,
+        rejects: Vec::new(),
+    };
+    let campaign = Campaign {
+        ring: &plan.ring,
+        templates: &plan.templates,
+        options: &plan.options,
+        journal: state,
+        journal_path,
+    };
+    invitegate::send::scan(&campaign, open_input(&args.input)?, |outcome| {
+        match outcome {
+            RowOutcome::Ready { prepared, again } => {
+                check.ready += 1;
+                if again {
+                    check.uncertain += 1;
+                    eprintln!(
+                        "invitegate: line {}: {} (code {}…) was handed to the server by an \
+                             earlier run with no reply recorded; sending it again \
+                             (--skip-uncertain leaves it)",
+                        prepared.line, prepared.to, prepared.fingerprint
+                    );
+                }
+            }
+            RowOutcome::AlreadySent { .. } => check.already_sent += 1,
+            RowOutcome::SkippedUncertain { line } => {
+                check.uncertain += 1;
+                let seen = state.rows.get(&line);
+                eprintln!(
+                    "invitegate: line {line}: {} (code {}…) may have been sent by an earlier \
+                         run; left alone (--skip-uncertain)",
+                    seen.map_or("", |s| s.to.as_str()),
+                    seen.map_or("", |s| s.code.as_str())
+                );
+            }
+            RowOutcome::Invalid {
+                line,
+                reason,
+                record,
+            } => {
+                check.invalid += 1;
+                eprintln!("invitegate: line {line}: {reason}");
+                check
+                    .rejects
+                    .push((record, format!("line {line}: {reason}")));
+            }
+            RowOutcome::Duplicate { line, first, .. } => {
+                check.duplicates += 1;
+                eprintln!("invitegate: line {line}: the same recipient as line {first}; left out");
+            }
+            _ => {}
+        }
+        true
+    })?;
+    Ok(check)
+}
+
+fn dry_run(args: &SendArgs, plan: &Plan, dir: &Path) -> anyhow::Result<Status> {
+    let journal_path = args
+        .journal
+        .clone()
+        .unwrap_or_else(|| beside(&args.input, ".journal"));
+    let mut options = plan.options.clone();
+    let mut state = JournalState::default();
+    if journal_path.exists() {
+        let (_, read) = Journal::open(&journal_path, None, plan.now)?;
+        if read.expires_at.is_some() {
+            options.mint.default_expiry = read.expires_at;
+        }
+        state = read;
+    }
+    let (mut ready, mut skipped, mut invalid) = (0u64, 0u64, 0u64);
+    let campaign = Campaign {
+        ring: &plan.ring,
+        templates: &plan.templates,
+        options: &options,
+        journal: &state,
+        journal_path: &journal_path,
+    };
+    invitegate::send::dry_run(&campaign, open_input(&args.input)?, dir, |outcome, path| {
+        match outcome {
+            RowOutcome::Ready { prepared, .. } => {
+                ready += 1;
+                let subject = prepared
+                    .message
+                    .headers()
+                    .get_raw("Subject")
+                    .unwrap_or_default()
+                    .to_owned();
+                let to = options
+                    .to_one
+                    .as_ref()
+                    .map_or_else(|| prepared.to.to_string(), |m| m.email.to_string());
+                println!(
+                    "line {}: to {to}: {subject:?} (key {}, expires {}) -> {}",
+                    prepared.line,
+                    prepared.key_id,
+                    rfc3339(prepared.expiry),
+                    path.map_or_else(String::new, |p| p.display().to_string())
+                );
+            }
+            RowOutcome::Invalid { line, reason, .. } => {
+                invalid += 1;
+                eprintln!("invitegate: line {line}: {reason}");
+            }
+            _ => skipped += 1,
+        }
+    })?;
+    eprintln!(
+        "invitegate: dry run: {ready} messages written to {}, {skipped} rows left out, \
+         {invalid} invalid; nothing was sent",
+        dir.display()
+    );
+    Ok(if invalid > 0 {
+        Status::NotVerified
+    } else {
+        Status::Success
+    })
+}
+
+fn write_rejects(args: &SendArgs, rejects: &[(csv::ByteRecord, String)]) -> anyhow::Result<()> {
+    if rejects.is_empty() {
+        return Ok(());
+    }
+    let path = args
+        .rejects
+        .clone()
+        .unwrap_or_else(|| beside(&args.input, ".rejects.csv"));
+    let sink = Sink::create("--rejects", &path, Privacy::Private)?;
+    let mut writer = csv::WriterBuilder::new().flexible(true).from_writer(sink);
+    for (record, error) in rejects {
+        let mut row: csv::ByteRecord = record
+            .iter()
+            .map(|cell| invitegate::batch::neutralise(cell).into_owned())
+            .collect();
+        row.push_field(error.as_bytes());
+        writer
+            .write_byte_record(&row)
+            .context("writing the rejects file")?;
+    }
+    let sink = writer
+        .into_inner()
+        .map_err(|err| anyhow::anyhow!("writing the rejects file: {}", err.error()))?;
+    sink.commit().context("writing the rejects file")?;
+    eprintln!("invitegate: refused rows are in {}", path.display());
+    Ok(())
+}
+
+/// This process's command line, quoted for a POSIX shell.
+fn resume_command() -> String {
+    std::env::args()
+        .map(|arg| {
+            if !arg.is_empty()
+                && arg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+".contains(c))
+            {
+                arg
+            } else {
+                format!("'{}'", arg.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A progress bar on a terminal, else a plain line every few seconds.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    total: u64,
+    done: std::cell::Cell<u64>,
+    last: std::cell::Cell<Instant>,
+}
+
+impl Progress {
+    fn new(total: u64) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{bar:30} {human_pos}/{human_len} messages  {per_sec}  eta {eta}",
+            ) {
+                bar.set_style(style);
+            }
+            bar
+        });
+        Self {
+            bar,
+            total,
+            done: std::cell::Cell::new(0),
+            last: std::cell::Cell::new(Instant::now()),
+        }
+    }
+
+    fn inc(&self) {
+        self.done.set(self.done.get() + 1);
+        match &self.bar {
+            Some(bar) => bar.inc(1),
+            None if self.last.get().elapsed() >= PROGRESS_EVERY => {
+                self.last.set(Instant::now());
+                eprintln!(
+                    "invitegate: {}/{} messages done",
+                    self.done.get(),
+                    self.total
+                );
+            }
+            None => {}
+        }
+    }
+
+    fn say(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(format!("invitegate: {line}")),
+            None => eprintln!("invitegate: {line}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,419 @@
+//! The send journal: an append-only JSON-lines file that makes a campaign resumable.
+//!
+//! The first line holds the campaign's resolved expiry, so that a resumed run mints codes
+//! that expire at the same instant. Then, per row, a `handed` record is written before the
+//! message goes to the server and a `sent`, `rejected` or `deferred` record when the reply
+//! comes. A row whose last record is `handed` has an unknown outcome: at most one per
+//! connection, since a record is written (one `write` call, which a killed process does not
+//! undo) before each send. The file is synced to disk every second while a run goes on and at
+//! its end. A line cut short by a crash is dropped when the journal is opened. The journal
+//! never holds a whole code: only its fingerprint.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::{Error, Expiry};
+
+/// The journal format's version, in its first record.
+pub const JOURNAL_VERSION: u32 = 1;
+
+/// One line of the journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Record {
+    /// The first line: the campaign.
+    Campaign {
+        /// [`JOURNAL_VERSION`].
+        version: u32,
+        /// The resolved default expiry (RFC 3339), when the flags gave one.
+        expires_at: Option<String>,
+        /// When the first run started (RFC 3339).
+        started: String,
+    },
+    /// The message for a row is being handed to the server.
+    Handed {
+        /// 1-based line of the row in the recipients file.
+        line: u64,
+        /// The row's digest: 64 bits of SHA-256 over its fields, in hex.
+        row: String,
+        /// The envelope recipient.
+        to: String,
+        /// The id of the key that signed the code.
+        key_id: u8,
+        /// The code's expiry (RFC 3339).
+        expires_at: String,
+        /// The code's fingerprint (its first two groups), never the whole code.
+        code: String,
+    },
+    /// The server accepted the message.
+    Sent {
+        /// The row's line.
+        line: u64,
+        /// The row's digest.
+        row: String,
+        /// The server's reply.
+        reply: String,
+    },
+    /// The server refused the message for good (5xx): the row is in the rejects file.
+    Rejected {
+        /// The row's line.
+        line: u64,
+        /// The row's digest.
+        row: String,
+        /// The server's reply.
+        reply: String,
+    },
+    /// The server refused the message for now (4xx) and retries ran out: not sent.
+    Deferred {
+        /// The row's line.
+        line: u64,
+        /// The row's digest.
+        row: String,
+        /// The server's last reply.
+        reply: String,
+    },
+}
+
+/// What the journal says about one row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowRecord {
+    /// The row's digest when it was journalled.
+    pub row: String,
+    /// The last event.
+    pub status: RowStatus,
+    /// The recipient, from the `handed` record.
+    pub to: String,
+    /// The code's fingerprint, from the `handed` record.
+    pub code: String,
+}
+
+/// A row's last event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowStatus {
+    /// Handed to the server; no reply recorded.
+    Uncertain,
+    /// Accepted by the server.
+    Sent,
+    /// Refused for good.
+    Rejected,
+    /// Refused for now; not sent.
+    Deferred,
+}
+
+/// What a journal held when it was opened.
+#[derive(Debug, Clone, Default)]
+pub struct JournalState {
+    /// The campaign's expiry, from the first line.
+    pub expires_at: Option<Expiry>,
+    /// Whether the journal already existed with records (a resumed run).
+    pub resumed: bool,
+    /// Rows by line.
+    pub rows: HashMap<u64, RowRecord>,
+}
+
+/// An open journal, locked against other runs.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    file: Mutex<File>,
+    dirty: AtomicBool,
+}
+
+impl Journal {
+    /// Opens or creates the journal at `path` (mode 0600), locks it, reads it, and on a new
+    /// journal writes the campaign line with `expires_at`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Journal`] when it cannot be opened, is locked by another run, or holds a
+    /// line that is not a journal record (a last line cut short by a crash is ignored).
+    pub fn open(
+        path: &Path,
+        expires_at: Option<Expiry>,
+        now: OffsetDateTime,
+    ) -> Result<(Self, JournalState), Error> {
+        let fail = |reason: String| Error::Journal {
+            path: path.display().to_string(),
+            reason,
+        };
+        let mut options = OpenOptions::new();
+        options.read(true).append(true).create(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.mode(0o600);
+        }
+        let mut file = options
+            .open(path)
+            .map_err(|err| fail(format!("cannot open it: {err}")))?;
+        {
+            use fs4::fs_std::FileExt as _;
+            match file.try_lock_exclusive() {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(fail(
+                        "another `invitegate send` is using it; wait for it to end".to_owned(),
+                    ));
+                }
+                Err(err) => return Err(fail(format!("cannot lock it: {err}"))),
+            }
+        }
+        let mut text = Vec::new();
+        file.read_to_end(&mut text)
+            .map_err(|err| fail(format!("cannot read it: {err}")))?;
+        let mut state = JournalState::default();
+        let complete = text.ends_with(b"\n");
+        let mut lines = text.split(|&b| b == b'\n').peekable();
+        let mut number = 0usize;
+        while let Some(line) = lines.next() {
+            number += 1;
+            let last = lines.peek().is_none();
+            if line.is_empty() {
+                continue;
+            }
+            let record: Record = match serde_json::from_slice(line) {
+                Ok(record) => record,
+                // A crash mid-write leaves a last line without its line break.
+                Err(_) if last && !complete => break,
+                Err(err) => return Err(fail(format!("line {number} is not a record: {err}"))),
+            };
+            state
+                .apply(record)
+                .map_err(|reason| fail(format!("line {number}: {reason}")))?;
+        }
+        if !complete {
+            // Drop the cut line, so that the next record starts a line of its own.
+            let keep = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            file.set_len(keep as u64)
+                .map_err(|err| fail(format!("cannot drop its cut last line: {err}")))?;
+        }
+        let journal = Self {
+            path: path.to_owned(),
+            file: Mutex::new(file),
+            dirty: AtomicBool::new(false),
+        };
+        if state.resumed {
+            return Ok((journal, state));
+        }
+        let started = now.format(&Rfc3339).unwrap_or_default();
+        journal.write(&Record::Campaign {
+            version: JOURNAL_VERSION,
+            expires_at: expires_at.map(rfc3339),
+            started,
+        })?;
+        journal.sync()?;
+        state.expires_at = expires_at;
+        Ok((journal, state))
+    }
+
+    /// The journal's path.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one record with a single `write`, so that a killed process leaves either the
+    /// whole line or a cut one that [`Journal::open`] ignores.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Journal`] when writing fails.
+    pub fn write(&self, record: &Record) -> Result<(), Error> {
+        let mut line = serde_json::to_vec(record).map_err(|err| Error::Journal {
+            path: self.path.display().to_string(),
+            reason: err.to_string(),
+        })?;
+        line.push(b'\n');
+        self.write_raw(&line)
+    }
+
+    fn write_raw(&self, bytes: &[u8]) -> Result<(), Error> {
+        let mut file = self.file.lock().map_err(|_| self.poisoned())?;
+        file.write_all(bytes).map_err(|err| Error::Journal {
+            path: self.path.display().to_string(),
+            reason: format!("cannot write it: {err}"),
+        })?;
+        self.dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Syncs what was written to disk, if anything was since the last sync.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Journal`] when the sync fails.
+    pub fn sync(&self) -> Result<(), Error> {
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        // A clone of the handle: syncing must not hold up writers.
+        let file = {
+            let file = self.file.lock().map_err(|_| self.poisoned())?;
+            file.try_clone()
+        };
+        file.and_then(|file| file.sync_data())
+            .map_err(|err| Error::Journal {
+                path: self.path.display().to_string(),
+                reason: format!("cannot sync it to disk: {err}"),
+            })
+    }
+
+    fn poisoned(&self) -> Error {
+        Error::Journal {
+            path: self.path.display().to_string(),
+            reason: "a writer failed while holding it".to_owned(),
+        }
+    }
+}
+
+impl JournalState {
+    fn apply(&mut self, record: Record) -> Result<(), String> {
+        match record {
+            Record::Campaign {
+                version,
+                expires_at,
+                ..
+            } => {
+                if version != JOURNAL_VERSION {
+                    return Err(format!(
+                        "journal version {version}; this invitegate reads version {JOURNAL_VERSION}"
+                    ));
+                }
+                self.resumed = true;
+                self.expires_at = match expires_at {
+                    Some(text) => Some(parse_expiry(&text)?),
+                    None => None,
+                };
+            }
+            Record::Handed {
+                line,
+                row,
+                to,
+                code,
+                ..
+            } => {
+                self.rows.insert(
+                    line,
+                    RowRecord {
+                        row,
+                        status: RowStatus::Uncertain,
+                        to,
+                        code,
+                    },
+                );
+            }
+            Record::Sent { line, row, .. } => self.set(line, row, RowStatus::Sent),
+            Record::Rejected { line, row, .. } => self.set(line, row, RowStatus::Rejected),
+            Record::Deferred { line, row, .. } => self.set(line, row, RowStatus::Deferred),
+        }
+        if !self.resumed {
+            return Err("the first line is not the campaign record".to_owned());
+        }
+        Ok(())
+    }
+
+    fn set(&mut self, line: u64, row: String, status: RowStatus) {
+        let entry = self.rows.entry(line).or_insert_with(|| RowRecord {
+            row: row.clone(),
+            status,
+            to: String::new(),
+            code: String::new(),
+        });
+        entry.row = row;
+        entry.status = status;
+    }
+}
+
+/// An expiry as RFC 3339.
+#[must_use]
+pub fn rfc3339(expiry: Expiry) -> String {
+    expiry.to_datetime().format(&Rfc3339).unwrap_or_default()
+}
+
+fn parse_expiry(text: &str) -> Result<Expiry, String> {
+    let at = OffsetDateTime::parse(text, &Rfc3339)
+        .map_err(|_| format!("expires_at {text:?} is not RFC 3339"))?;
+    Expiry::from_datetime(at).map_err(|err| err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handed(line: u64) -> Record {
+        Record::Handed {
+            line,
+            row: format!("r{line}"),
+            to: format!("p{line}@contoso.com"),
+            key_id: 7,
+            expires_at: "2030-01-01T00:00:00Z".to_owned(),
+            code: "243Q1-PYRG0".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_journal_reopens_with_its_expiry_and_row_states() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        let now = OffsetDateTime::now_utc();
+        let expiry = Expiry::from_datetime(time::macros::datetime!(2030-01-01 0:00 UTC)).unwrap();
+        let (journal, state) = Journal::open(&path, Some(expiry), now).unwrap();
+        assert!(!state.resumed);
+        journal.write(&handed(2)).unwrap();
+        journal
+            .write(&Record::Sent {
+                line: 2,
+                row: "r2".to_owned(),
+                reply: "250 ok".to_owned(),
+            })
+            .unwrap();
+        journal.write(&handed(3)).unwrap();
+        journal.sync().unwrap();
+        // A second run on the same journal is refused while the first holds it.
+        let busy = Journal::open(&path, None, now).unwrap_err().to_string();
+        assert!(busy.contains("another `invitegate send`"), "{busy}");
+        drop(journal);
+        // A cut last line (a crash mid-write) is ignored.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"event\":\"sent\",\"li")
+            .unwrap();
+        let later = Expiry::from_datetime(time::macros::datetime!(2031-01-01 0:00 UTC)).unwrap();
+        let (journal, state) = Journal::open(&path, Some(later), now).unwrap();
+        assert!(state.resumed);
+        assert_eq!(
+            state.expires_at,
+            Some(expiry),
+            "the first run's expiry wins"
+        );
+        assert_eq!(state.rows[&2].status, RowStatus::Sent);
+        assert_eq!(state.rows[&3].status, RowStatus::Uncertain);
+        assert_eq!(state.rows[&3].code, "243Q1-PYRG0");
+        journal.write(&handed(4)).unwrap();
+        drop(journal);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.lines().all(|l| l.starts_with('{')), "{text}");
+        let (_, state) = Journal::open(&path, None, now).unwrap();
+        assert_eq!(state.rows[&4].status, RowStatus::Uncertain);
+    }
+
+    #[test]
+    fn a_damaged_line_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        std::fs::write(&path, "{\"event\":\"campaign\",\"version\":1,\"expires_at\":null,\"started\":\"x\"}\nnonsense\n{}\n").unwrap();
+        let err = Journal::open(&path, None, OffsetDateTime::now_utc()).unwrap_err();
+        assert!(err.to_string().contains("line 2 is not a record"), "{err}");
+    }
+}

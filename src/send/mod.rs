@@ -1,0 +1,945 @@
+//! SMTP campaigns: the recipients CSV that `batch` reads, the same row minter, one email a
+//! row, and a journal that makes a run resumable.
+//!
+//! A campaign is read twice. [`scan`] first checks every row (address, expiry, template,
+//! journal) before any email leaves, and counts; [`deliver`] then reads it again and sends
+//! the rows still to send through a pool of connections, paced and retried, journalling each
+//! row before and after its message goes to the server. Codes are deterministic (the same
+//! key, audience and expiry give the same code), so a resumed run sends the codes the first
+//! run would have.
+
+pub mod journal;
+pub mod pacing;
+pub mod template;
+pub mod transport;
+
+use std::fs::File;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use lettre::address::Envelope;
+use lettre::message::{Mailbox, MultiPart};
+use lettre::{Address, AsyncTransport as _, Message};
+use sha2::{Digest as _, Sha256};
+
+pub use journal::{Journal, JournalState, Record, RowStatus};
+pub use pacing::{Pacer, Rate};
+pub use template::{Rendered, TemplateSource, Templates, Vars};
+pub use transport::{SmtpPassword, SmtpSettings, TlsMode, Transport};
+
+use crate::batch::{Duplicates, MintOptions, ReadOptions, Recipients, RowError, RowMinter};
+use crate::{Error, Expiry, KeyRing, Kind};
+
+/// How often the journal is synced to disk during a run. Writes reach the file at once (a
+/// killed process loses none); this bounds what a power cut can lose. Not more often: on
+/// ext4 a sync holds up the appends made meanwhile, and every 50 ms cost a tenth of the
+/// throughput in `benches/send.rs`.
+const SYNC_EVERY: Duration = Duration::from_millis(1000);
+
+/// Jobs handed from the reading thread to the senders at a time.
+const BATCH_JOBS: usize = 64;
+
+/// Batches read ahead of the senders: enough that they never wait for the reading thread,
+/// few enough to bound memory (a job is one message, a few kilobytes).
+const BATCHES_AHEAD: usize = 4;
+
+/// Settings of one campaign.
+#[derive(Debug, Clone)]
+pub struct SendOptions {
+    /// How rows are minted (the default expiry is the journal's on a resumed run).
+    pub mint: MintOptions,
+    /// How the recipients file is read.
+    pub read: ReadOptions,
+    /// The `From` of every message.
+    pub from: Mailbox,
+    /// Send every message to this mailbox instead of its recipient (a test run).
+    pub to_one: Option<Mailbox>,
+    /// `sign_up_url` in templates.
+    pub sign_up_url: Option<String>,
+    /// Messages in flight at once (connections in the pool).
+    pub concurrency: usize,
+    /// The rate limit; `None` for none.
+    pub rate: Option<Rate>,
+    /// Leave rows whose outcome the journal does not know unsent, instead of sending again.
+    pub skip_uncertain: bool,
+    /// How temporary failures are retried.
+    pub retry: Retry,
+}
+
+/// Retries of temporary failures (4xx replies, lost connections): `attempts` in all, waiting
+/// `first_delay`, then twice as long each time.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    /// Attempts in all, the first one included.
+    pub attempts: u32,
+    /// The wait before the second attempt.
+    pub first_delay: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            attempts: 5,
+            first_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What a campaign reads and sends with: the key ring, the templates, the settings, and what
+/// the journal says of earlier runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Campaign<'a> {
+    /// The key ring; its signing key mints.
+    pub ring: &'a KeyRing,
+    /// The message templates.
+    pub templates: &'a Templates,
+    /// The settings.
+    pub options: &'a SendOptions,
+    /// The journal as read when the run started (empty for a new campaign).
+    pub journal: &'a JournalState,
+    /// The journal's path, for messages.
+    pub journal_path: &'a Path,
+}
+
+/// A row ready to send.
+#[derive(Debug)]
+pub struct Prepared {
+    /// 1-based line of the row.
+    pub line: u64,
+    /// The row's digest, to notice a changed row under a journal.
+    pub row: String,
+    /// The recipient as in the row (the envelope goes to `--to-one` if given).
+    pub to: Address,
+    /// The key that signed the code.
+    pub key_id: u8,
+    /// The code's expiry.
+    pub expiry: Expiry,
+    /// The code's fingerprint.
+    pub fingerprint: String,
+    /// The message.
+    pub message: Message,
+    /// The row's fields, for a rejects file.
+    pub record: csv::ByteRecord,
+}
+
+/// What the scan found for one row.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RowOutcome {
+    /// To send. `again` when the journal says it was handed to the server with no reply.
+    Ready {
+        /// The message and its facts.
+        prepared: Box<Prepared>,
+        /// Whether an earlier run may have sent it already.
+        again: bool,
+    },
+    /// The journal says it was sent.
+    AlreadySent {
+        /// The row's line.
+        line: u64,
+    },
+    /// Handed to the server by an earlier run with no reply recorded, and left alone
+    /// (`skip_uncertain`).
+    SkippedUncertain {
+        /// The row's line.
+        line: u64,
+    },
+    /// The row is wrong: no code, no message.
+    Invalid {
+        /// The row's line.
+        line: u64,
+        /// Why.
+        reason: String,
+        /// The fields.
+        record: csv::ByteRecord,
+    },
+    /// The recipient was named on an earlier line.
+    Duplicate {
+        /// The row's line.
+        line: u64,
+        /// The earlier line.
+        first: u64,
+        /// The fields.
+        record: csv::ByteRecord,
+    },
+}
+
+/// What happened during [`deliver`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event<'a> {
+    /// The server accepted a message.
+    Sent {
+        /// The row's line.
+        line: u64,
+        /// The recipient.
+        to: &'a Address,
+    },
+    /// The server refused a message for good.
+    Rejected {
+        /// The row's line.
+        line: u64,
+        /// The recipient.
+        to: &'a Address,
+        /// The server's reply.
+        reply: &'a str,
+        /// The row's fields.
+        record: &'a csv::ByteRecord,
+    },
+    /// Retries ran out: the row was not sent (`uncertain` when the connection broke while
+    /// the message was on its way).
+    GaveUp {
+        /// The row's line.
+        line: u64,
+        /// The recipient.
+        to: &'a Address,
+        /// The last reply or error.
+        reply: &'a str,
+        /// Whether the server may have taken it.
+        uncertain: bool,
+    },
+}
+
+/// Why a run stopped before the end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// The shutdown future completed (Ctrl-C).
+    Interrupted,
+    /// The server could not be reached with retries.
+    ServerLost(String),
+}
+
+/// Counts of a delivery.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Messages the server accepted.
+    pub sent: u64,
+    /// Messages refused for good (5xx).
+    pub rejected: u64,
+    /// Retries made.
+    pub retried: u64,
+    /// Rows given up after retries.
+    pub gave_up: u64,
+    /// Rows sent again although an earlier run may have sent them.
+    pub resent_uncertain: u64,
+    /// Why the run stopped early, if it did.
+    pub stopped: Option<Stop>,
+}
+
+/// Reads the recipients file and prepares every row: mints, renders, builds the message, and
+/// checks it against the journal. Calls `on_row` once a row; `on_row` returning `false`
+/// stops the scan.
+///
+/// # Errors
+///
+/// [`Error::Batch`], [`Error::NotUtf8`] or [`Error::Io`] as [`crate::batch::run`];
+/// [`Error::Template`] at the first row a template fails on; [`Error::Journal`] when a row the
+/// journal says was sent (or may have been) has changed.
+pub fn scan(
+    campaign: &Campaign<'_>,
+    input: impl std::io::Read,
+    mut on_row: impl FnMut(RowOutcome) -> bool,
+) -> Result<(), Error> {
+    let Campaign {
+        ring,
+        templates,
+        options,
+        journal,
+        journal_path,
+    } = *campaign;
+    let mut reader = Recipients::open(input, &options.read)?;
+    let header = reader.header().clone();
+    let columns = reader.columns().clone();
+    if columns.kind != Kind::Email && columns.recipient.is_none() {
+        return Err(Error::Batch {
+            reason: "domain codes need an email column beside `domain` to send them to".to_owned(),
+        });
+    }
+    let names: Vec<String> = header
+        .iter()
+        .map(|h| String::from_utf8_lossy(h).into_owned())
+        .collect();
+    let minter = RowMinter::new(ring, &columns, &options.mint);
+    let mut duplicates = Duplicates::new();
+    let mut record = csv::ByteRecord::new();
+    let human = time::macros::format_description!(
+        "[day padding:none] [month repr:long] [year], [hour]:[minute] UTC"
+    );
+    let mut expiry_texts: Option<(Expiry, String, String)> = None;
+    while reader.read_row(&mut record)? {
+        let line = record.position().map_or(0, csv::Position::line);
+        let minted = match minter.mint(&record) {
+            Ok(minted) => minted,
+            Err(RowError::NotUtf8) => return Err(Error::NotUtf8 { line }),
+            Err(RowError::Rejected(reason)) => {
+                let record = record.clone();
+                if on_row(RowOutcome::Invalid {
+                    line,
+                    reason,
+                    record,
+                }) {
+                    continue;
+                }
+                return Ok(());
+            }
+        };
+        if let Some(first) = duplicates.first_seen(minted.recipient, line) {
+            let record = record.clone();
+            if on_row(RowOutcome::Duplicate {
+                line,
+                first,
+                record,
+            }) {
+                continue;
+            }
+            return Ok(());
+        }
+        let row = digest(&record);
+        let field = |i: Option<usize>| {
+            i.and_then(|i| record.get(i))
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .map_or("", str::trim)
+        };
+        let to_text = match columns.kind {
+            Kind::Email => field(Some(columns.audience)),
+            _ => field(columns.recipient),
+        };
+        let Ok(to) = to_text.parse::<Address>() else {
+            let reason = "the recipient's address is not one an SMTP server takes".to_owned();
+            if on_row(RowOutcome::Invalid {
+                line,
+                reason,
+                record: record.clone(),
+            }) {
+                continue;
+            }
+            return Ok(());
+        };
+        let again = match journal.rows.get(&line) {
+            None => false,
+            Some(seen) => {
+                let risky = matches!(seen.status, RowStatus::Sent | RowStatus::Uncertain);
+                if risky && seen.row != row {
+                    return Err(Error::Journal {
+                        path: journal_path.display().to_string(),
+                        reason: format!(
+                            "line {line} of the recipients file changed since a message for it \
+                             went to {}; put the row back as it was, or start a new campaign \
+                             with another --journal",
+                            seen.to
+                        ),
+                    });
+                }
+                match seen.status {
+                    RowStatus::Sent => {
+                        if on_row(RowOutcome::AlreadySent { line }) {
+                            continue;
+                        }
+                        return Ok(());
+                    }
+                    RowStatus::Uncertain if options.skip_uncertain => {
+                        if on_row(RowOutcome::SkippedUncertain { line }) {
+                            continue;
+                        }
+                        return Ok(());
+                    }
+                    RowStatus::Uncertain => true,
+                    RowStatus::Rejected | RowStatus::Deferred => false,
+                }
+            }
+        };
+        // Rows share one expiry as a rule: its two texts are made once.
+        if expiry_texts
+            .as_ref()
+            .is_none_or(|(expiry, ..)| *expiry != minted.expiry)
+        {
+            let expires = journal::rfc3339(minted.expiry);
+            let human = minted
+                .expiry
+                .to_datetime()
+                .format(&human)
+                .unwrap_or_else(|_| expires.clone());
+            expiry_texts = Some((minted.expiry, expires, human));
+        }
+        let (expires, expires_human) = match &expiry_texts {
+            Some((_, expires, human)) => (expires.as_str(), human.as_str()),
+            None => ("", ""),
+        };
+        let code = minted.code.to_string();
+        let mut vars = Vars::new();
+        let cells = names.iter().enumerate().map(|(i, name)| {
+            let value = record
+                .get(i)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or_default();
+            (name.as_str(), value)
+        });
+        vars.set_columns(cells);
+        vars.set("code", code.as_str());
+        vars.set("expires", expires);
+        vars.set("expires_human", expires_human);
+        vars.set("kind", minted.audience.kind().name());
+        vars.set("audience", minted.audience.value());
+        vars.set("email", to.to_string());
+        vars.set(
+            "sign_up_url",
+            options.sign_up_url.clone().unwrap_or_default(),
+        );
+        let rendered = templates.render(vars)?;
+        let envelope_to = match &options.to_one {
+            Some(mailbox) => mailbox.clone(),
+            None => Mailbox::new(None, to.clone()),
+        };
+        let message =
+            build_message(&options.from, envelope_to, rendered).map_err(|err| Error::Batch {
+                reason: format!("line {line}: cannot build the message: {err}"),
+            })?;
+        let prepared = Prepared {
+            line,
+            row,
+            to,
+            key_id: minted.code.key_id(),
+            expiry: minted.expiry,
+            fingerprint: minted.code.fingerprint(),
+            message,
+            record: record.clone(),
+        };
+        if !on_row(RowOutcome::Ready {
+            prepared: Box::new(prepared),
+            again,
+        }) {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// The message: headers through the mail library (a cell cannot add a header), a text body,
+/// and with an HTML body both as multipart/alternative.
+fn build_message(
+    from: &Mailbox,
+    to: Mailbox,
+    rendered: Rendered,
+) -> Result<Message, lettre::error::Error> {
+    let mut builder = Message::builder()
+        .from(from.clone())
+        .to(to)
+        .subject(rendered.subject);
+    // A Message-ID in the sender's domain: some providers mark mail without one as spam.
+    let mut random = [0u8; 16];
+    builder = match getrandom::fill(&mut random) {
+        Ok(()) => {
+            let id: String = random.iter().map(|b| format!("{b:02x}")).collect();
+            builder.message_id(Some(format!("<{id}@{}>", from.email.domain())))
+        }
+        Err(_) => builder.message_id(None),
+    };
+    match rendered.html {
+        Some(html) => builder.multipart(MultiPart::alternative_plain_html(rendered.text, html)),
+        None => builder
+            .header(lettre::message::header::ContentType::TEXT_PLAIN)
+            .body(rendered.text),
+    }
+}
+
+/// A row's digest: the first 64 bits of SHA-256 over its fields, in hex.
+fn digest(record: &csv::ByteRecord) -> String {
+    let mut hash = Sha256::new();
+    for field in record {
+        hash.update((field.len() as u64).to_be_bytes());
+        hash.update(field);
+    }
+    let bytes = hash.finalize();
+    bytes
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+}
+
+/// One message to send.
+struct Job {
+    prepared: Box<Prepared>,
+    envelope: Envelope,
+    bytes: Vec<u8>,
+    again: bool,
+}
+
+/// How a job ended.
+struct Done {
+    job: Job,
+    retried: u32,
+    result: Result<String, Failure>,
+}
+
+enum Failure {
+    Rejected(String),
+    GaveUp { reply: String, uncertain: bool },
+    Journal(Error),
+}
+
+/// Sends the rows still to send: reads `input` again with [`scan`], and sends each ready row
+/// through a pool of connections to the `smtp` server, `options.concurrency` at a time, paced by `options.rate`.
+/// Each row is journalled as handed before its message goes, and with the reply after.
+/// When `shutdown` completes, no new row is taken; messages in flight finish.
+///
+/// # Errors
+///
+/// [`Error::Config`] when the TLS settings are wrong; [`Error::Smtp`] when the server cannot
+/// be reached or refuses the login before the first message; as [`scan`]; [`Error::Journal`] when the journal cannot be written. Losing the
+/// server during the run is not an error: it ends the run with [`Stop::ServerLost`].
+pub fn deliver<R: std::io::Read + Send>(
+    campaign: &Campaign<'_>,
+    input: R,
+    journal: &Arc<Journal>,
+    smtp: &SmtpSettings,
+    shutdown: impl Future<Output = ()>,
+    mut on_event: impl FnMut(Event<'_>),
+) -> Result<Summary, Error> {
+    let options = campaign.options;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|err| Error::io("starting the runtime", &err))?;
+    // The pool starts and stops a task of its own: it is built and dropped in the runtime.
+    let _entered = runtime.enter();
+    let transport = &smtp.transport()?;
+    runtime.block_on(async {
+        match transport.test_connection().await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::Smtp {
+                reason: "the server does not answer NOOP".to_owned(),
+            }),
+            Err(err) => Err(Error::Smtp {
+                reason: format!("cannot connect and log in: {}", describe(&err)),
+            }),
+        }
+    })?;
+    // Jobs go over in batches: one wake-up of the reading thread a batch, not a message.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Job>>(BATCHES_AHEAD);
+    // Dropping the sender ends the syncing thread at once, not after its next sleep.
+    let (finished, syncing) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        let producer = scope.spawn(move || -> Result<(), Error> {
+            let mut failed = None;
+            let mut batch = Vec::with_capacity(BATCH_JOBS);
+            let mut open = true;
+            scan(campaign, input, |outcome| {
+                let RowOutcome::Ready { prepared, again } = outcome else {
+                    return true;
+                };
+                let bytes = prepared.message.formatted();
+                let envelope = prepared.message.envelope().clone();
+                let job = Job {
+                    prepared,
+                    envelope,
+                    bytes,
+                    again,
+                };
+                batch.push(job);
+                if batch.len() < BATCH_JOBS {
+                    return true;
+                }
+                // The receiver is gone when the run stops early.
+                open = tx
+                    .blocking_send(std::mem::replace(
+                        &mut batch,
+                        Vec::with_capacity(BATCH_JOBS),
+                    ))
+                    .is_ok();
+                open
+            })
+            .or_else(|err| {
+                failed = Some(err);
+                Ok::<(), Error>(())
+            })?;
+            if open && !batch.is_empty() {
+                let _ = tx.blocking_send(batch);
+            }
+            failed.map_or(Ok(()), Err)
+        });
+        scope.spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                syncing.recv_timeout(SYNC_EVERY)
+            {
+                // A failing sync shows again at the end, where it is reported.
+                let _ = journal.sync();
+            }
+        });
+        // Dropping the receiver at the end unblocks the producer if it waits to hand over a row.
+        let result = runtime.block_on(dispatch(
+            rx,
+            options,
+            journal,
+            transport,
+            shutdown,
+            &mut on_event,
+        ));
+        drop(finished);
+        let produced = producer.join().unwrap_or_else(|_| {
+            Err(Error::Batch {
+                reason: "the reading thread failed".to_owned(),
+            })
+        });
+        let summary = result?;
+        journal.sync()?;
+        if summary.stopped.is_none() {
+            produced?;
+        }
+        Ok(summary)
+    })
+}
+
+/// Runs `options.concurrency` senders, each taking the next job when the pacer allows, and
+/// reports what they did, in the order they finish. Like a bare sender loop, a sender goes
+/// straight from one message to the next on its connection.
+async fn dispatch(
+    rx: tokio::sync::mpsc::Receiver<Vec<Job>>,
+    options: &SendOptions,
+    journal: &Arc<Journal>,
+    transport: &Transport,
+    shutdown: impl Future<Output = ()>,
+    on_event: &mut impl FnMut(Event<'_>),
+) -> Result<Summary, Error> {
+    let shared = Arc::new(Senders {
+        jobs: tokio::sync::Mutex::new(Jobs {
+            rx,
+            batch: std::collections::VecDeque::new(),
+            pacer: Pacer::new(options.rate),
+        }),
+        stopping: AtomicBool::new(false),
+        stop: tokio::sync::Notify::new(),
+        journal: Arc::clone(journal),
+        transport: transport.clone(),
+        retry: options.retry,
+    });
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
+    for _ in 0..options.concurrency.max(1) {
+        let (shared, done_tx) = (Arc::clone(&shared), done_tx.clone());
+        tokio::spawn(sender(shared, done_tx));
+    }
+    drop(done_tx);
+    let mut summary = Summary::default();
+    let mut journal_error = None;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut interrupted = false;
+    loop {
+        let done = tokio::select! {
+            biased;
+            () = &mut shutdown, if !interrupted => {
+                interrupted = true;
+                summary.stopped.get_or_insert(Stop::Interrupted);
+                shared.stop();
+                continue;
+            }
+            done = done_rx.recv() => done,
+        };
+        // Every sender has ended: no rows left, or the run stopped.
+        let Some(done) = done else { break };
+        summary.retried += u64::from(done.retried);
+        let prepared = &done.job.prepared;
+        match &done.result {
+            Ok(_) => {
+                summary.sent += 1;
+                if done.job.again {
+                    summary.resent_uncertain += 1;
+                }
+                on_event(Event::Sent {
+                    line: prepared.line,
+                    to: &prepared.to,
+                });
+            }
+            Err(Failure::Rejected(reply)) => {
+                summary.rejected += 1;
+                on_event(Event::Rejected {
+                    line: prepared.line,
+                    to: &prepared.to,
+                    reply: reply.as_str(),
+                    record: &prepared.record,
+                });
+            }
+            Err(Failure::GaveUp { reply, uncertain }) => {
+                summary.gave_up += 1;
+                on_event(Event::GaveUp {
+                    line: prepared.line,
+                    to: &prepared.to,
+                    reply: reply.as_str(),
+                    uncertain: *uncertain,
+                });
+                if !interrupted {
+                    summary
+                        .stopped
+                        .get_or_insert(Stop::ServerLost(reply.clone()));
+                }
+                shared.stop();
+            }
+            Err(Failure::Journal(err)) => {
+                journal_error.get_or_insert(err.clone());
+                shared.stop();
+            }
+        }
+    }
+    match journal_error {
+        Some(err) => Err(err),
+        None => Ok(summary),
+    }
+}
+
+/// The jobs not yet taken: the rest of the current batch, then the channel.
+struct Jobs {
+    rx: tokio::sync::mpsc::Receiver<Vec<Job>>,
+    batch: std::collections::VecDeque<Job>,
+    pacer: Pacer,
+}
+
+impl Jobs {
+    /// The next job once the pacer allows it; `None` when there are no more. Cancel-safe: a
+    /// job taken from the channel stays in the batch until returned.
+    async fn next(&mut self) -> Option<Job> {
+        self.pacer.wait().await;
+        if self.batch.is_empty() {
+            self.batch = self.rx.recv().await?.into();
+        }
+        self.batch.pop_front()
+    }
+}
+
+/// What the senders share.
+struct Senders {
+    /// The jobs and the pacer, taken together so that slots go out in order.
+    jobs: tokio::sync::Mutex<Jobs>,
+    stopping: AtomicBool,
+    stop: tokio::sync::Notify,
+    journal: Arc<Journal>,
+    transport: Transport,
+    retry: Retry,
+}
+
+impl Senders {
+    /// No sender takes a new job; those in flight finish without further retries.
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.stop.notify_waiters();
+    }
+}
+
+/// One sender: the next job, then its message, until there are none or the run stops.
+async fn sender(shared: Arc<Senders>, done: tokio::sync::mpsc::UnboundedSender<Done>) {
+    loop {
+        let stopped = shared.stop.notified();
+        let mut stopped = std::pin::pin!(stopped);
+        // Registered before the check, so that a stop between the two is not missed.
+        stopped.as_mut().enable();
+        if shared.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let job = {
+            let mut jobs = shared.jobs.lock().await;
+            tokio::select! {
+                () = &mut stopped => return,
+                job = jobs.next() => job,
+            }
+        };
+        let Some(job) = job else { return };
+        let finished = send_one(
+            job,
+            &shared.transport,
+            &shared.journal,
+            shared.retry,
+            &shared.stopping,
+        )
+        .await;
+        if done.send(finished).is_err() {
+            return;
+        }
+    }
+}
+
+async fn send_one(
+    job: Job,
+    transport: &Transport,
+    journal: &Journal,
+    retry: Retry,
+    stopping: &AtomicBool,
+) -> Done {
+    let prepared = &job.prepared;
+    let (line, row) = (prepared.line, prepared.row.clone());
+    let handed = Record::Handed {
+        line,
+        row: row.clone(),
+        to: prepared.to.to_string(),
+        key_id: prepared.key_id,
+        expires_at: journal::rfc3339(prepared.expiry),
+        code: prepared.fingerprint.clone(),
+    };
+    if let Err(err) = journal.write(&handed) {
+        return Done {
+            job,
+            retried: 0,
+            result: Err(Failure::Journal(err)),
+        };
+    }
+    let mut retried = 0;
+    let mut delay = retry.first_delay;
+    let result = loop {
+        match transport.send_raw(&job.envelope, &job.bytes).await {
+            Ok(response) => {
+                let mut reply = response.code().to_string();
+                for part in response.message() {
+                    reply.push(' ');
+                    reply.push_str(part);
+                }
+                let record = Record::Sent {
+                    line,
+                    row: row.clone(),
+                    reply: reply.clone(),
+                };
+                break journal
+                    .write(&record)
+                    .map(|()| reply)
+                    .map_err(Failure::Journal);
+            }
+            Err(err) if err.is_permanent() || err.is_client() => {
+                let reply = describe(&err);
+                let record = Record::Rejected {
+                    line,
+                    row: row.clone(),
+                    reply: reply.clone(),
+                };
+                break match journal.write(&record) {
+                    Ok(()) => Err(Failure::Rejected(reply)),
+                    Err(err) => Err(Failure::Journal(err)),
+                };
+            }
+            Err(err) => {
+                let reply = describe(&err);
+                if retried + 1 >= retry.attempts || stopping.load(Ordering::Acquire) {
+                    // A 4xx reply means the server did not take it; a broken connection
+                    // leaves the `handed` record, so a resumed run lists the row.
+                    let uncertain = !err.is_transient();
+                    if !uncertain {
+                        let record = Record::Deferred {
+                            line,
+                            row: row.clone(),
+                            reply: reply.clone(),
+                        };
+                        if let Err(err) = journal.write(&record) {
+                            break Err(Failure::Journal(err));
+                        }
+                    }
+                    break Err(Failure::GaveUp { reply, uncertain });
+                }
+                retried += 1;
+                tokio::time::sleep(delay).await;
+                delay = delay.saturating_mul(2);
+            }
+        }
+    };
+    Done {
+        job,
+        retried,
+        result,
+    }
+}
+
+/// An SMTP error in one line, with its causes: the server's reply or the network's error.
+fn describe(err: &lettre::transport::smtp::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Writes each ready row's message to `dir` as `LINE-ADDRESS.eml` (a file a mail client
+/// opens) and calls `on_row` for every row. Sends nothing and writes no journal.
+///
+/// # Errors
+///
+/// As [`scan`]; [`Error::Io`] when a file cannot be written, or already exists.
+pub fn dry_run(
+    campaign: &Campaign<'_>,
+    input: impl std::io::Read,
+    dir: &Path,
+    mut on_row: impl FnMut(&RowOutcome, Option<&Path>),
+) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|err| Error::io("creating the dry-run folder", &err))?;
+    let mut failed = None;
+    scan(campaign, input, |outcome| {
+        let path = match &outcome {
+            RowOutcome::Ready { prepared, .. } => {
+                let safe: String = prepared
+                    .to
+                    .to_string()
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || "@.-_".contains(c) {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
+                let path = dir.join(format!("{:06}-{safe}.eml", prepared.line));
+                let written = File::options()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .and_then(|mut file| {
+                        std::io::Write::write_all(&mut file, &prepared.message.formatted())
+                    });
+                if let Err(err) = written {
+                    failed = Some(Error::io("writing a dry-run message", &err));
+                    return false;
+                }
+                Some(path)
+            }
+            _ => None,
+        };
+        on_row(&outcome, path.as_deref());
+        true
+    })?;
+    failed.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_tell_rows_apart() {
+        let a = csv::ByteRecord::from(vec!["a", "bc"]);
+        let b = csv::ByteRecord::from(vec!["ab", "c"]);
+        assert_ne!(digest(&a), digest(&b));
+        assert_eq!(digest(&a), digest(&a.clone()));
+        assert_eq!(digest(&a).len(), 16);
+    }
+
+    #[test]
+    fn a_cell_cannot_add_a_header() {
+        let from: Mailbox = "Contoso <invites@contoso.com>".parse().unwrap();
+        let to = Mailbox::new(None, "a@contoso.com".parse().unwrap());
+        let rendered = Rendered {
+            subject: "Hi\r\nBcc: victim@evil.example".to_owned(),
+            text: "body".to_owned(),
+            html: Some("<p>body</p>".to_owned()),
+        };
+        let message = build_message(&from, to, rendered).unwrap();
+        let text = String::from_utf8(message.formatted()).unwrap();
+        assert!(!text.contains("\r\nBcc:"), "{text}");
+        assert!(text.contains("multipart/alternative"), "{text}");
+        assert!(text.contains("Message-ID: <"), "{text}");
+        assert!(text.contains("@contoso.com>"), "{text}");
+        assert_eq!(message.envelope().to().len(), 1);
+    }
+}

@@ -1,0 +1,331 @@
+//! Email templates: a subject, a text body and an optional HTML body, in minijinja.
+//!
+//! Undefined variables are errors, not empty strings: a misspelt `{{ cde }}` must stop the
+//! campaign before the first email, not send a thousand emails without a code. Errors carry
+//! the template's file, line and column.
+
+use std::collections::BTreeMap;
+
+use minijinja::value::Value;
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+
+use crate::Error;
+
+/// The subject when `--subject` is not given.
+pub const DEFAULT_SUBJECT: &str = "Your invitation code";
+
+/// The text body when `--text-template` is not given.
+pub const DEFAULT_TEXT: &str = "\
+Hello,
+
+You are invited to create an account{% if sign_up_url %} at {{ sign_up_url }}{% endif %}.
+
+Your invitation code is:
+
+    {{ code }}
+
+{% if kind == \"email\" -%}
+Sign up with this email address, {{ email }}, and enter the code when asked.
+{%- else -%}
+Sign up with your email address at {{ audience }} and enter the code when asked.
+{%- endif %}
+The code is valid until {{ expires_human }}.
+";
+
+/// One template's text and the name errors give it (a file path, or a flag).
+#[derive(Debug, Clone)]
+pub struct TemplateSource {
+    /// Where it came from, for error messages: `invite.txt`, `--subject`.
+    pub name: String,
+    /// The template text.
+    pub text: String,
+}
+
+impl TemplateSource {
+    /// A template named `name`.
+    #[must_use]
+    pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            text: text.into(),
+        }
+    }
+}
+
+/// The three parts of a message, rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// The subject, on one line.
+    pub subject: String,
+    /// The plain text body.
+    pub text: String,
+    /// The HTML body, when an HTML template was given.
+    pub html: Option<String>,
+}
+
+/// The compiled templates of a campaign.
+pub struct Templates {
+    env: Environment<'static>,
+    /// The user-facing name of each internal template (`subject`, `text`, `html`).
+    names: BTreeMap<&'static str, String>,
+    html: bool,
+}
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Templates")
+            .field("names", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+const SUBJECT: &str = "subject";
+const TEXT: &str = "text";
+const HTML: &str = "html";
+
+impl Templates {
+    /// Compiles the templates; `None` takes the built-in subject or text body.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Template`] with the file, line and column of a syntax error.
+    pub fn new(
+        subject: Option<TemplateSource>,
+        text: Option<TemplateSource>,
+        html: Option<TemplateSource>,
+    ) -> Result<Self, Error> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Only the HTML body escapes: a subject or text body with `&amp;` would read badly.
+        env.set_auto_escape_callback(|name| {
+            if name == HTML {
+                AutoEscape::Html
+            } else {
+                AutoEscape::None
+            }
+        });
+        let mut templates = Self {
+            env,
+            names: BTreeMap::new(),
+            html: html.is_some(),
+        };
+        let subject =
+            subject.unwrap_or_else(|| TemplateSource::new("the default subject", DEFAULT_SUBJECT));
+        let text = text.unwrap_or_else(|| TemplateSource::new("the default text", DEFAULT_TEXT));
+        for (key, source) in [(SUBJECT, Some(subject)), (TEXT, Some(text)), (HTML, html)] {
+            let Some(source) = source else { continue };
+            templates.names.insert(key, source.name.clone());
+            let compiled = templates.env.add_template_owned(key, source.text.clone());
+            if let Err(err) = compiled {
+                return Err(template_error(&source.name, &source.text, &err));
+            }
+        }
+        Ok(templates)
+    }
+
+    /// Whether an HTML body is rendered too.
+    #[must_use]
+    pub fn has_html(&self) -> bool {
+        self.html
+    }
+
+    /// Renders the three parts for one row's variables.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Template`] for an undefined variable or a failing filter, with its place.
+    pub fn render(&self, vars: Vars) -> Result<Rendered, Error> {
+        let context = Value::from(vars.0);
+        let subject = self.render_one(SUBJECT, &context)?;
+        // A subject is one line: line breaks from a template or a cell become spaces (the
+        // mail library would encode them, but a folded subject reads badly).
+        let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
+        let text = self.render_one(TEXT, &context)?;
+        let html = if self.html {
+            Some(self.render_one(HTML, &context)?)
+        } else {
+            None
+        };
+        Ok(Rendered {
+            subject,
+            text,
+            html,
+        })
+    }
+
+    fn render_one(&self, key: &'static str, context: &Value) -> Result<String, Error> {
+        let name = self.names.get(key).map_or(key, String::as_str);
+        let template = self
+            .env
+            .get_template(key)
+            .map_err(|err| template_error(name, "", &err))?;
+        template.render(context).map_err(|err| {
+            let source = err.template_source().unwrap_or_default().to_owned();
+            template_error(name, &source, &err)
+        })
+    }
+}
+
+/// The variables of one message.
+#[derive(Debug, Clone, Default)]
+pub struct Vars(BTreeMap<String, Value>);
+
+impl Vars {
+    /// No variables.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets a variable.
+    pub fn set(&mut self, name: impl Into<String>, value: impl Into<Value>) {
+        self.0.insert(name.into(), value.into());
+    }
+
+    /// Sets every CSV column: as `row["Header as written"]`, and as a variable named after
+    /// the header in lower case with other characters than letters and digits made `_`
+    /// (`First Name` becomes `first_name`). Fixed variables set later win over columns.
+    pub fn set_columns<'a>(&mut self, columns: impl Iterator<Item = (&'a str, &'a str)>) {
+        let mut row = BTreeMap::new();
+        for (header, value) in columns {
+            let header = header.trim_start_matches('\u{feff}').trim();
+            let name = identifier(header);
+            if !name.is_empty() {
+                self.0.insert(name, Value::from(value));
+            }
+            row.insert(header.to_owned(), Value::from(value));
+        }
+        self.0.insert("row".to_owned(), Value::from(row));
+    }
+}
+
+/// A header as a template variable name: `First Name` -> `first_name`.
+#[must_use]
+pub fn identifier(header: &str) -> String {
+    let mut name = String::with_capacity(header.len());
+    for c in header.chars() {
+        if c.is_alphanumeric() {
+            name.extend(c.to_lowercase());
+        } else if !name.ends_with('_') {
+            name.push('_');
+        }
+    }
+    let name = name.trim_matches('_');
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
+        format!("_{name}")
+    } else {
+        name.to_owned()
+    }
+}
+
+/// A minijinja error as the library's, with the 1-based column found from the error's byte
+/// range in the template text.
+fn template_error(name: &str, source: &str, err: &minijinja::Error) -> Error {
+    let line = err.line().unwrap_or(1);
+    let column = err
+        .range()
+        .and_then(|range| {
+            let before = source.get(..range.start)?;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            before.get(line_start..).map(|s| s.chars().count() + 1)
+        })
+        .unwrap_or(1);
+    let reason = match err.detail() {
+        Some(detail) => format!("{}: {detail}", err.kind()),
+        None => err.kind().to_string(),
+    };
+    Error::Template {
+        template: name.to_owned(),
+        line,
+        column,
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars() -> Vars {
+        let mut vars = Vars::new();
+        vars.set_columns([("First Name", "Zoë"), ("email", "z@contoso.com")].into_iter());
+        vars.set("code", "243Q1-PYRG0-DVPFF-Z9H9F-NDX66");
+        vars.set("kind", "email");
+        vars.set("audience", "z@contoso.com");
+        vars.set("expires_human", "31 December 2026, 23:59 UTC");
+        vars.set("sign_up_url", "");
+        vars
+    }
+
+    #[test]
+    fn the_defaults_render_every_fact() {
+        let templates = Templates::new(None, None, None).unwrap();
+        let rendered = templates.render(vars()).unwrap();
+        assert_eq!(rendered.subject, DEFAULT_SUBJECT);
+        assert!(rendered.text.contains("243Q1-PYRG0-DVPFF-Z9H9F-NDX66"));
+        assert!(rendered.text.contains("z@contoso.com"));
+        assert!(rendered.text.contains("31 December 2026"));
+        assert!(!rendered.text.contains(" at ."), "{}", rendered.text);
+        assert_eq!(rendered.html, None);
+    }
+
+    #[test]
+    fn columns_are_variables_and_html_is_escaped() {
+        let html = TemplateSource::new(
+            "invite.html",
+            "<p>{{ first_name }} {{ row['First Name'] }}</p>",
+        );
+        let templates = Templates::new(None, None, Some(html)).unwrap();
+        let mut vars = vars();
+        vars.set_columns([("First Name", "<b>Zoë</b>")].into_iter());
+        let rendered = templates.render(vars).unwrap();
+        assert_eq!(
+            rendered.html.unwrap(),
+            "<p>&lt;b&gt;Zoë&lt;&#x2f;b&gt; &lt;b&gt;Zoë&lt;&#x2f;b&gt;</p>"
+        );
+    }
+
+    #[test]
+    fn an_unknown_variable_names_file_line_and_column() {
+        let text = TemplateSource::new("invite.txt", "Hello,\nyour code: {{ cdoe }}\n");
+        let templates = Templates::new(None, Some(text), None).unwrap();
+        let err = templates.render(vars()).unwrap_err();
+        let Error::Template {
+            template,
+            line,
+            column,
+            reason,
+        } = err
+        else {
+            panic!("{err:?}");
+        };
+        assert_eq!((template.as_str(), line, column), ("invite.txt", 2, 15));
+        assert!(reason.contains("undefined"), "{reason}");
+    }
+
+    #[test]
+    fn a_syntax_error_is_found_when_compiling() {
+        let subject = TemplateSource::new("--subject", "Hi {{ first_name ");
+        let err = Templates::new(Some(subject), None, None).unwrap_err();
+        assert!(err.to_string().starts_with("--subject:1:"), "{err}");
+    }
+
+    #[test]
+    fn headers_become_identifiers() {
+        assert_eq!(identifier("First Name"), "first_name");
+        assert_eq!(identifier("E-mail Address"), "e_mail_address");
+        assert_eq!(identifier("2nd"), "_2nd");
+        assert_eq!(identifier("---"), "");
+    }
+
+    #[test]
+    fn a_subject_is_one_line() {
+        let subject =
+            TemplateSource::new("--subject", "Hi\r\nBcc: x@evil.example {{ first_name }}");
+        let templates = Templates::new(Some(subject), None, None).unwrap();
+        assert_eq!(
+            templates.render(vars()).unwrap().subject,
+            "Hi Bcc: x@evil.example Zoë"
+        );
+    }
+}

@@ -1,0 +1,683 @@
+//! `invitegate send` against a real SMTP server: Python's aiosmtpd, started per test on a free
+//! loopback port with the handler in tests/data/send/smtp_server.py (`.ci/run` installs it).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use invitegate::{KeyRing, UnixTime, VerifyOptions, verify};
+
+const KEYS: &str = "5:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n";
+const PASSWORD: &str = "correct horse battery staple";
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/send")
+        .join(name)
+}
+
+/// A running aiosmtpd; killed when dropped.
+struct Server {
+    child: Child,
+    _stdin: ChildStdin,
+    port: u16,
+    out: PathBuf,
+}
+
+impl Server {
+    fn start(dir: &Path, extra: &[&str]) -> Self {
+        let out = dir.join(format!("received-{}.jsonl", extra.len()));
+        let mut child = Command::new("python3")
+            .arg(data("smtp_server.py"))
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 runs (the tests need python3 with aiosmtpd: pip install aiosmtpd)");
+        let stdin = child.stdin.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .strip_prefix("PORT ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| {
+                panic!("the SMTP server did not start (is aiosmtpd installed?): {line:?}")
+            });
+        Self {
+            child,
+            _stdin: stdin,
+            port,
+            out,
+        }
+    }
+
+    fn start_tls(dir: &Path, extra: &[&str]) -> Self {
+        let cert = data("server.pem");
+        let key = data("server-key.pem");
+        let mut args = vec![
+            "--tls",
+            cert.to_str().unwrap(),
+            key.to_str().unwrap(),
+            "--password",
+            PASSWORD,
+        ];
+        args.extend_from_slice(extra);
+        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::start(dir, &refs)
+    }
+
+    fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// The messages received so far.
+    fn received(&self) -> Vec<Received> {
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.ends_with('}'))
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                Received {
+                    to: v["to"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|t| t.as_str().unwrap().to_owned())
+                        .collect(),
+                    data: v["data"].as_str().unwrap().to_owned(),
+                    tls: v["tls"].as_bool().unwrap(),
+                    auth: v["auth"].as_bool().unwrap(),
+                }
+            })
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+struct Received {
+    to: Vec<String>,
+    data: String,
+    tls: bool,
+    auth: bool,
+}
+
+impl Received {
+    /// The code after `CODE: ` (the tests' templates), from the quoted-printable body if
+    /// the message was encoded so.
+    fn code(&self) -> String {
+        let body = quoted_printable_decode(&self.data);
+        let start = body.find("CODE: ").expect("a code in the message") + 6;
+        body[start..start + 29].to_owned()
+    }
+}
+
+/// Enough of quoted-printable for the tests: soft line breaks and `=XX` escapes.
+fn quoted_printable_decode(text: &str) -> String {
+    let text = text.replace("=\r\n", "").replace("=\n", "");
+    let mut out = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'=', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A campaign folder: keys, recipients, a text template.
+struct Campaign {
+    dir: tempfile::TempDir,
+}
+
+impl Campaign {
+    fn new(recipients: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys.txt");
+        std::fs::write(&keys, KEYS).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        std::fs::write(dir.path().join("recipients.csv"), recipients).unwrap();
+        std::fs::write(
+            dir.path().join("invite.txt"),
+            "Hello {{ first_name }},\nCODE: {{ code }}\nvalid until {{ expires }} ({{ expires_human }})\n",
+        )
+        .unwrap();
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `invitegate send` with the campaign's files and the given flags, TLS through the test
+    /// CA.
+    fn command(&self, server: &Server, extra: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_invitegate"));
+        command
+            .current_dir(self.dir.path())
+            .args([
+                "send",
+                "recipients.csv",
+                "--keys-file",
+                "keys.txt",
+                "--expires-in",
+                "14d",
+            ])
+            .args(["--from", "Contoso Invitations <invites@contoso.com>"])
+            .args(["--text-template", "invite.txt", "--retry-delay-ms", "50"])
+            .arg("--smtp")
+            .arg(server.url())
+            .env_remove("INVITEGATE_SMTP_PASSWORD")
+            .env_remove("INVITEGATE_SMTP_USERNAME")
+            .env("INVITEGATE_SMTP_CA_FILE", data("ca.pem"))
+            .args(extra);
+        command
+    }
+
+    fn run(&self, server: &Server, extra: &[&str]) -> Output {
+        self.command(server, extra).output().unwrap()
+    }
+
+    fn run_tls(&self, server: &Server, extra: &[&str]) -> Output {
+        self.command(server, extra)
+            .args(["--smtp-username", "campaign"])
+            .env("INVITEGATE_SMTP_PASSWORD", PASSWORD)
+            .output()
+            .unwrap()
+    }
+
+    fn journal(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.path("recipients.csv.journal"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn recipients(n: usize) -> String {
+    let mut text = String::from("First Name,email,team\n");
+    for i in 0..n {
+        text.push_str(&format!("P{i},p{i}@contoso.com,t{}\n", i % 3));
+    }
+    text
+}
+
+fn ring() -> KeyRing {
+    KeyRing::parse(KEYS).unwrap()
+}
+
+fn assert_verifies(message: &Received) {
+    let code = message.code();
+    let now = UnixTime::from_unix(time::OffsetDateTime::now_utc().unix_timestamp());
+    let outcome = verify(
+        &ring(),
+        &code,
+        &message.to[0],
+        now,
+        &VerifyOptions::default(),
+    );
+    assert!(outcome.is_valid(), "{code} for {:?}: {outcome}", message.to);
+}
+
+#[test]
+fn every_row_arrives_once_over_starttls_with_auth_and_a_code_that_verifies() {
+    let campaign = Campaign::new(&recipients(12));
+    let server = Server::start_tls(campaign.dir.path(), &[]);
+    let output = campaign.run_tls(&server, &["--rate", "off"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let received = server.received();
+    assert_eq!(received.len(), 12, "{}", stderr(&output));
+    let mut seen = HashMap::new();
+    for message in &received {
+        assert!(message.tls && message.auth, "{message:?}");
+        assert_eq!(message.to.len(), 1);
+        *seen.entry(message.to[0].clone()).or_insert(0) += 1;
+        assert_verifies(message);
+        assert!(
+            message
+                .data
+                .contains("From: \"Contoso Invitations\" <invites@contoso.com>"),
+            "{}",
+            message.data
+        );
+        assert!(message.data.contains(&format!("To: {}", message.to[0])));
+    }
+    for i in 0..12 {
+        assert_eq!(seen.get(&format!("p{i}@contoso.com")), Some(&1), "p{i}");
+    }
+    // The journal has the campaign, then handed + sent for each row, and no whole code.
+    let journal = campaign.journal();
+    assert_eq!(journal[0]["event"], "campaign");
+    let sent = journal.iter().filter(|r| r["event"] == "sent").count();
+    assert_eq!(sent, 12);
+    let text = std::fs::read_to_string(campaign.path("recipients.csv.journal")).unwrap();
+    for message in &received {
+        assert!(
+            !text.contains(&message.code()),
+            "the journal holds a whole code"
+        );
+    }
+    assert!(!text.contains(PASSWORD) && !stderr(&output).contains(PASSWORD));
+    assert!(
+        stderr(&output).contains("12 sent, 0 rejected"),
+        "{}",
+        stderr(&output)
+    );
+
+    // Running it again sends nothing more.
+    let again = campaign.run_tls(&server, &["--rate", "off"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(server.received().len(), 12);
+    assert!(
+        stderr(&again).contains("12 already sent"),
+        "{}",
+        stderr(&again)
+    );
+}
+
+#[test]
+fn a_wrong_password_or_an_untrusted_certificate_stops_before_any_row() {
+    let campaign = Campaign::new(&recipients(2));
+    let server = Server::start_tls(campaign.dir.path(), &[]);
+    let output = campaign
+        .command(&server, &[])
+        .args(["--smtp-username", "campaign"])
+        .env("INVITEGATE_SMTP_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("cannot connect and log in"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!stderr(&output).contains("wrong"), "{}", stderr(&output));
+    // Without the test CA, the self-signed certificate is refused: verification stays on.
+    let output = campaign
+        .command(&server, &[])
+        .env_remove("INVITEGATE_SMTP_CA_FILE")
+        .args(["--smtp-username", "campaign"])
+        .env("INVITEGATE_SMTP_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("cannot connect"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(server.received().is_empty());
+}
+
+#[test]
+fn starttls_is_required_unless_turned_off_with_a_warning() {
+    let campaign = Campaign::new(&recipients(2));
+    let plain = Server::start(campaign.dir.path(), &[]);
+    let output = campaign.run(&plain, &[]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(plain.received().is_empty());
+    let output = campaign.run(&plain, &["--smtp-tls", "none", "--rate", "off"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("warning: --smtp-tls none"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(plain.received().len(), 2);
+}
+
+#[test]
+fn text_and_html_go_as_multipart_alternative() {
+    let campaign = Campaign::new("First Name,email\n<Zoë>,zoe@contoso.com\n");
+    std::fs::write(
+        campaign.path("invite.html"),
+        "<p>Hello {{ first_name }}</p><p>CODE: {{ code }}</p><a href=\"{{ sign_up_url }}\">x</a>",
+    )
+    .unwrap();
+    let server = Server::start(campaign.dir.path(), &[]);
+    let output = campaign.run(
+        &server,
+        &[
+            "--smtp-tls",
+            "none",
+            "--html-template",
+            "invite.html",
+            "--sign-up-url",
+            "https://contoso.example/signup",
+            "--subject",
+            "Welcome {{ first_name }}",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let received = server.received();
+    assert_eq!(received.len(), 1);
+    let data = &received[0].data;
+    assert!(data.contains("multipart/alternative"), "{data}");
+    assert!(data.contains("text/plain"), "{data}");
+    assert!(data.contains("text/html"), "{data}");
+    // The HTML part escapes the cell; the text part keeps it.
+    assert!(data.contains("&lt;Zo"), "{data}");
+    // minijinja's HTML escaping writes `/` as `&#x2f;`, which browsers read back in an href.
+    assert!(
+        data.contains("https:&#x2f;&#x2f;contoso.example&#x2f;signup"),
+        "{data}"
+    );
+    // The subject is encoded by the mail library (RFC 2047): "Welcome <Zoë>".
+    assert!(
+        data.contains("Subject: Welcome =?utf-8?b?PFpvw6s+?="),
+        "{data}"
+    );
+    assert_verifies(&received[0]);
+}
+
+#[test]
+fn a_550_goes_to_rejects_and_a_451_is_retried() {
+    let campaign = Campaign::new(&recipients(5));
+    let server = Server::start(
+        campaign.dir.path(),
+        &[
+            "--reject",
+            "p1@contoso.com",
+            "--tempfail-once",
+            "p3@contoso.com",
+        ],
+    );
+    let output = campaign.run(&server, &["--smtp-tls", "none", "--rate", "off"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let received = server.received();
+    let mut to: Vec<&str> = received.iter().map(|m| m.to[0].as_str()).collect();
+    to.sort_unstable();
+    assert_eq!(
+        to,
+        [
+            "p0@contoso.com",
+            "p2@contoso.com",
+            "p3@contoso.com",
+            "p4@contoso.com"
+        ]
+    );
+    let rejects = std::fs::read_to_string(campaign.path("recipients.csv.rejects.csv")).unwrap();
+    assert_eq!(rejects.lines().count(), 1, "{rejects}");
+    assert!(
+        rejects.starts_with("P1,p1@contoso.com,t1,line 3: permanent error (550)"),
+        "{rejects}"
+    );
+    assert!(
+        stderr(&output).contains("4 sent, 1 rejected, 1 retried"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn a_template_error_sends_nothing_and_says_where() {
+    let campaign = Campaign::new(&recipients(3));
+    std::fs::write(
+        campaign.path("invite.txt"),
+        "Hello,\nyour code: {{ cdoe }}\n",
+    )
+    .unwrap();
+    let server = Server::start(campaign.dir.path(), &[]);
+    let output = campaign.run(&server, &["--smtp-tls", "none"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("invite.txt:2:15:"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(stderr(&output).contains("undefined"), "{}", stderr(&output));
+    assert!(server.received().is_empty());
+    assert!(campaign.journal().iter().all(|r| r["event"] == "campaign"));
+}
+
+#[test]
+fn invalid_rows_stop_the_run_unless_skipped() {
+    let campaign = Campaign::new("First Name,email\nA,a@contoso.com\nB,not-an-address\n");
+    let server = Server::start(campaign.dir.path(), &[]);
+    let output = campaign.run(&server, &["--smtp-tls", "none"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("nothing was sent"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(server.received().is_empty());
+    let output = campaign.run(&server, &["--smtp-tls", "none", "--skip-invalid"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(server.received().len(), 1);
+}
+
+#[test]
+fn a_dry_run_writes_eml_files_and_sends_nothing() {
+    let campaign = Campaign::new(&recipients(3));
+    let server = Server::start(campaign.dir.path(), &[]);
+    let output = campaign.run(&server, &["--dry-run", "out"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    assert!(stdout.contains("to p0@contoso.com"), "{stdout}");
+    let mut files: Vec<_> = std::fs::read_dir(campaign.path("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "000002-p0@contoso.com.eml",
+            "000003-p1@contoso.com.eml",
+            "000004-p2@contoso.com.eml"
+        ]
+    );
+    let eml = std::fs::read_to_string(campaign.path("out/000002-p0@contoso.com.eml")).unwrap();
+    assert!(
+        eml.contains("To: p0@contoso.com") && eml.contains("Subject: "),
+        "{eml}"
+    );
+    assert!(server.received().is_empty());
+    assert!(!campaign.path("recipients.csv.journal").exists());
+}
+
+#[test]
+fn to_one_sends_every_message_to_one_mailbox_and_keeps_no_journal() {
+    let campaign = Campaign::new(&recipients(3));
+    let server = Server::start(campaign.dir.path(), &[]);
+    let output = campaign.run(
+        &server,
+        &[
+            "--smtp-tls",
+            "none",
+            "--rate",
+            "off",
+            "--to-one",
+            "admin@contoso.com",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let received = server.received();
+    assert_eq!(received.len(), 3);
+    assert!(received.iter().all(|m| m.to == ["admin@contoso.com"]));
+    assert!(!campaign.path("recipients.csv.journal").exists());
+}
+
+#[test]
+fn a_changed_row_under_a_journal_is_an_error() {
+    let campaign = Campaign::new(&recipients(3));
+    let server = Server::start(campaign.dir.path(), &[]);
+    let output = campaign.run(&server, &["--smtp-tls", "none", "--rate", "off"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let changed = recipients(3).replace("p1@contoso.com", "q1@contoso.com");
+    std::fs::write(campaign.path("recipients.csv"), changed).unwrap();
+    let output = campaign.run(&server, &["--smtp-tls", "none", "--rate", "off"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("line 3 of the recipients file changed"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(server.received().len(), 3);
+}
+
+#[test]
+fn killed_halfway_then_resumed_delivers_every_row_with_few_duplicates() {
+    const ROWS: usize = 40;
+    const CONCURRENCY: usize = 4;
+    let campaign = Campaign::new(&recipients(ROWS));
+    let server = Server::start(campaign.dir.path(), &["--delay", "0.05"]);
+    let mut child = campaign
+        .command(
+            &server,
+            &["--smtp-tls", "none", "--rate", "40/s", "--concurrency", "4"],
+        )
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while server.received().len() < ROWS / 3 {
+        assert!(start.elapsed() < Duration::from_secs(30), "no progress");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = server.received().len();
+    assert!(before < ROWS, "killed too late to test anything");
+    let journal = campaign.journal();
+    let mut last: HashMap<u64, String> = HashMap::new();
+    for record in journal.iter().skip(1) {
+        last.insert(
+            record["line"].as_u64().unwrap(),
+            record["event"].as_str().unwrap().to_owned(),
+        );
+    }
+    let uncertain: Vec<u64> = last
+        .iter()
+        .filter(|(_, e)| *e == "handed")
+        .map(|(l, _)| *l)
+        .collect();
+    // Messages were in flight when the process died (40/s against 50 ms a message).
+    assert!(
+        !uncertain.is_empty() && uncertain.len() <= CONCURRENCY,
+        "{uncertain:?}"
+    );
+    eprintln!("killed after {before} messages; uncertain lines: {uncertain:?}");
+
+    // Resumed later: a relative --expires-in must not move the expiry.
+    std::thread::sleep(Duration::from_millis(1100));
+    let output = campaign.run(&server, &["--smtp-tls", "none", "--rate", "off"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(err.contains("resuming the campaign"), "{err}");
+    for line in &uncertain {
+        assert!(
+            err.contains(&format!("line {line}: ")),
+            "uncertain line {line} not listed: {err}"
+        );
+    }
+    let received = server.received();
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for message in &received {
+        *count.entry(message.to[0].as_str()).or_default() += 1;
+        assert_verifies(message);
+    }
+    for i in 0..ROWS {
+        assert!(
+            count.contains_key(format!("p{i}@contoso.com").as_str()),
+            "p{i} never arrived"
+        );
+    }
+    let duplicates = received.len() - ROWS;
+    assert!(duplicates <= CONCURRENCY, "{duplicates} duplicates");
+    assert!(
+        duplicates <= uncertain.len(),
+        "{duplicates} duplicates, {uncertain:?} uncertain"
+    );
+    // One expiry instant for the whole campaign, in both runs.
+    let journal = campaign.journal();
+    let expiries = campaign_journal_expiries(&journal);
+    assert_eq!(expiries.len(), 1, "{expiries:?}");
+    // A duplicate carries the same code as the first message: codes are deterministic.
+    let mut codes: HashMap<&str, String> = HashMap::new();
+    for message in &received {
+        let code = message.code();
+        if let Some(first) = codes.insert(message.to[0].as_str(), code.clone()) {
+            assert_eq!(first, code);
+        }
+    }
+}
+
+fn campaign_journal_expiries(journal: &[serde_json::Value]) -> std::collections::BTreeSet<&str> {
+    journal
+        .iter()
+        .filter_map(|r| r["expires_at"].as_str())
+        .collect()
+}
+
+#[test]
+fn the_password_never_comes_from_a_flag_or_the_url() {
+    let campaign = Campaign::new(&recipients(1));
+    let server = Server::start(campaign.dir.path(), &[]);
+    let output = campaign.run(&server, &["--smtp-password", "x"]);
+    assert_eq!(output.status.code(), Some(2));
+    let output = Command::new(env!("CARGO_BIN_EXE_invitegate"))
+        .current_dir(campaign.dir.path())
+        .args([
+            "send",
+            "recipients.csv",
+            "--keys-file",
+            "keys.txt",
+            "--expires-in",
+            "1d",
+        ])
+        .args([
+            "--from",
+            "a@contoso.com",
+            "--smtp",
+            "smtp://u:hunter2@127.0.0.1:1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("INVITEGATE_SMTP_PASSWORD"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!stderr(&output).contains("hunter2"), "{}", stderr(&output));
+}
