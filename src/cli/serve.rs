@@ -2,7 +2,7 @@
 
 use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -293,29 +293,35 @@ fn listen_address(args: &ServeArgs) -> anyhow::Result<SocketAddr> {
     Ok(listen)
 }
 
-fn verify_options(args: &ServeArgs) -> anyhow::Result<VerifyOptions> {
-    if args.leeway > MAX_LEEWAY_SECS {
-        bail!(
-            "--leeway is at most {MAX_LEEWAY_SECS} seconds; a longer one extends every code's life"
-        );
-    }
-    let deny_list = match &args.deny_list {
+/// The verifier from its parts: `ring`, the deny list and messages files (if any) and the
+/// leeway. Start-up and every reload read them through this one function.
+fn read_verifier(
+    ring: KeyRing,
+    deny_list: Option<&Path>,
+    messages: Option<&Path>,
+    leeway: u64,
+) -> anyhow::Result<Verifier> {
+    let deny_list = match deny_list {
         Some(path) => load_deny_list(path)?,
         None => DenyList::new(),
     };
-    Ok(VerifyOptions {
-        leeway: Duration::from_secs(args.leeway),
-        deny_list,
-    })
-}
-
-fn messages(args: &ServeArgs) -> anyhow::Result<Messages> {
-    let Some(path) = &args.messages else {
-        return Ok(Messages::english());
+    let messages = match messages {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading messages file {}", path.display()))?;
+            Messages::from_json(&text)
+                .with_context(|| format!("reading messages file {}", path.display()))?
+        }
+        None => Messages::english(),
     };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading messages file {}", path.display()))?;
-    Messages::from_json(&text).with_context(|| format!("reading messages file {}", path.display()))
+    Ok(Verifier {
+        ring,
+        options: VerifyOptions {
+            leeway: Duration::from_secs(leeway),
+            deny_list,
+        },
+        messages,
+    })
 }
 
 /// The b2c-extensions-app id: a GUID, with or without hyphens, any case.
@@ -368,13 +374,19 @@ fn api_key(args: &ServeArgs) -> anyhow::Result<Option<ApiKey>> {
     }
 }
 
-/// The keys, deny list and messages, read from their sources.
+/// The keys, deny list and messages, read from their sources, with the leeway checked.
 fn load_verifier(args: &ServeArgs, ring: KeyRing) -> anyhow::Result<Verifier> {
-    Ok(Verifier {
+    if args.leeway > MAX_LEEWAY_SECS {
+        bail!(
+            "--leeway is at most {MAX_LEEWAY_SECS} seconds; a longer one extends every code's life"
+        );
+    }
+    read_verifier(
         ring,
-        options: verify_options(args)?,
-        messages: messages(args)?,
-    })
+        args.deny_list.as_deref(),
+        args.messages.as_deref(),
+        args.leeway,
+    )
 }
 
 /// How to read the verifier again on SIGHUP or when one of its files changes.
@@ -394,30 +406,11 @@ fn reload_source(args: &ServeArgs) -> server::reload::ReloadSource {
         files.push(PathBuf::from(path));
     }
     let load = move || -> Result<Verifier, String> {
-        let read = || -> anyhow::Result<Verifier> {
-            let deny = match &deny_list {
-                Some(path) => load_deny_list(path)?,
-                None => DenyList::new(),
-            };
-            let messages = match &messages_file {
-                Some(path) => {
-                    let text = std::fs::read_to_string(path)
-                        .with_context(|| format!("reading messages file {}", path.display()))?;
-                    Messages::from_json(&text)
-                        .with_context(|| format!("reading messages file {}", path.display()))?
-                }
-                None => Messages::english(),
-            };
-            Ok(Verifier {
-                ring: keys::load(&keys)?,
-                options: VerifyOptions {
-                    leeway: Duration::from_secs(leeway),
-                    deny_list: deny,
-                },
-                messages,
+        keys::load(&keys)
+            .and_then(|ring| {
+                read_verifier(ring, deny_list.as_deref(), messages_file.as_deref(), leeway)
             })
-        };
-        read().map_err(|err| format!("{err:#}"))
+            .map_err(|err| format!("{err:#}"))
     };
     server::reload::ReloadSource {
         load: Box::new(load),
