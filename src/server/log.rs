@@ -8,6 +8,7 @@
 //! line cost more than formatting the line. When the writer cannot keep up and the buffer is
 //! full, lines are dropped and counted rather than slowing every request down.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -44,18 +45,25 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Appends one whole line, or drops and counts it when the buffer is full.
+    fn append(&self, line: &[u8]) {
+        let mut lines = self.lock();
+        if lines.len() + line.len() > LOG_BUFFER_BYTES {
+            drop(lines);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            lines.extend_from_slice(line);
+        }
+    }
+}
+
 /// Where a request thread writes its line: appended to the shared buffer whole, or dropped.
 struct LineSink(Arc<Shared>);
 
 impl std::io::Write for LineSink {
     fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
-        let mut lines = self.0.lock();
-        if lines.len() + line.len() > LOG_BUFFER_BYTES {
-            drop(lines);
-            self.0.dropped.fetch_add(1, Ordering::Relaxed);
-        } else {
-            lines.extend_from_slice(line);
-        }
+        self.0.append(line);
         Ok(line.len())
     }
 
@@ -148,12 +156,32 @@ where
     if installed.is_err() {
         return None;
     }
+    // Request lines skip the subscriber's dispatch and go straight to the same buffer.
+    let _ = DIRECT.set(Direct {
+        shared: Arc::clone(&shared),
+        json,
+    });
     let worker = Arc::clone(&shared);
     let thread = std::thread::Builder::new()
         .name("invitegate-log".to_owned())
         .spawn(move || write_out(&worker, writer))
         .ok();
     Some(Logging { shared, thread })
+}
+
+/// The buffer and format [`init`] installed, for request lines written without the
+/// subscriber's dispatch.
+static DIRECT: std::sync::OnceLock<Direct> = std::sync::OnceLock::new();
+
+#[derive(Debug)]
+struct Direct {
+    shared: Arc<Shared>,
+    json: bool,
+}
+
+thread_local! {
+    /// The line being written by this thread, reused so a request line allocates nothing.
+    static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
 /// The line format: one JSON object a line (`timestamp`, `level`, `target`, then the event's
@@ -177,32 +205,59 @@ where
         mut writer: tracing_subscriber::fmt::format::Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
-        use std::fmt::Write as _;
         let meta = event.metadata();
-        let mut line = LineWriter {
-            out: String::with_capacity(256),
-            json: self.json,
-            message: None,
-        };
+        let mut line = LineWriter::start(self.json, meta.level(), meta.target(), String::new());
+        event.record(&mut line);
+        let mut out = String::new();
+        line.end(&mut out);
+        writer.write_str(&out)
+    }
+}
+
+/// Writes an event's fields into the line as it visits them.
+struct LineWriter {
+    out: String,
+    json: bool,
+    fields_at: usize,
+    message: Option<Cow<'static, str>>,
+}
+
+impl LineWriter {
+    /// A line with its timestamp (now), level and target written; `out` is reused.
+    fn start(json: bool, level: &tracing::Level, target: &str, mut out: String) -> Self {
+        out.clear();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        if self.json {
-            line.out.push_str("{\"timestamp\":\"");
-            push_timestamp(&mut line.out, now);
-            let _ = write!(line.out, "\",\"level\":\"{}\",\"target\":", meta.level());
-            push_json_str(&mut line.out, meta.target());
+        if json {
+            out.push_str("{\"timestamp\":\"");
+            push_timestamp(&mut out, now);
+            out.push_str("\",\"level\":\"");
+            out.push_str(level.as_str());
+            out.push_str("\",\"target\":");
+            push_json_str(&mut out, target);
         } else {
-            push_timestamp(&mut line.out, now);
-            let _ = write!(line.out, " {:>5} {}:", meta.level(), meta.target());
+            push_timestamp(&mut out, now);
+            let _ = std::fmt::Write::write_fmt(&mut out, format_args!(" {level:>5} {target}:"));
         }
-        let fields_at = line.out.len();
-        event.record(&mut line);
-        let LineWriter {
-            mut out, message, ..
-        } = line;
+        Self {
+            fields_at: out.len(),
+            out,
+            json,
+            message: None,
+        }
+    }
+
+    /// Writes the message and the line's end into `line` (cleared first), with the newline.
+    fn end(self, line: &mut String) {
+        let Self {
+            mut out,
+            json,
+            fields_at,
+            message,
+        } = self;
         let message = message.unwrap_or_default();
-        if self.json {
+        if json {
             out.push_str(",\"message\":");
             push_json_str(&mut out, &message);
             out.push('}');
@@ -213,39 +268,24 @@ where
             out.push_str(&message);
             out.push_str(&fields);
         }
-        writer.write_str(&out)?;
-        writer.write_char('\n')
+        out.push('\n');
+        *line = out;
     }
-}
 
-/// Writes an event's fields into the line as it visits them.
-struct LineWriter {
-    out: String,
-    json: bool,
-    message: Option<String>,
-}
-
-impl LineWriter {
-    fn name(&mut self, field: &tracing::field::Field) {
+    fn name(&mut self, name: &str) {
         if self.json {
             self.out.push_str(",\"");
-            self.out.push_str(field.name());
+            self.out.push_str(name);
             self.out.push_str("\":");
         } else {
             self.out.push(' ');
-            self.out.push_str(field.name());
+            self.out.push_str(name);
             self.out.push('=');
         }
     }
-}
 
-impl tracing::field::Visit for LineWriter {
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        if field.name() == "message" {
-            self.message = Some(value.to_owned());
-            return;
-        }
-        self.name(field);
+    fn str_field(&mut self, name: &str, value: &str) {
+        self.name(name);
         if self.json {
             push_json_str(&mut self.out, value);
         } else {
@@ -253,33 +293,68 @@ impl tracing::field::Visit for LineWriter {
         }
     }
 
+    fn u64_field(&mut self, name: &str, value: u64) {
+        self.name(name);
+        push_u64(&mut self.out, value);
+    }
+}
+
+impl tracing::field::Visit for LineWriter {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.message = Some(Cow::Owned(value.to_owned()));
+            return;
+        }
+        self.str_field(field.name(), value);
+    }
+
     fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
-        self.name(field);
-        let _ = std::fmt::Write::write_fmt(&mut self.out, format_args!("{value}"));
+        self.u64_field(field.name(), value);
     }
 
     fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
-        self.name(field);
+        self.name(field.name());
         let _ = std::fmt::Write::write_fmt(&mut self.out, format_args!("{value}"));
     }
 
     fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
-        self.name(field);
+        self.name(field.name());
         self.out.push_str(if value { "true" } else { "false" });
     }
 
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
         let text = format!("{value:?}");
         if field.name() == "message" {
-            self.message = Some(text);
+            self.message = Some(Cow::Owned(text));
             return;
         }
-        self.name(field);
+        self.name(field.name());
         if self.json {
             push_json_str(&mut self.out, &text);
         } else {
             self.out.push_str(&text);
         }
+    }
+}
+
+/// Appends `value` in decimal.
+fn push_u64(out: &mut String, value: u64) {
+    push_padded(out, value, 1);
+}
+
+/// Appends `value` in decimal, zero-padded to at least `width` digits (at most 20).
+fn push_padded(out: &mut String, value: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut at = digits.len();
+    let mut rest = value;
+    while rest > 0 {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    let from = at.min(digits.len().saturating_sub(width.max(1)));
+    for &digit in &digits[from..] {
+        out.push(char::from(digit));
     }
 }
 
@@ -324,16 +399,21 @@ fn push_timestamp(out: &mut String, since_epoch: Duration) {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    let _ = std::fmt::Write::write_fmt(
-        out,
-        format_args!(
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-            of_day / 3_600,
-            of_day % 3_600 / 60,
-            of_day % 60,
-            since_epoch.subsec_micros()
-        ),
-    );
+    let field = |n: i64| u64::try_from(n).unwrap_or(0);
+    push_padded(out, field(year), 4);
+    out.push('-');
+    push_padded(out, field(month), 2);
+    out.push('-');
+    push_padded(out, field(day), 2);
+    out.push('T');
+    push_padded(out, field(of_day / 3_600), 2);
+    out.push(':');
+    push_padded(out, field(of_day % 3_600 / 60), 2);
+    out.push(':');
+    push_padded(out, field(of_day % 60), 2);
+    out.push('.');
+    push_padded(out, u64::from(since_epoch.subsec_micros()), 6);
+    out.push('Z');
 }
 
 /// Longest email or domain a log line carries; a longer one is cut and its length noted. A
@@ -342,7 +422,7 @@ pub const MAX_LOGGED_EMAIL: usize = 254;
 
 /// Whether endpoint log lines are written.
 fn enabled() -> bool {
-    tracing::enabled!(target: "invitegate::connector", tracing::Level::INFO)
+    tracing::enabled!(target: REQUEST_TARGET, tracing::Level::INFO)
 }
 
 /// What one endpoint request came to, filled in as it is answered.
@@ -384,25 +464,72 @@ impl RequestLine {
     }
 
     /// Writes the line.
+    ///
+    /// With the writer of [`init`] installed, the line is formatted here, exactly as the
+    /// subscriber would, and appended to its buffer: the subscriber's dispatch (a visitor
+    /// call a field, a writer a line) was half of a line's cost. Otherwise, an event.
     pub fn finish(&self, status: StatusCode, elapsed: Duration) {
         if !enabled() {
             return;
         }
-        tracing::info!(
-            target: "invitegate::connector",
-            endpoint = self.endpoint.name(),
-            outcome = self.outcome,
-            status = status.as_u16(),
-            kind = self.code.map(|c| c.kind().name()),
-            key_id = self.code.map(|c| c.key_id()),
-            code = self.code.map(|c| c.fingerprint()).as_deref(),
-            email = self.email.as_deref(),
-            denied = self.denied,
-            micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            "connector request"
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let Some(direct) = DIRECT.get() else {
+            tracing::info!(
+                target: REQUEST_TARGET,
+                endpoint = self.endpoint.name(),
+                outcome = self.outcome,
+                status = status.as_u16(),
+                kind = self.code.map(|c| c.kind().name()),
+                key_id = self.code.map(|c| c.key_id()),
+                code = self.code.map(|c| c.fingerprint()).as_deref(),
+                email = self.email.as_deref(),
+                denied = self.denied,
+                micros,
+                "{REQUEST_MESSAGE}"
+            );
+            return;
+        };
+        LINE.with(|reused| {
+            let Ok(mut reused) = reused.try_borrow_mut() else {
+                return;
+            };
+            self.format(direct.json, status, micros, &mut reused);
+            direct.shared.append(reused.as_bytes());
+        });
+    }
+
+    /// The line as the subscriber would write it, newline included, into `out` (reused).
+    fn format(&self, json: bool, status: StatusCode, micros: u64, out: &mut String) {
+        let mut line = LineWriter::start(
+            json,
+            &tracing::Level::INFO,
+            REQUEST_TARGET,
+            std::mem::take(out),
         );
+        line.str_field("endpoint", self.endpoint.name());
+        line.str_field("outcome", self.outcome);
+        line.u64_field("status", u64::from(status.as_u16()));
+        if let Some(code) = self.code {
+            line.str_field("kind", code.kind().name());
+            line.u64_field("key_id", u64::from(code.key_id()));
+            line.str_field("code", &code.fingerprint());
+        }
+        if let Some(email) = &self.email {
+            line.str_field("email", email);
+        }
+        if let Some(denied) = self.denied {
+            line.str_field("denied", denied);
+        }
+        line.u64_field("micros", micros);
+        line.message = Some(Cow::Borrowed(REQUEST_MESSAGE));
+        line.end(out);
     }
 }
+
+/// The target of request lines.
+const REQUEST_TARGET: &str = "invitegate::connector";
+/// The message of request lines.
+const REQUEST_MESSAGE: &str = "connector request";
 
 /// Logs a refused request to a path that is not an endpoint (`/metrics`).
 pub fn denied(path: &str, denied: &Denied) {
@@ -495,6 +622,61 @@ mod tests {
             rest,
             "endpoint=\"entra\" status=200 key_id=7 email=\"quote\\\"d.example\" valid=true\n"
         );
+    }
+
+    /// A request line through the subscriber, as written when [`init`] is not installed.
+    fn through_subscriber(request: &RequestLine, json: bool) -> String {
+        let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&buffer);
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || SharedVec(std::sync::Arc::clone(&sink)))
+            .event_format(Lines { json })
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            request.finish(StatusCode::OK, Duration::from_micros(1234));
+        });
+        let bytes = buffer.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn request_lines_written_directly_match_the_subscriber() {
+        let ring = crate::KeyRing::parse("7:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
+        let code = crate::mint(
+            &ring,
+            &crate::Audience::email("alice@contoso.com").unwrap(),
+            crate::Expiry::from_unix(4_102_444_799),
+        );
+        let mut full = RequestLine::new(EndpointLabel::Entra);
+        full.outcome = "valid";
+        full.code = Some(code);
+        full.email = Some(email_for_log("Alice@Cont\"oso.com", false));
+        let mut denied = RequestLine::new(EndpointLabel::CustomPolicy);
+        denied.outcome = "unauthorized";
+        denied.denied = Some("no credentials");
+        for request in [&full, &denied] {
+            for json in [true, false] {
+                let expected = through_subscriber(request, json);
+                let mut direct = String::from("left over from an earlier line");
+                request.format(json, StatusCode::OK, 1234, &mut direct);
+                // The same line but for the instant it was written.
+                let unstamped = |line: &str| {
+                    let at = line.find("20").unwrap();
+                    format!(
+                        "{}{}",
+                        &line[..at],
+                        &line[at + "2026-12-01T00:00:00.000000Z".len()..]
+                    )
+                };
+                assert_eq!(unstamped(&direct), unstamped(&expected), "{direct}");
+                assert!(direct.ends_with('\n'), "{direct}");
+                if json {
+                    let value: serde_json::Value = serde_json::from_str(direct.trim_end()).unwrap();
+                    assert_eq!(value["micros"], 1234, "{direct}");
+                }
+            }
+        }
+        assert!(through_subscriber(&full, true).contains("\"code\":\""));
     }
 
     #[test]
