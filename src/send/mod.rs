@@ -17,7 +17,7 @@ use std::fs::File;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use lettre::address::Envelope;
@@ -429,20 +429,30 @@ fn build_message(
         .to(to)
         .subject(rendered.subject);
     // A Message-ID in the sender's domain: some providers mark mail without one as spam.
-    let mut random = [0u8; 16];
-    builder = match getrandom::fill(&mut random) {
-        Ok(()) => {
-            let id: String = random.iter().map(|b| format!("{b:02x}")).collect();
-            builder.message_id(Some(format!("<{id}@{}>", from.email.domain())))
-        }
-        Err(_) => builder.message_id(None),
-    };
+    builder = builder.message_id(message_id(from.email.domain()));
     match rendered.html {
         Some(html) => builder.multipart(MultiPart::alternative_plain_html(rendered.text, html)),
         None => builder
             .header(lettre::message::header::ContentType::TEXT_PLAIN)
             .body(rendered.text),
     }
+}
+
+/// A Message-ID unique to this message: 128 random bits drawn once a process, and a count of
+/// the messages built, in `domain`. One draw a process instead of one a message: the system
+/// call cost more than the rest of the header. `None` (lettre makes one) if there is no
+/// randomness to be had.
+fn message_id(domain: &str) -> Option<String> {
+    static PREFIX: std::sync::OnceLock<Option<u128>> = std::sync::OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let prefix = (*PREFIX.get_or_init(|| {
+        let mut random = [0u8; 16];
+        getrandom::fill(&mut random)
+            .ok()
+            .map(|()| u128::from_be_bytes(random))
+    }))?;
+    let count = COUNT.fetch_add(1, Ordering::Relaxed);
+    Some(format!("<{prefix:032x}.{count:x}@{domain}>"))
 }
 
 /// A row's digest: the first 64 bits of SHA-256 over its fields, in hex.
@@ -941,5 +951,19 @@ mod tests {
         assert!(text.contains("Message-ID: <"), "{text}");
         assert!(text.contains("@contoso.com>"), "{text}");
         assert_eq!(message.envelope().to().len(), 1);
+    }
+
+    #[test]
+    fn message_ids_are_unique_and_in_the_senders_domain() {
+        let ids: std::collections::HashSet<String> = (0..1000)
+            .map(|_| message_id("contoso.com").unwrap())
+            .collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            let (local, domain) = id.split_once('@').unwrap();
+            assert_eq!(domain, "contoso.com>");
+            // 128 random bits, then the count.
+            assert!(local.starts_with('<') && local.len() > 34, "{id}");
+        }
     }
 }
