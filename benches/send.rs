@@ -175,6 +175,17 @@ fn parts(bytes: &[u8]) -> (String, String) {
     (subject.to_owned(), body.replace("\r\n", "\n"))
 }
 
+/// A message built from its parts as a lettre user builds one.
+fn lettre_message(from: &Mailbox, message: &Built) -> Message {
+    Message::builder()
+        .from(from.clone())
+        .to(Mailbox::new(None, message.to.clone()))
+        .subject(message.subject.clone())
+        .header(ContentType::TEXT_PLAIN)
+        .body(message.text.clone())
+        .unwrap()
+}
+
 /// The campaign's messages, rendered once: what the baselines send.
 fn messages(
     ring: &KeyRing,
@@ -208,13 +219,7 @@ fn messages(
     .unwrap();
     // The baseline's own build of a message carries the same subject and body.
     let first = &out[0];
-    let rebuilt = Message::builder()
-        .from(options.from.clone())
-        .to(Mailbox::new(None, first.to.clone()))
-        .subject(first.subject.clone())
-        .header(ContentType::TEXT_PLAIN)
-        .body(first.text.clone())
-        .unwrap();
+    let rebuilt = lettre_message(&options.from, first);
     assert_eq!(
         parts(&rebuilt.formatted()),
         (first.subject.clone(), first.text.clone())
@@ -253,14 +258,10 @@ fn baseline(port: u16, messages: &Arc<Vec<Built>>, from: &Mailbox, build: bool) 
                         return;
                     };
                     if build {
-                        let built = Message::builder()
-                            .from(from.clone())
-                            .to(Mailbox::new(None, message.to.clone()))
-                            .subject(message.subject.clone())
-                            .header(ContentType::TEXT_PLAIN)
-                            .body(message.text.clone())
+                        transport
+                            .send(lettre_message(&from, message))
+                            .await
                             .unwrap();
-                        transport.send(built).await.unwrap();
                     } else {
                         transport
                             .send_raw(&message.envelope, &message.bytes)

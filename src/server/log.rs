@@ -563,15 +563,22 @@ fn email_for_log(email: &str, log_emails: bool) -> String {
 mod tests {
     use super::*;
 
-    /// Formats one connector event in each format.
-    fn line(json: bool) -> String {
+    /// What the subscriber, in `json` or text, writes for the events `emit` sends.
+    fn captured(json: bool, emit: impl FnOnce()) -> String {
         let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = std::sync::Arc::clone(&buffer);
         let subscriber = tracing_subscriber::fmt()
             .with_writer(move || SharedVec(std::sync::Arc::clone(&sink)))
             .event_format(Lines { json })
             .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        tracing::subscriber::with_default(subscriber, emit);
+        let bytes = buffer.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    /// Formats one connector event in each format.
+    fn line(json: bool) -> String {
+        captured(json, || {
             tracing::info!(
                 target: "invitegate::connector",
                 endpoint = "entra",
@@ -582,9 +589,7 @@ mod tests {
                 valid = true,
                 "connector request"
             );
-        });
-        let bytes = buffer.lock().unwrap().clone();
-        String::from_utf8(bytes).unwrap()
+        })
     }
 
     struct SharedVec(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
@@ -626,17 +631,9 @@ mod tests {
 
     /// A request line through the subscriber, as written when [`init`] is not installed.
     fn through_subscriber(request: &RequestLine, json: bool) -> String {
-        let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = std::sync::Arc::clone(&buffer);
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || SharedVec(std::sync::Arc::clone(&sink)))
-            .event_format(Lines { json })
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        captured(json, || {
             request.finish(StatusCode::OK, Duration::from_micros(1234));
-        });
-        let bytes = buffer.lock().unwrap().clone();
-        String::from_utf8(bytes).unwrap()
+        })
     }
 
     #[test]
