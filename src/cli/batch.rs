@@ -26,10 +26,7 @@ pub struct BatchArgs {
     #[command(flatten)]
     keys: KeySource,
     #[command(flatten)]
-    expiry: ExpiryArgs,
-    /// Allow domain codes for public suffixes and free-mail providers.
-    #[arg(long)]
-    allow_public_domain: bool,
+    mint: RowMintArgs,
     /// Write the good rows and set bad rows aside in --rejects instead of failing.
     #[arg(long)]
     skip_invalid: bool,
@@ -69,6 +66,27 @@ impl BatchArgs {
             bail!("--skip-invalid needs --rejects FILE, or the rejected rows would be lost");
         }
         Ok(())
+    }
+}
+
+/// How each row's code is minted: the flags `batch` and `send` share.
+#[derive(Debug, Args)]
+pub struct RowMintArgs {
+    #[command(flatten)]
+    pub expiry: ExpiryArgs,
+    /// Allow domain codes for public suffixes and free-mail providers.
+    #[arg(long)]
+    allow_public_domain: bool,
+}
+
+impl RowMintArgs {
+    /// The mint options these flags ask for, at `now`.
+    pub fn mint_options(&self, now: OffsetDateTime) -> anyhow::Result<MintOptions> {
+        Ok(MintOptions {
+            default_expiry: self.expiry.resolve(now)?,
+            now,
+            allow_public_domains: self.allow_public_domain,
+        })
     }
 }
 
@@ -123,11 +141,7 @@ pub fn batch(args: &BatchArgs) -> anyhow::Result<Status> {
     args.check_usage()?;
     let now = OffsetDateTime::now_utc();
     let options = BatchOptions {
-        mint: MintOptions {
-            default_expiry: args.expiry.resolve(now)?,
-            now,
-            allow_public_domains: args.allow_public_domain,
-        },
+        mint: args.mint.mint_options(now)?,
         read: args.read.read_options()?,
         merge: MergeOptions {
             bom: args.bom,

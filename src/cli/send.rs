@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use invitegate::batch::MintOptions;
 use invitegate::fsutil::Privacy;
 use invitegate::send::{
     Campaign, Event, Journal, JournalState, Retry, RowOutcome, SendOptions, SmtpPassword,
@@ -21,8 +20,7 @@ use invitegate::send::{
 use lettre::message::Mailbox;
 use time::OffsetDateTime;
 
-use super::batch::ReadArgs;
-use super::codes::ExpiryArgs;
+use super::batch::{ReadArgs, RowMintArgs};
 use super::output::Sink;
 use super::{KeySource, Status, keys};
 
@@ -41,7 +39,7 @@ pub struct SendArgs {
     #[command(flatten)]
     keys: KeySource,
     #[command(flatten)]
-    expiry: ExpiryArgs,
+    mint: RowMintArgs,
     #[command(flatten)]
     read: ReadArgs,
     /// The sender, as `Name <address>` or an address.
@@ -102,9 +100,6 @@ pub struct SendArgs {
     /// (by default they are sent again: better twice than never).
     #[arg(long)]
     skip_uncertain: bool,
-    /// Allow domain codes for public suffixes and free-mail providers.
-    #[arg(long)]
-    allow_public_domain: bool,
     /// The first wait before retrying a temporary failure, in milliseconds.
     #[arg(long, default_value_t = 1000, hide = true)]
     retry_delay_ms: u64,
@@ -167,11 +162,7 @@ fn plan(args: &SendArgs) -> anyhow::Result<Plan> {
     )?;
     let now = OffsetDateTime::now_utc();
     let options = SendOptions {
-        mint: MintOptions {
-            default_expiry: args.expiry.resolve(now)?,
-            now,
-            allow_public_domains: args.allow_public_domain,
-        },
+        mint: args.mint.mint_options(now)?,
         read: args.read.read_options()?,
         from,
         to_one,
@@ -271,7 +262,7 @@ pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
     let asked = plan.options.mint.default_expiry;
     let (journal, state) = Journal::open(&journal_path, asked, plan.now)?;
     if state.resumed {
-        if args.expiry.expires_at.is_some() && asked != state.expires_at {
+        if args.mint.expiry.expires_at.is_some() && asked != state.expires_at {
             bail!(
                 "--expires-at differs from the campaign's expiry in {} ({}); drop the flag to \
                  resume, or start a new campaign with another --journal",
