@@ -3,70 +3,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write as _;
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 
-const KEY_7: &str = "7:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+use support::{
+    ALICE_CODE, BEFORE_2030, KEY_7, invitegate, run, run_with_stdin, status, stderr, stdout,
+    with_keys,
+};
+
 const KEY_7_BASE64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-const ALICE_CODE: &str = "243Q1-PYRG0-DVPFF-Z9H9F-NDX66"; // alice@contoso.com, key 7, 2030-01-01
-const BEFORE_2030: &str = "2029-06-01T00:00:00Z";
-
-/// The binary with a clean environment: no key variables leak in from the caller.
-fn invitegate(dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_invitegate"));
-    command
-        .current_dir(dir)
-        .env_remove("INVITEGATE_KEYS")
-        .env_remove("INVITEGATE_KEYS_FILE")
-        .stdin(Stdio::null());
-    command
-}
-
-fn run(command: &mut Command) -> Output {
-    command.output().expect("the binary runs")
-}
-
-fn run_with_stdin(command: &mut Command, input: &str) -> Output {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8(output.stderr.clone()).unwrap()
-}
-
-fn status(output: &Output) -> i32 {
-    output.status.code().expect("exited, not killed")
-}
-
-/// A temporary directory with `keys.txt` holding the spec vectors' key 7.
-fn with_keys() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("keys.txt");
-    std::fs::write(&path, format!("{KEY_7}\n")).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-    dir
-}
 
 #[test]
 fn verify_exit_codes_and_lines() {
@@ -475,7 +421,7 @@ fn inspect_needs_no_key() {
     assert_eq!(status(&junk), 1);
     let piped = run_with_stdin(
         invitegate(dir.path()).args(["inspect", "-"]),
-        &format!("{ALICE_CODE}\n"),
+        format!("{ALICE_CODE}\n"),
     );
     assert_eq!(status(&piped), 0, "{}", stderr(&piped));
 }

@@ -35,7 +35,7 @@ pub fn run(command: &mut Command) -> Output {
     command.output().expect("the binary runs")
 }
 
-pub fn run_with_stdin(command: &mut Command, input: &[u8]) -> Output {
+pub fn run_with_stdin(command: &mut Command, input: impl AsRef<[u8]>) -> Output {
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -43,7 +43,7 @@ pub fn run_with_stdin(command: &mut Command, input: &[u8]) -> Output {
         .spawn()
         .expect("the binary runs");
     let mut stdin = child.stdin.take().unwrap();
-    let _ = stdin.write_all(input);
+    let _ = stdin.write_all(input.as_ref());
     drop(stdin);
     child.wait_with_output().unwrap()
 }
