@@ -358,27 +358,34 @@ fn push_padded(out: &mut String, value: u64, width: usize) {
     }
 }
 
-/// Appends `text` as a JSON string literal (RFC 8259 escapes).
+/// Appends `text` as a JSON string literal, escaped byte for byte as serde_json escapes it
+/// (so a line written here matches the subscriber's). Every byte that needs an escape is
+/// ASCII, so runs of other bytes, multi-byte characters included, are copied whole.
 fn push_json_str(out: &mut String, text: &str) {
     out.push('"');
     let mut plain = 0;
-    for (i, c) in text.char_indices() {
-        let escape = match c {
-            '"' => "\\\"",
-            '\\' => "\\\\",
-            '\n' => "\\n",
-            '\r' => "\\r",
-            '\t' => "\\t",
-            c if u32::from(c) < 0x20 => "",
+    for (i, &byte) in text.as_bytes().iter().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..0x20 => "",
             _ => continue,
         };
         out.push_str(text.get(plain..i).unwrap_or_default());
         if escape.is_empty() {
-            let _ = std::fmt::Write::write_fmt(out, format_args!("\\u{:04x}", u32::from(c)));
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0xf)]));
         } else {
             out.push_str(escape);
         }
-        plain = i + c.len_utf8();
+        plain = i + 1;
     }
     out.push_str(text.get(plain..).unwrap_or_default());
     out.push('"');
@@ -682,13 +689,13 @@ mod tests {
             "plain",
             "a\"b\\c",
             "line\nbreak\r\t",
-            "\u{1}\u{1f}x",
-            "é✓😀",
+            "\u{1}\u{1f}x\u{8}\u{c}\u{7f}",
+            "é✓😀\"é",
             "",
         ] {
             let mut out = String::new();
             push_json_str(&mut out, text);
-            assert_eq!(serde_json::from_str::<String>(&out).unwrap(), text, "{out}");
+            assert_eq!(out, serde_json::to_string(text).unwrap());
         }
     }
 
