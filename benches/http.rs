@@ -19,6 +19,9 @@
 //! `cargo bench --bench http`; `INVITEGATE_BENCH_SECS` (default 5) and
 //! `INVITEGATE_BENCH_CONNECTIONS` (default 32) change the load; `INVITEGATE_BENCH_ONLY=entra`
 //! measures only the endpoints whose name contains that text (to profile one).
+//! `INVITEGATE_BENCH_BARE_WORK_US=N` makes the bare route compute for N µs a request: a
+//! calibration of what a handler costing that much does to the ratio on the machine at hand.
+//! `cargo bench --bench handlers` measures the endpoints' own cost without sockets.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -27,28 +30,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use invitegate::connector::AttributeNames;
-use invitegate::connector::b2c_policy::CustomPolicy;
-use invitegate::connector::b2c_user_flow::UserFlow;
-use invitegate::connector::entra::Entra;
-use invitegate::decision::Verifier;
-use invitegate::server::auth::{
-    ApiKey, Auth, BasicAuth, BearerAuth, BearerConfig, DevSigner, JwksSource,
-};
-use invitegate::server::{Config, Endpoint, serve};
-use invitegate::{Audience, Expiry, KeyRing, mint};
+use invitegate::server::auth::DevSigner;
+use invitegate::server::serve;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
-use warp::Filter as _;
 
-const KEYS: &str = "7:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-const APP_ID: &str = "93fd07aa-333c-409d-955d-96008fd08dd9";
-const ATTR: &str = "extension_93fd07aa333c409d955d96008fd08dd9_InvitationCode";
-const CONTINUE: &str = r#"{"version":"1.0.0","action":"Continue","extension_93fd07aa333c409d955d96008fd08dd9_InvitationCode":""}"#;
-const ISSUER: &str = "https://contoso.ciamlogin.com/30000000-0000-0000-0000-000000000003/v2.0";
-const AUDIENCE: &str = "66666666-7777-8888-9999-000000000000";
-const API_KEY: &str = "a-long-enough-api-key-0123456789";
+mod common;
+
+use common::endpoints::{self, Case};
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -172,10 +161,14 @@ fn leak(text: String) -> &'static [u8] {
     Box::leak(text.into_bytes().into_boxed_slice())
 }
 
-fn post(path: &str, headers: &str, body: &str) -> &'static [u8] {
+/// `case`'s request as the bytes a client sends.
+fn request(case: &Case) -> &'static [u8] {
+    let (name, value) = &case.credentials;
     leak(format!(
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
+        "POST {} HTTP/1.1\r\nHost: localhost\r\n{name}: {value}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+        case.path,
+        case.body.len(),
+        case.body
     ))
 }
 
@@ -194,68 +187,6 @@ fn runtime(core: usize, name: &str) -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-/// The endpoints' configuration; the Entra endpoint checks tokens against `signer`'s key.
-async fn config(signer: &DevSigner) -> Config {
-    let ring = KeyRing::parse(KEYS).unwrap();
-    let names = AttributeNames::new("InvitationCode", Some(APP_ID));
-    let mut config = Config::new(Verifier::new(ring));
-    config.user_flow = Some(Endpoint::new(
-        Auth::Basic(BasicAuth::new("b2c", "a-long-enough-password")),
-        UserFlow {
-            attribute: names.clone(),
-            keep_code_attribute: false,
-        },
-    ));
-    config.custom_policy = Some(Endpoint::new(
-        Auth::ApiKey(ApiKey::new("x-functions-key", API_KEY).unwrap()),
-        CustomPolicy::default(),
-    ));
-    let bearer = BearerAuth::start(BearerConfig::new(
-        ISSUER.to_owned(),
-        vec![AUDIENCE.to_owned()],
-        JwksSource::Inline(signer.jwks_json()),
-    ))
-    .await
-    .unwrap();
-    config.entra = Some(Endpoint::new(
-        Auth::Bearer(bearer),
-        Entra {
-            attribute: names,
-            keep_code_attribute: false,
-        },
-    ));
-    config
-}
-
-fn entra_body(code: &str) -> String {
-    serde_json::json!({
-        "type": "microsoft.graph.authenticationEvent.attributeCollectionSubmit",
-        "source": "/tenants/30000000-0000-0000-0000-000000000003/applications/00000000-0000-0000-0000-000000000001",
-        "data": {
-            "@odata.type": "microsoft.graph.onAttributeCollectionSubmitCalloutData",
-            "tenantId": "30000000-0000-0000-0000-000000000003",
-            "authenticationEventListenerId": "10000000-0000-0000-0000-000000000001",
-            "customAuthenticationExtensionId": "10000000-0000-0000-0000-000000000002",
-            "authenticationContext": {
-                "correlationId": "0f0e0d0c-0b0a-0908-0706-050403020100",
-                "client": {"ip": "30.51.176.110", "locale": "en-us", "market": "en-us"},
-                "protocol": "OAUTH2.0",
-                "clientServicePrincipal": {"id": "1", "appId": "2", "appDisplayName": "Contoso", "displayName": "Contoso"},
-                "resourceServicePrincipal": {"id": "1", "appId": "2", "appDisplayName": "Contoso", "displayName": "Contoso"}
-            },
-            "userSignUpInfo": {
-                "attributes": {
-                    "givenName": {"@odata.type": "microsoft.graph.stringDirectoryAttributeValue", "value": "Alice", "attributeType": "builtIn"},
-                    "surname": {"@odata.type": "microsoft.graph.stringDirectoryAttributeValue", "value": "Smith", "attributeType": "builtIn"},
-                    ATTR: {"@odata.type": "microsoft.graph.stringDirectoryAttributeValue", "value": code, "attributeType": "directorySchemaExtension"}
-                },
-                "identities": [{"signInType": "email", "issuer": "contoso.onmicrosoft.com", "issuerAssignedId": "alice@contoso.com"}]
-            }
-        }
-    })
-    .to_string()
 }
 
 /// Flood: 1,100 trickling keep-alive connections, then fresh clients. Returns the fresh
@@ -363,33 +294,15 @@ fn main() {
     let load_runtime = runtime(1, "bench-load");
 
     let signer = DevSigner::generate().unwrap();
-    let ring = KeyRing::parse(KEYS).unwrap();
-    let expiry =
-        Expiry::from_datetime(time::OffsetDateTime::now_utc() + time::Duration::days(1)).unwrap();
-    let code = mint(
-        &ring,
-        &Audience::email("alice@contoso.com").unwrap(),
-        expiry,
-    )
-    .to_string();
-    let (config, drain_config) =
-        server_runtime.block_on(async { (config(&signer).await, config(&signer).await) });
-
+    let (config, drain_config) = server_runtime.block_on(async {
+        (
+            endpoints::config(&signer).await,
+            endpoints::config(&signer).await,
+        )
+    });
     // Any path: each endpoint's twin gets that endpoint's exact request.
-    let bare = warp::post()
-        .and(warp::body::bytes())
-        .map(|_body: bytes::Bytes| {
-            let mut response = warp::reply::Response::new(CONTINUE.into());
-            response.headers_mut().insert(
-                "content-type",
-                warp::http::HeaderValue::from_static("application/json"),
-            );
-            response
-        })
-        .recover(|_| async {
-            Ok::<_, std::convert::Infallible>(warp::reply::Response::new("".into()))
-        })
-        .unify();
+    let work = Duration::from_micros(env_number("INVITEGATE_BENCH_BARE_WORK_US", 0));
+    let bare = endpoints::bare_route(work);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopper = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stop.changed().await;
@@ -420,51 +333,17 @@ fn main() {
         (addrs.0, addrs.1, addrs.2, drain_stop)
     });
 
-    let basic = base64::engine::general_purpose::STANDARD.encode("b2c:a-long-enough-password");
-    let user_flow_body = format!(
-        r#"{{"email":"alice@contoso.com","identities":[{{"signInType":"emailAddress","issuer":"contoso.onmicrosoft.com","issuerAssignedId":"alice@contoso.com"}}],"displayName":"Alice","givenName":"Alice","surname":"Smith","{ATTR}":"{code}","step":"PostAttributeCollection","client_id":"93fd07aa-333c-409d-955d-96008fd08dd9","ui_locales":"en-US"}}"#
-    );
-    let user_flow = post(
-        "/api/b2c/user-flow",
-        &format!("Authorization: Basic {basic}\r\n"),
-        &user_flow_body,
-    );
-    let token = signer.token(ISSUER, AUDIENCE, Duration::from_secs(3600));
-    let endpoints = [
-        (
-            "B2C user flow",
-            user_flow,
-            &b"{\"version\":\"1.0.0\",\"action\":\"Continue\""[..],
-        ),
-        (
-            "Entra",
-            post(
-                "/api/entra/attribute-collection-submit",
-                &format!("Authorization: Bearer {token}\r\n"),
-                &entra_body(&code),
-            ),
-            &b"{\"data\":"[..],
-        ),
-        (
-            "custom policy",
-            post(
-                "/api/b2c/custom-policy",
-                &format!("x-functions-key: {API_KEY}\r\n"),
-                &format!(
-                    r#"{{"email":"alice@contoso.com","invitationCode":"{code}","objectId":"0f0e0d0c-0b0a-0908-0706-050403020100"}}"#
-                ),
-            ),
-            &b"{\"invitationKind\":\"email\""[..],
-        ),
-    ];
+    let cases = endpoints::cases(&signer);
+    let user_flow = request(&cases[0]);
     // Each endpoint beside a bare route sent the very same bytes: a bigger request (Entra's
     // bearer token and event) costs the kernel and hyper more whatever answers it.
     let only = std::env::var("INVITEGATE_BENCH_ONLY").unwrap_or_default();
     let mut routes = Vec::new();
-    for (name, request, expect) in endpoints {
-        if !name.to_lowercase().contains(&only.to_lowercase()) {
+    for case in &cases {
+        if !case.name.to_lowercase().contains(&only.to_lowercase()) {
             continue;
         }
+        let request = request(case);
         routes.push(Route {
             name: "  bare route",
             baseline: None,
@@ -474,11 +353,11 @@ fn main() {
             tally: Tally::default(),
         });
         routes.push(Route {
-            name,
+            name: case.name,
             baseline: Some(routes.len() - 1),
             addr: endpoints_addr,
             request,
-            expect,
+            expect: case.expect,
             tally: Tally::default(),
         });
     }

@@ -4,6 +4,8 @@
 // Each bench uses the helpers it needs.
 #![allow(dead_code)]
 
+pub mod endpoints;
+
 use std::path::PathBuf;
 
 /// Where criterion writes its estimates for `group/function`.

@@ -1,0 +1,106 @@
+//! What each endpoint costs the server's own thread, without sockets or kernel: a request
+//! handed to the warp service in process and its whole answer collected, against the bare
+//! warp route handed the very same request, in the same run.
+//!
+//! `cargo bench --bench handlers`. Logging is on (JSON lines to a file), as users run it.
+//! This isolates our code (routing, authentication, body, decision, answer, log line,
+//! metrics) from the connection and kernel work that `benches/http.rs` includes: a regression
+//! here is ours. The difference between an endpoint and its bare twin is what the endpoint
+//! adds to every request.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::hint::black_box;
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group};
+use http_body_util::{BodyExt as _, Full};
+use invitegate::server::auth::DevSigner;
+use tower_service::Service as _;
+use warp::http::{Request, StatusCode};
+
+mod common;
+
+use common::endpoints::{self, Case};
+
+const GROUP: &str = "handlers";
+
+/// `case`'s request as hyper hands it to the service.
+fn request(case: &Case, body: &Bytes) -> Request<Full<Bytes>> {
+    let (name, value) = &case.credentials;
+    Request::post(case.path)
+        .header("host", "localhost")
+        .header(*name, value.as_str())
+        .header("content-type", "application/json")
+        .header("content-length", body.len())
+        .body(Full::new(body.clone()))
+        .unwrap()
+}
+
+/// Bench names for an endpoint: its own and its bare twin's.
+fn names(endpoint: &str) -> (String, String) {
+    let name = endpoint.to_lowercase().replace(' ', "_");
+    (name.clone(), format!("bare_route_{name}"))
+}
+
+fn handlers(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let signer = DevSigner::generate().unwrap();
+    let config = runtime.block_on(endpoints::config(&signer));
+    let mut routes = warp::service(invitegate::server::routes(config));
+    let mut bare = warp::service(endpoints::bare_route(std::time::Duration::ZERO));
+    let mut group = c.benchmark_group(GROUP);
+    for case in endpoints::cases(&signer) {
+        let body = Bytes::from(case.body.clone());
+        let (name, bare_name) = names(case.name);
+        // Measure what the name says: each endpoint answers 200 with its valid answer.
+        let answer = runtime.block_on(async {
+            let response = routes.call(request(&case, &body)).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.into_body().collect().await.unwrap().to_bytes()
+        });
+        assert!(answer.starts_with(case.expect), "{answer:?}");
+        group.bench_function(&bare_name, |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let response = bare.call(request(&case, &body)).await.unwrap();
+                    black_box(response.into_body().collect().await.unwrap());
+                });
+            });
+        });
+        group.bench_function(&name, |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let response = routes.call(request(&case, &body)).await.unwrap();
+                    black_box(response.into_body().collect().await.unwrap());
+                });
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, handlers);
+
+fn main() {
+    let log_dir = tempfile::tempdir().unwrap();
+    let log_file = std::fs::File::create(log_dir.path().join("invitegate.log")).unwrap();
+    let logging = invitegate::server::log::init("info", true, false, log_file).unwrap();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    let signer = DevSigner::generate().unwrap();
+    for case in endpoints::cases(&signer) {
+        let (name, bare_name) = names(case.name);
+        common::print_ratios(GROUP, &bare_name, &[&name]);
+        if let (Some(ours), Some(bare)) = (
+            common::median_ns(GROUP, &name),
+            common::median_ns(GROUP, &bare_name),
+        ) {
+            println!("  {name} adds {:.0} ns a request", ours - bare);
+        }
+    }
+    drop(logging);
+}
