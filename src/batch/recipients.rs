@@ -176,10 +176,7 @@ impl<R: Read> Recipients<R> {
         let delimiter = options
             .delimiter
             .unwrap_or_else(|| detect_delimiter(&first));
-        let source = Source {
-            head: io::Cursor::new(first),
-            rest: input,
-        };
+        let source = Source::new(first, input);
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(true)
@@ -216,14 +213,27 @@ impl<R: Read> Recipients<R> {
         self.delimiter
     }
 
-    /// Reads the next data row into `record`; `false` at the end of the input. The row is not
-    /// checked here: [`super::RowMinter::mint`] does that.
+    /// Reads the next data row into `record`, with the line it starts on; `false` at the end
+    /// of the input. Rows whose cells are all empty are skipped. The row is not checked here:
+    /// [`super::RowMinter::mint`] does that.
     ///
     /// # Errors
     ///
     /// [`Error::Batch`] or [`Error::Io`] when the input cannot be read as CSV.
     pub fn read_row(&mut self, record: &mut csv::ByteRecord) -> Result<bool, Error> {
-        self.reader.read_byte_record(record).map_err(csv_error)
+        loop {
+            let more = self.reader.read_byte_record(record).map_err(csv_error)?;
+            if let Some(mut position) = record.position().cloned() {
+                position.set_line(self.reader.get_mut().line_at(position.byte()));
+                record.set_position(Some(position));
+            }
+            // A row of empty cells (`;;`) is how a spreadsheet writes a blank row: skipped
+            // like a blank line.
+            let blank = record.iter().all(|field| field.trim_ascii().is_empty());
+            if !more || !blank {
+                return Ok(more);
+            }
+        }
     }
 }
 
@@ -272,19 +282,69 @@ fn detect_delimiter(line: &[u8]) -> u8 {
     best.1
 }
 
-/// The header line already read, then the rest of the input.
+/// The header line already read, then the rest of the input; counts lines as it goes.
+///
+/// The csv crate numbers a record by the line feeds it has parsed when it starts parsing the
+/// record, which is before the LF of a CR LF line end and before any blank lines it skips: in
+/// a file with Windows line ends, as Excel writes them, every row after the first would be
+/// numbered one line too low. Here a record's line is one more than the line feeds before its
+/// first byte.
 struct Source<R> {
     head: io::Cursor<Vec<u8>>,
     rest: Decoded<R>,
+    /// Bytes handed to the CSV reader so far.
+    offset: u64,
+    /// Offsets of the CRs and LFs handed over but not yet behind a record's first byte, and
+    /// whether each is a LF. Only what the CSV reader holds in its buffer is ever here.
+    line_ends: std::collections::VecDeque<(u64, bool)>,
+    /// Line feeds behind the last record's first byte.
+    lines_before: u64,
+}
+
+impl<R> Source<R> {
+    fn new(head: Vec<u8>, rest: Decoded<R>) -> Self {
+        Self {
+            head: io::Cursor::new(head),
+            rest,
+            offset: 0,
+            line_ends: std::collections::VecDeque::new(),
+            lines_before: 0,
+        }
+    }
+
+    /// The line of the record whose parse started at byte `start` (never less than the last
+    /// call's): the line ends from `start` on, up to the record's first byte, are blank lines
+    /// and the rest of the previous line's end.
+    fn line_at(&mut self, start: u64) -> u64 {
+        let mut first = start;
+        while let Some(&(at, line_feed)) = self.line_ends.front() {
+            if at > first {
+                break;
+            }
+            if at >= start {
+                first = at + 1;
+            }
+            self.lines_before += u64::from(line_feed);
+            self.line_ends.pop_front();
+        }
+        self.lines_before + 1
+    }
 }
 
 impl<R: Read> Read for Source<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.head.read(buf)?;
-        if n > 0 {
-            return Ok(n);
+        let mut n = self.head.read(buf)?;
+        if n == 0 {
+            n = self.rest.read(buf)?;
         }
-        self.rest.read(buf)
+        let read = buf.get(..n).unwrap_or_default();
+        for i in memchr::memchr2_iter(b'\n', b'\r', read) {
+            let line_feed = read.get(i) == Some(&b'\n');
+            self.line_ends
+                .push_back((self.offset + i as u64, line_feed));
+        }
+        self.offset += n as u64;
+        Ok(n)
     }
 }
 
@@ -478,5 +538,26 @@ mod tests {
             rows += 1;
         }
         assert_eq!(rows, 5000);
+    }
+
+    #[test]
+    fn rows_are_numbered_by_their_line_whatever_the_line_ends() {
+        // Excel's CR LF, plain LF, a quoted line break inside a cell, and a blank line.
+        for text in [
+            &b"\xef\xbb\xbfname;email\r\nA;a@x.com\r\nB;b@x.com\r\n\"C\r\nc\";c@x.com\r\n\r\nD;d@x.com\r\n"[..],
+            b"name;email\nA;a@x.com\nB;b@x.com\n\"C\nc\";c@x.com\n;\nD;d@x.com",
+        ] {
+            let mut recipients = open(text, &ReadOptions::default()).unwrap();
+            let mut record = csv::ByteRecord::new();
+            let mut lines = Vec::new();
+            while recipients.read_row(&mut record).unwrap() {
+                lines.push((record[1].to_vec(), record.position().unwrap().line()));
+            }
+            let expected: Vec<(Vec<u8>, u64)> = [("a", 2), ("b", 3), ("c", 4), ("d", 7)]
+                .iter()
+                .map(|&(who, line)| (format!("{who}@x.com").into_bytes(), line))
+                .collect();
+            assert_eq!(lines, expected, "{}", String::from_utf8_lossy(text));
+        }
     }
 }
