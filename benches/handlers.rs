@@ -2,7 +2,8 @@
 //! handed to the warp service in process and its whole answer collected, against the bare
 //! warp route handed the very same request, in the same run.
 //!
-//! `cargo bench --bench handlers`. Logging is on (JSON lines to a file), as users run it.
+//! `cargo bench --bench handlers`. Logging is on (JSON lines to a file), as users run it;
+//! `INVITEGATE_BENCH_LOG=off` measures without it.
 //! This isolates our code (routing, authentication, body, decision, answer, log line,
 //! metrics) from the connection and kernel work that `benches/http.rs` includes: a regression
 //! here is ours. The difference between an endpoint and its bare twin is what the endpoint
@@ -88,7 +89,9 @@ criterion_group!(benches, handlers);
 fn main() {
     let log_dir = tempfile::tempdir().unwrap();
     let log_file = std::fs::File::create(log_dir.path().join("invitegate.log")).unwrap();
-    let logging = invitegate::server::log::init("info", true, false, log_file).unwrap();
+    let log_on = std::env::var("INVITEGATE_BENCH_LOG").map_or(true, |v| v != "off");
+    let filter = if log_on { "info" } else { "off" };
+    let logging = invitegate::server::log::init(filter, true, false, log_file).unwrap();
     benches();
     Criterion::default().configure_from_args().final_summary();
     let signer = DevSigner::generate().unwrap();
