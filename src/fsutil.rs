@@ -102,6 +102,18 @@ pub enum Privacy {
     Private,
 }
 
+/// Options that create a file with mode 0600 (on Unix): for files that hold codes or keys.
+#[must_use]
+pub fn private_options() -> fs::OpenOptions {
+    let mut options = fs::OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    options
+}
+
 /// A file being written beside its target, renamed over it by [`AtomicFile::commit`].
 ///
 /// Dropped without a commit, the temporary file is removed and the target is untouched.

@@ -289,7 +289,7 @@ fn keygen_mint_verify_round_trip_and_rotation() {
     let second = run(invitegate(dir.path()).args(["keygen", "--add-to", "ring.txt"]));
     assert_eq!(status(&second), 0);
     assert!(
-        stdout(&second).contains("keys 1 still verify"),
+        stdout(&second).contains("key 1 still verifies"),
         "{}",
         stdout(&second)
     );

@@ -146,7 +146,7 @@ fn duplicates_are_reported_and_minted_once() {
         "{err}"
     );
     assert!(
-        err.contains("3 rows read, 2 codes minted, 0 rows rejected, 1 duplicates left out"),
+        err.contains("3 rows read, 2 codes minted, 0 rows rejected, 1 duplicate left out"),
         "{err}"
     );
     assert_eq!(rows(&out.stdout).len(), 3);

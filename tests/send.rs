@@ -434,9 +434,12 @@ fn a_550_goes_to_rejects_and_a_451_is_retried() {
         ]
     );
     let rejects = std::fs::read_to_string(campaign.path("recipients.csv.rejects.csv")).unwrap();
-    assert_eq!(rejects.lines().count(), 1, "{rejects}");
+    // Laid out like batch's: the header with an `error` column, then the row as it was read.
+    assert_eq!(rejects.lines().count(), 2, "{rejects}");
     assert!(
-        rejects.starts_with("P1,p1@contoso.com,t1,line 3: permanent error (550)"),
+        rejects.starts_with(
+            "First Name,email,team,error\nP1,p1@contoso.com,t1,line 3: permanent error (550)"
+        ),
         "{rejects}"
     );
     assert!(
@@ -508,9 +511,19 @@ fn a_dry_run_writes_eml_files_and_sends_nothing() {
     );
     let eml = std::fs::read_to_string(campaign.path("out/000002-p0@contoso.com.eml")).unwrap();
     assert!(
-        eml.contains("To: p0@contoso.com") && eml.contains("Subject: "),
+        eml.contains("To: p0@contoso.com")
+            && eml.contains("Subject: ")
+            && eml.contains("MIME-Version: 1.0\r\n")
+            && eml.contains("Content-Type: text/plain; charset=utf-8\r\n"),
         "{eml}"
     );
+    // Each file holds a working code: its owner's to read, no one else's.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let meta = std::fs::metadata(campaign.path("out/000002-p0@contoso.com.eml")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
     assert!(server.received().is_empty());
     assert!(!campaign.path("recipients.csv.journal").exists());
 }

@@ -11,14 +11,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use invitegate::batch::{
-    BatchOptions, MergeOptions, MintOptions, ReadOptions, RowEvent, neutralise,
-};
+use invitegate::batch::{BatchOptions, MergeOptions, MintOptions, ReadOptions, RowEvent};
 use invitegate::fsutil::Privacy;
 use time::OffsetDateTime;
 
 use super::codes::ExpiryArgs;
-use super::output::{self, Named, Sink, is_stdio};
+use super::output::{self, Named, Rejects, Sink, count, is_stdio};
 use super::{KeySource, Status, keys};
 
 #[derive(Debug, Args)]
@@ -212,15 +210,8 @@ fn run(
         }
         bar
     });
-    let mut rejects_csv = rejects.map(|sink| {
-        csv::WriterBuilder::new()
-            // A row with too few or too many fields is rejected and kept as it was read.
-            .flexible(true)
-            .from_writer(sink)
-    });
-    let mut rejects_header_written = false;
+    let mut rejects_csv = rejects.map(|sink| Rejects::new(sink, args.raw_cells));
     let mut write_error = None;
-    let raw_cells = args.raw_cells;
     let summary = invitegate::batch::run(ring, input, &mut output, options, |event| {
         if let Some(bar) = &progress {
             bar.inc(1);
@@ -237,29 +228,7 @@ fn run(
         let Some(writer) = rejects_csv.as_mut() else {
             return;
         };
-        let cells = |record: &csv::ByteRecord| -> csv::ByteRecord {
-            record
-                .iter()
-                .map(|cell| {
-                    if raw_cells {
-                        cell.to_vec()
-                    } else {
-                        neutralise(cell).into_owned()
-                    }
-                })
-                .collect()
-        };
-        let mut row = cells(rejection.record);
-        row.push_field(message.as_bytes());
-        let result = if rejects_header_written {
-            Ok(())
-        } else {
-            rejects_header_written = true;
-            let mut header = cells(rejection.header);
-            header.push_field(b"error");
-            writer.write_byte_record(&header)
-        };
-        if let Err(err) = result.and_then(|()| writer.write_byte_record(&row)) {
+        if let Err(err) = writer.write(rejection.header, rejection.record, &message) {
             write_error.get_or_insert(err);
         }
     });
@@ -285,8 +254,11 @@ fn run(
         return Err(err).context("writing the rejects file")?;
     }
     let line = format!(
-        "batch: {} rows read, {} codes minted, {} rows rejected, {} duplicates left out",
-        summary.rows, summary.minted, summary.rejected, summary.duplicates
+        "batch: {} read, {} minted, {} rejected, {} left out",
+        count(summary.rows, "row"),
+        count(summary.minted, "code"),
+        count(summary.rejected, "row"),
+        count(summary.duplicates, "duplicate")
     );
     if summary.rejected > 0 && !args.skip_invalid {
         eprintln!("invitegate: {line}");
@@ -298,14 +270,7 @@ fn run(
         // Dropping the outputs removes their temporary files.
         return Ok(Status::NotVerified);
     }
-    let rejects = match rejects_csv {
-        Some(writer) => Some(
-            writer
-                .into_inner()
-                .map_err(|err| anyhow::anyhow!("writing the rejects file: {}", err.error()))?,
-        ),
-        None => None,
-    };
+    let rejects = rejects_csv.map(Rejects::finish).transpose()?;
     output.commit()?;
     if let Some(rejects) = rejects {
         rejects.commit().context("writing the rejects file")?;

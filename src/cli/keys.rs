@@ -183,11 +183,17 @@ pub fn keygen(args: &KeygenArgs) -> anyhow::Result<Status> {
         Ok((id, used))
     })
     .map(|((id, used), target)| (id, used, target))?;
-    let others = others
-        .iter()
-        .map(u8::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
+    let still = match others.as_slice() {
+        [one] => format!("key {one} still verifies"),
+        _ => format!(
+            "keys {} still verify",
+            others
+                .iter()
+                .map(u8::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
     let shown = target.display();
     let message = if others.is_empty() {
         format!("created {shown} with key {id}")
@@ -199,7 +205,7 @@ pub fn keygen(args: &KeygenArgs) -> anyhow::Result<Status> {
     } else {
         format!(
             "added key {id} to {shown}: it signs new codes now (servers without it refuse \
-             them; --stage avoids that); keys {others} still verify"
+             them; --stage avoids that); {still}"
         )
     };
     let mut stdout = std::io::stdout().lock();
@@ -263,14 +269,13 @@ fn ring_target(path: &Path) -> anyhow::Result<PathBuf> {
 fn lock_ring(target: &Path) -> anyhow::Result<(std::fs::File, Zeroizing<String>)> {
     use fs4::fs_std::FileExt as _;
     for _ in 0..LOCK_ATTEMPTS {
-        let mut options = std::fs::OpenOptions::new();
-        options.read(true).write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            options.mode(0o600);
-        }
-        let mut file = options.open(target).context("opening")?;
+        let mut file = invitegate::fsutil::private_options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(target)
+            .context("opening")?;
         file.lock_exclusive().context("locking")?;
         let locked = FileId::of_file(&file).context("examining")?;
         if FileId::of_path(target).ok() != Some(locked) {

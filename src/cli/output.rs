@@ -14,6 +14,16 @@ use invitegate::fsutil::{AtomicFile, FileId, Privacy};
 /// The temporary files of outputs not committed yet: the interrupt handler removes them.
 static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
+/// `n` and the noun, plural unless `n` is one: `1 row`, `2 rows`.
+pub fn count(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// Whether a path argument means standard input or output.
 pub fn is_stdio(path: &Path) -> bool {
     path.as_os_str() == "-"
@@ -333,4 +343,71 @@ fn interrupted(signal: i32) -> ! {
         eprintln!("invitegate: interrupted; no output was written");
     }
     std::process::exit(128 + signal)
+}
+
+/// The rejects file of `batch` and `send`: the input's header with an `error` column, then
+/// each refused row as it was read, with its error. Cells a spreadsheet would run as a
+/// formula get a leading `'` unless `raw`.
+pub struct Rejects {
+    writer: csv::Writer<Sink>,
+    header_written: bool,
+    raw: bool,
+}
+
+impl Rejects {
+    /// A rejects file written to `sink`.
+    pub fn new(sink: Sink, raw: bool) -> Self {
+        Self {
+            // A row with too few or too many fields is rejected and kept as it was read.
+            writer: csv::WriterBuilder::new().flexible(true).from_writer(sink),
+            header_written: false,
+            raw,
+        }
+    }
+
+    fn cells(&self, record: &csv::ByteRecord) -> csv::ByteRecord {
+        record
+            .iter()
+            .map(|cell| {
+                if self.raw {
+                    cell.to_vec()
+                } else {
+                    invitegate::batch::neutralise(cell).into_owned()
+                }
+            })
+            .collect()
+    }
+
+    /// Writes a refused row of the input whose header is `header`; the header first, once.
+    ///
+    /// # Errors
+    ///
+    /// When writing fails.
+    pub fn write(
+        &mut self,
+        header: &csv::ByteRecord,
+        record: &csv::ByteRecord,
+        error: &str,
+    ) -> csv::Result<()> {
+        if !self.header_written {
+            self.header_written = true;
+            let mut header = self.cells(header);
+            header.push_field(b"error");
+            self.writer.write_byte_record(&header)?;
+        }
+        let mut row = self.cells(record);
+        row.push_field(error.as_bytes());
+        self.writer.write_byte_record(&row)
+    }
+
+    /// Everything written, ready to commit.
+    ///
+    /// # Errors
+    ///
+    /// When writing fails.
+    pub fn finish(self) -> anyhow::Result<Sink> {
+        self.writer
+            .into_inner()
+            .map_err(|err| anyhow::anyhow!("writing the rejects file: {}", err.error()))
+    }
 }

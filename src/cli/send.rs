@@ -21,7 +21,7 @@ use lettre::message::Mailbox;
 use time::OffsetDateTime;
 
 use super::batch::{ReadArgs, RowMintArgs};
-use super::output::Sink;
+use super::output::{Rejects, Sink, count};
 use super::{KeySource, Status, keys};
 
 /// The password's environment variable; it has no flag, so it stays out of shell history.
@@ -283,9 +283,9 @@ pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
     let check = check_rows(args, &plan, &state, &journal_path)?;
     if check.invalid > 0 && !args.skip_invalid {
         eprintln!(
-            "invitegate: {} rows are wrong; nothing was sent: fix them, or pass --skip-invalid \
-             to send the others and set these aside in the rejects file",
-            check.invalid
+            "invitegate: {} wrong; nothing was sent: fix them, or pass --skip-invalid to send \
+             the others and set these aside in the rejects file",
+            count(check.invalid, "row")
         );
         return Ok(Status::NotVerified);
     }
@@ -355,7 +355,7 @@ pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
         }
         match &summary.stopped {
             Some(stop) => {
-                write_rejects(args, &rejects)?;
+                write_rejects(args, &plan, &rejects)?;
                 eprintln!("invitegate: send: {summary_line}");
                 let why = match stop {
                     Stop::Interrupted => "interrupted".to_owned(),
@@ -376,7 +376,7 @@ pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
             None => {}
         }
     }
-    write_rejects(args, &rejects)?;
+    write_rejects(args, &plan, &rejects)?;
     eprintln!("invitegate: send: {summary_line}");
     Ok(status)
 }
@@ -511,9 +511,11 @@ fn dry_run(args: &SendArgs, plan: &Plan, dir: &Path) -> anyhow::Result<Status> {
         }
     })?;
     eprintln!(
-        "invitegate: dry run: {ready} messages written to {}, {skipped} rows left out, \
-         {invalid} invalid; nothing was sent",
-        dir.display()
+        "invitegate: dry run: {} written to {}, {} left out, {invalid} invalid; nothing was \
+         sent",
+        count(ready, "message"),
+        dir.display(),
+        count(skipped, "row")
     );
     Ok(if invalid > 0 {
         Status::NotVerified
@@ -522,7 +524,11 @@ fn dry_run(args: &SendArgs, plan: &Plan, dir: &Path) -> anyhow::Result<Status> {
     })
 }
 
-fn write_rejects(args: &SendArgs, rejects: &[(csv::ByteRecord, String)]) -> anyhow::Result<()> {
+fn write_rejects(
+    args: &SendArgs,
+    plan: &Plan,
+    rejects: &[(csv::ByteRecord, String)],
+) -> anyhow::Result<()> {
     if rejects.is_empty() {
         return Ok(());
     }
@@ -530,22 +536,20 @@ fn write_rejects(args: &SendArgs, rejects: &[(csv::ByteRecord, String)]) -> anyh
         .rejects
         .clone()
         .unwrap_or_else(|| beside(&args.input, ".rejects.csv"));
-    let sink = Sink::create("--rejects", &path, Privacy::Private)?;
-    let mut writer = csv::WriterBuilder::new().flexible(true).from_writer(sink);
+    // The header as the rows were read, for a rejects file laid out like batch's.
+    let header = invitegate::batch::Recipients::open(open_input(&args.input)?, &plan.options.read)?
+        .header()
+        .clone();
+    let mut writer = Rejects::new(Sink::create("--rejects", &path, Privacy::Private)?, false);
     for (record, error) in rejects {
-        let mut row: csv::ByteRecord = record
-            .iter()
-            .map(|cell| invitegate::batch::neutralise(cell).into_owned())
-            .collect();
-        row.push_field(error.as_bytes());
         writer
-            .write_byte_record(&row)
+            .write(&header, record, error)
             .context("writing the rejects file")?;
     }
-    let sink = writer
-        .into_inner()
-        .map_err(|err| anyhow::anyhow!("writing the rejects file: {}", err.error()))?;
-    sink.commit().context("writing the rejects file")?;
+    writer
+        .finish()?
+        .commit()
+        .context("writing the rejects file")?;
     eprintln!("invitegate: refused rows are in {}", path.display());
     Ok(())
 }

@@ -10,7 +10,7 @@
 //! never holds a whole code: only its fingerprint.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -130,7 +130,7 @@ pub struct Journal {
 
 impl Journal {
     /// Opens or creates the journal at `path` (mode 0600), locks it, reads it, and on a new
-    /// journal writes the campaign line with `expires_at`.
+    /// journal, or one that records no row, writes the campaign line with `expires_at`.
     ///
     /// # Errors
     ///
@@ -145,14 +145,10 @@ impl Journal {
             path: path.display().to_string(),
             reason,
         };
-        let mut options = OpenOptions::new();
-        options.read(true).append(true).create(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            options.mode(0o600);
-        }
-        let mut file = options
+        let mut file = crate::fsutil::private_options()
+            .read(true)
+            .append(true)
+            .create(true)
             .open(path)
             .map_err(|err| fail(format!("cannot open it: {err}")))?;
         {
@@ -201,6 +197,13 @@ impl Journal {
             file: Mutex::new(file),
             dirty: AtomicBool::new(false),
         };
+        if state.resumed && state.rows.is_empty() {
+            // Every row is recorded before it is handed to the server: a journal with none
+            // comes from runs that sent nothing (bad rows, no server). Nothing binds the
+            // campaign yet, so it starts over, with this run's expiry.
+            journal.truncate()?;
+            state = JournalState::default();
+        }
         if state.resumed {
             return Ok((journal, state));
         }
@@ -213,6 +216,14 @@ impl Journal {
         journal.sync()?;
         state.expires_at = expires_at;
         Ok((journal, state))
+    }
+
+    fn truncate(&self) -> Result<(), Error> {
+        let file = self.file.lock().map_err(|_| self.poisoned())?;
+        file.set_len(0).map_err(|err| Error::Journal {
+            path: self.path.display().to_string(),
+            reason: format!("cannot start it over: {err}"),
+        })
     }
 
     /// The journal's path.
@@ -415,5 +426,26 @@ mod tests {
         std::fs::write(&path, "{\"event\":\"campaign\",\"version\":1,\"expires_at\":null,\"started\":\"x\"}\nnonsense\n{}\n").unwrap();
         let err = Journal::open(&path, None, OffsetDateTime::now_utc()).unwrap_err();
         assert!(err.to_string().contains("line 2 is not a record"), "{err}");
+    }
+
+    #[test]
+    fn a_journal_of_runs_that_sent_nothing_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        let now = OffsetDateTime::now_utc();
+        let first = Expiry::from_datetime(time::macros::datetime!(2030-01-01 0:00 UTC)).unwrap();
+        let second = Expiry::from_datetime(time::macros::datetime!(2031-01-01 0:00 UTC)).unwrap();
+        drop(Journal::open(&path, Some(first), now).unwrap());
+        let (journal, state) = Journal::open(&path, Some(second), now).unwrap();
+        assert!(!state.resumed);
+        assert_eq!(state.expires_at, Some(second));
+        journal.write(&handed(2)).unwrap();
+        drop(journal);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        // Once a row is recorded, the campaign and its expiry hold.
+        let (_, state) = Journal::open(&path, Some(first), now).unwrap();
+        assert!(state.resumed);
+        assert_eq!(state.expires_at, Some(second));
     }
 }

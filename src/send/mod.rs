@@ -13,7 +13,6 @@ pub mod pacing;
 pub mod template;
 pub mod transport;
 
-use std::fs::File;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -21,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use lettre::address::Envelope;
-use lettre::message::{Mailbox, MultiPart};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::{Address, AsyncTransport as _, Message};
 use sha2::{Digest as _, Sha256};
 
@@ -432,9 +431,8 @@ fn build_message(
     builder = builder.message_id(message_id(from.email.domain()));
     match rendered.html {
         Some(html) => builder.multipart(MultiPart::alternative_plain_html(rendered.text, html)),
-        None => builder
-            .header(lettre::message::header::ContentType::TEXT_PLAIN)
-            .body(rendered.text),
+        // A MIME part, not a bare body: lettre writes `MIME-Version: 1.0` only for those.
+        None => builder.singlepart(SinglePart::plain(rendered.text)),
     }
 }
 
@@ -901,7 +899,8 @@ pub fn dry_run(
                     })
                     .collect();
                 let path = dir.join(format!("{:06}-{safe}.eml", prepared.line));
-                let written = File::options()
+                // A message holds a working code: readable by its owner only.
+                let written = crate::fsutil::private_options()
                     .write(true)
                     .create_new(true)
                     .open(&path)
