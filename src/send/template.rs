@@ -161,7 +161,57 @@ impl Templates {
             .map_err(|err| template_error(name, "", &err))?;
         template.render(context).map_err(|err| {
             let source = err.template_source().unwrap_or_default().to_owned();
+            if err.kind() == minijinja::ErrorKind::UndefinedError {
+                if let Some(error) = self.unknown_variable(name, &template, &source, context) {
+                    return error;
+                }
+            }
             template_error(name, &source, &err)
+        })
+    }
+
+    /// The error for a variable the template names that is neither set for the row nor a
+    /// global, with the place of its first use; `None` when there is no such variable (then
+    /// the undefined value is an attribute or an item, and minijinja's error says so).
+    fn unknown_variable(
+        &self,
+        name: &str,
+        template: &minijinja::Template<'_, '_>,
+        source: &str,
+        context: &Value,
+    ) -> Option<Error> {
+        let mut unknown: Vec<String> = template
+            .undeclared_variables(false)
+            .into_iter()
+            .filter(|var| {
+                context
+                    .get_attr(var)
+                    .map_or(true, |value| value.is_undefined())
+                    && !self.env.globals().any(|(global, _)| global == var)
+            })
+            .collect();
+        unknown.sort();
+        let var = unknown.first()?;
+        let at = first_use(source, var).unwrap_or(0);
+        let before = source.get(..at).unwrap_or_default();
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let mut known: Vec<String> = context
+            .try_iter()
+            .into_iter()
+            .flatten()
+            .filter_map(|key| key.as_str().map(str::to_owned))
+            .collect();
+        known.sort_unstable();
+        Some(Error::Template {
+            template: name.to_owned(),
+            line: before.matches('\n').count() + 1,
+            column: before
+                .get(line_start..)
+                .map_or(1, |s| s.chars().count() + 1),
+            reason: format!(
+                "undefined value: `{var}` is not a column or a variable (there are: {})",
+                known.join(", ")
+            ),
         })
     }
 }
@@ -216,6 +266,17 @@ pub fn identifier(header: &str) -> String {
     } else {
         name.to_owned()
     }
+}
+
+/// Where `var` is first used as a name in `source`: not part of a longer name, and not an
+/// attribute (`row.var`).
+fn first_use(source: &str, var: &str) -> Option<usize> {
+    let is_name = |c: char| c.is_alphanumeric() || c == '_';
+    source.match_indices(var).map(|(at, _)| at).find(|&at| {
+        let before = source.get(..at).and_then(|s| s.chars().next_back());
+        let after = source.get(at + var.len()..).and_then(|s| s.chars().next());
+        !before.is_some_and(|c| is_name(c) || c == '.') && !after.is_some_and(is_name)
+    })
 }
 
 /// A minijinja error as the library's, with the 1-based column found from the error's byte
@@ -300,7 +361,22 @@ mod tests {
             panic!("{err:?}");
         };
         assert_eq!((template.as_str(), line, column), ("invite.txt", 2, 15));
-        assert!(reason.contains("undefined"), "{reason}");
+        assert!(
+            reason.starts_with("undefined value: `cdoe` is not a column or a variable")
+                && reason.contains("code, email, expires_human, first_name"),
+            "{reason}"
+        );
+        // In a subject too, and a name that only starts like a known one is still unknown.
+        let subject = TemplateSource::new("--subject", "Hi {{ first_name }} {{ code_x }}");
+        let err = Templates::new(Some(subject), None, None)
+            .unwrap()
+            .render(vars())
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("--subject:1:24: undefined value: `code_x`"),
+            "{err}"
+        );
     }
 
     #[test]
