@@ -440,8 +440,15 @@ fn azure_functions_custom_handler_contract() {
 /// rule lines of `=`).
 fn start_dev(env: &[(&str, &str)]) -> (std::process::Child, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_invitegate"));
+    command.args(["serve", "--dev"]);
+    // A listen address exported in the shell is a production setting too: then the port
+    // comes from FUNCTIONS_CUSTOMHANDLER_PORT (0: any free one), as the flag would win.
+    if !env.iter().any(|(name, _)| *name == "INVITEGATE_LISTEN") {
+        command.args(["--listen", "127.0.0.1:0"]);
+    }
     command
-        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+        .env_remove("INVITEGATE_LISTEN")
+        .env_remove("FUNCTIONS_CUSTOMHANDLER_PORT")
         .env_remove("INVITEGATE_KEYS")
         .env_remove("INVITEGATE_KEYS_FILE")
         .env_remove("BASIC_AUTH_USERNAME")
@@ -545,6 +552,8 @@ fn dev_mode_ignores_production_settings() {
         ("BASIC_AUTH_USERNAME", "prod-user"),
         ("BASIC_AUTH_PASSWORD", "prod-password-long-enough"),
         ("INVITEGATE_KEYS", KEYS),
+        ("INVITEGATE_LISTEN", "0.0.0.0:7071"),
+        ("FUNCTIONS_CUSTOMHANDLER_PORT", "0"),
     ]);
     let commands = curl_commands(&banner);
     let output = Command::new("sh")
@@ -560,7 +569,7 @@ fn dev_mode_ignores_production_settings() {
         "{banner}\n{stderr}\n{output:?}"
     );
     assert!(
-        stderr.contains("--dev ignores these production settings: BASIC_AUTH_USERNAME, BASIC_AUTH_PASSWORD, INVITEGATE_KEYS"),
+        stderr.contains("--dev ignores these production settings: BASIC_AUTH_USERNAME, BASIC_AUTH_PASSWORD, INVITEGATE_KEYS, INVITEGATE_LISTEN"),
         "{stderr}"
     );
     assert!(!stderr.contains("prod-password"), "{stderr}");
@@ -595,10 +604,21 @@ fn healthcheck_probes_a_running_server() {
     };
     let up = probe(&health);
     let wrong_path = probe(&url.replace("/api/b2c/user-flow", "/nothing"));
+    // Without --url it asks where `serve` listens with the same environment: a wildcard
+    // address is reached on loopback.
+    let port = health
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/healthz");
+    let by_environment = Command::new(env!("CARGO_BIN_EXE_invitegate"))
+        .arg("healthcheck")
+        .env("INVITEGATE_LISTEN", format!("0.0.0.0:{port}"))
+        .output()
+        .unwrap();
     let _ = server.kill();
     let _ = server.wait();
     let down = probe(&health);
     assert_eq!(up.status.code(), Some(0), "{up:?}");
+    assert_eq!(by_environment.status.code(), Some(0), "{by_environment:?}");
     assert_eq!(wrong_path.status.code(), Some(1), "{wrong_path:?}");
     assert_eq!(down.status.code(), Some(1), "{down:?}");
     assert_eq!(probe("https://127.0.0.1:1/").status.code(), Some(2));

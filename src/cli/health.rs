@@ -18,14 +18,33 @@ const MAX_ANSWER: u64 = 4096;
 
 #[derive(Debug, Args)]
 pub struct HealthArgs {
-    /// The health URL (http only, as a container reaches its own port).
-    #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
-    url: String,
+    /// The health URL (http only, as a container reaches its own port). Default: `/healthz`
+    /// where `serve` listens with the same environment: INVITEGATE_LISTEN, else
+    /// 127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT, else 127.0.0.1:7071.
+    #[arg(long)]
+    url: Option<String>,
+}
+
+/// `/healthz` where `serve` would listen with this environment (a wildcard address is
+/// reached on loopback).
+fn default_url() -> anyhow::Result<String> {
+    let mut addr = super::serve::default_listen_address()?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Ok(format!("http://{addr}/healthz"))
 }
 
 /// `invitegate healthcheck`: exit 0 when the server answers 200, 1 otherwise.
 pub fn healthcheck(args: &HealthArgs) -> anyhow::Result<Status> {
-    let Some(rest) = args.url.strip_prefix("http://") else {
+    let url = match &args.url {
+        Some(url) => url.clone(),
+        None => default_url()?,
+    };
+    let Some(rest) = url.strip_prefix("http://") else {
         bail!("--url must start with http:// (the probe runs beside the server, without TLS)");
     };
     let (authority, path) = rest
@@ -40,11 +59,11 @@ pub fn healthcheck(args: &HealthArgs) -> anyhow::Result<Status> {
     match answer {
         Ok(200) => Ok(Status::Success),
         Ok(status) => {
-            eprintln!("invitegate: {} answered {status}", args.url);
+            eprintln!("invitegate: {url} answered {status}");
             Ok(Status::NotVerified)
         }
         Err(err) => {
-            eprintln!("invitegate: {}: {err}", args.url);
+            eprintln!("invitegate: {url}: {err}");
             Ok(Status::NotVerified)
         }
     }

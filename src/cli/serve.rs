@@ -30,6 +30,7 @@ use super::{KeySource, Status, keys};
 const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 7071);
 /// Set by the Azure Functions host for a custom handler.
 const FUNCTIONS_PORT_ENV: &str = "FUNCTIONS_CUSTOMHANDLER_PORT";
+const LISTEN_ENV: &str = "INVITEGATE_LISTEN";
 /// Environment variable for the Basic password; there is no flag, so it stays out of `ps`.
 const PASSWORD_ENV: &str = "BASIC_AUTH_PASSWORD";
 /// Environment variable for the API key; there is no flag, so it stays out of `ps`.
@@ -275,8 +276,29 @@ fn parse_listen(text: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("--listen {text:?} resolves to no address"))
 }
 
+/// Where `serve` without `--listen` listens: INVITEGATE_LISTEN, else
+/// FUNCTIONS_CUSTOMHANDLER_PORT on loopback, else the default.
+///
+/// # Errors
+///
+/// When either variable does not parse.
+pub fn default_listen_address() -> anyhow::Result<SocketAddr> {
+    let listen = std::env::var(LISTEN_ENV).ok();
+    listen_from(listen.as_ref())
+}
+
 fn listen_address(args: &ServeArgs) -> anyhow::Result<SocketAddr> {
-    let listen = match (&args.listen, std::env::var(FUNCTIONS_PORT_ENV)) {
+    let listen = listen_from(listen_flag(args))?;
+    if args.dev && !listen.ip().is_loopback() {
+        bail!("--dev listens on loopback only; {listen} is not a loopback address");
+    }
+    Ok(listen)
+}
+
+/// The address from `--listen` (or INVITEGATE_LISTEN, as clap reads it), else from
+/// FUNCTIONS_CUSTOMHANDLER_PORT, else the default.
+fn listen_from(given: Option<&String>) -> anyhow::Result<SocketAddr> {
+    Ok(match (given, std::env::var(FUNCTIONS_PORT_ENV)) {
         (Some(addr), _) => parse_listen(addr)?,
         (None, Ok(port)) => {
             let port: u16 = port
@@ -286,11 +308,7 @@ fn listen_address(args: &ServeArgs) -> anyhow::Result<SocketAddr> {
             SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)
         }
         (None, Err(_)) => DEFAULT_LISTEN,
-    };
-    if args.dev && !listen.ip().is_loopback() {
-        bail!("--dev listens on loopback only; {listen} is not a loopback address");
-    }
-    Ok(listen)
+    })
 }
 
 /// The verifier from its parts: `ring`, the deny list and messages files (if any) and the
@@ -631,6 +649,24 @@ fn announce(config: &Config, names: &AttributeNames) {
     }
 }
 
+/// `--listen`, but not a non-loopback `INVITEGATE_LISTEN` under `--dev`: that is a production
+/// setting, which `--dev` ignores (given as a flag, it is refused).
+fn listen_flag(args: &ServeArgs) -> Option<&String> {
+    args.listen
+        .as_ref()
+        .filter(|_| !(args.dev && listen_env_ignored_in_dev(args)))
+}
+
+/// Whether `--listen` came from a non-loopback `INVITEGATE_LISTEN` under `--dev`.
+fn listen_env_ignored_in_dev(args: &ServeArgs) -> bool {
+    let from_env = std::env::var(LISTEN_ENV).ok();
+    args.dev
+        && args.listen.is_some()
+        && args.listen == from_env
+        && !parse_listen(from_env.as_deref().unwrap_or_default())
+            .is_ok_and(|addr| addr.ip().is_loopback())
+}
+
 /// Names of production settings that `--dev` ignores, when they are set.
 fn ignored_in_dev(args: &ServeArgs) -> Vec<&'static str> {
     let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
@@ -650,6 +686,9 @@ fn ignored_in_dev(args: &ServeArgs) -> Vec<&'static str> {
         if set(name) {
             ignored.push(name);
         }
+    }
+    if listen_env_ignored_in_dev(args) {
+        ignored.push(LISTEN_ENV);
     }
     if args.basic_auth_username.is_some() && !set("BASIC_AUTH_USERNAME") {
         ignored.push("--basic-auth-username");
