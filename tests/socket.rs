@@ -378,6 +378,15 @@ fn serve_refuses_to_start_without_credentials_or_keys() {
     ]);
     assert_eq!(no_keys.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&no_keys.stderr).contains("no key ring"));
+    // Half the Basic credentials: the message names the missing half.
+    let no_password = run(&[("INVITEGATE_KEYS", KEYS), ("BASIC_AUTH_USERNAME", "b2c")]);
+    assert_eq!(no_password.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&no_password.stderr).contains(
+            "BASIC_AUTH_USERNAME (--basic-auth-username) is set but BASIC_AUTH_PASSWORD is not"
+        ),
+        "{no_password:?}"
+    );
 }
 
 /// The Azure Functions packaging forwards to the path the connector serves, and the handler

@@ -363,16 +363,31 @@ fn extensions_app_id(args: &ServeArgs) -> anyhow::Result<Option<String>> {
 }
 
 /// Basic credentials from the environment, if both parts are set.
-fn basic_auth(args: &ServeArgs) -> Option<BasicAuth> {
+fn basic_auth(args: &ServeArgs) -> anyhow::Result<Option<BasicAuth>> {
     let user = args
         .basic_auth_username
         .as_deref()
-        .filter(|u| !u.is_empty())?;
-    let password = Zeroizing::new(std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty())?);
-    if password.chars().count() < SHORT_PASSWORD {
-        tracing::warn!("{PASSWORD_ENV} is shorter than {SHORT_PASSWORD} characters");
+        .filter(|u| !u.is_empty());
+    let password = std::env::var(PASSWORD_ENV)
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(Zeroizing::new);
+    match (user, password) {
+        (Some(user), Some(password)) => {
+            if password.chars().count() < SHORT_PASSWORD {
+                tracing::warn!("{PASSWORD_ENV} is shorter than {SHORT_PASSWORD} characters");
+            }
+            Ok(Some(BasicAuth::new(user, &password)))
+        }
+        (None, None) => Ok(None),
+        (Some(_), None) => bail!(
+            "BASIC_AUTH_USERNAME (--basic-auth-username) is set but {PASSWORD_ENV} is not: set \
+             the password in the environment"
+        ),
+        (None, Some(_)) => {
+            bail!("{PASSWORD_ENV} is set but BASIC_AUTH_USERNAME (--basic-auth-username) is not")
+        }
     }
-    Some(BasicAuth::new(user, &password))
 }
 
 /// The API key, if `--api-key-header` and INVITEGATE_API_KEY are both set.
@@ -470,7 +485,7 @@ fn entra(args: &ServeArgs, names: &AttributeNames) -> Entra {
 /// The production configuration: each endpoint on whose settings are present (or that
 /// `--endpoints` names), each with its authentication.
 async fn config(args: &ServeArgs) -> anyhow::Result<Config> {
-    let basic = basic_auth(args);
+    let basic = basic_auth(args)?;
     let api_key = api_key(args)?;
     let entra_set = args.entra.entra_issuer.is_some();
     let chosen = |name: EndpointName, present: bool| {
