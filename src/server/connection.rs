@@ -182,13 +182,24 @@ impl ConnectionStats {
                 .is_ok()
         {
             let before = count_at_log.swap(total, Ordering::Relaxed);
-            tracing::warn!(
-                limit = limit.name(),
-                hits = total - before,
-                total,
-                "connection limit hit (counted in /metrics; logged at most every {}s)",
-                LIMIT_LOG_INTERVAL.as_secs()
-            );
+            let (hits, every) = (total - before, LIMIT_LOG_INTERVAL.as_secs());
+            // Closing idle keep-alive connections is housekeeping that every client meets (a
+            // load balancer's pool, the server's own JWKS fetch): not a warning.
+            if limit == Limit::IdleTimeout {
+                tracing::info!(
+                    limit = limit.name(),
+                    hits,
+                    total,
+                    "idle connections closed (counted in /metrics; logged at most every {every}s)"
+                );
+            } else {
+                tracing::warn!(
+                    limit = limit.name(),
+                    hits,
+                    total,
+                    "connection limit hit (counted in /metrics; logged at most every {every}s)"
+                );
+            }
         }
     }
 }
