@@ -61,8 +61,11 @@ fn rewrite(head: &[u8]) -> Option<Vec<u8>> {
     };
     let body = serde_json::json!({ "error": code, "message": message }).to_string();
     let mut answer = format!("{status_line}\r\n");
+    // hyper's own framing headers are replaced by ours (it may say `connection: close`
+    // already; once is enough).
     for header in headers {
-        if !header.to_ascii_lowercase().starts_with("content-length:") {
+        let lower = header.to_ascii_lowercase();
+        if !lower.starts_with("content-length:") && !lower.starts_with("connection:") {
             answer.push_str(header);
             answer.push_str("\r\n");
         }
@@ -140,11 +143,12 @@ mod tests {
 
     #[test]
     fn only_automatic_answers_are_rewritten() {
-        let automatic = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        let automatic = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
         let answer = String::from_utf8(rewrite(automatic).unwrap()).unwrap();
         let (head, body) = answer.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"));
         assert!(head.contains("date: x"));
+        assert_eq!(head.matches("connection: close").count(), 1, "{head}");
         assert!(head.contains(&format!("content-length: {}", body.len())));
         let json: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(json["error"], "bad_request");
