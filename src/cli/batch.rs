@@ -92,7 +92,7 @@ impl RowMintArgs {
 #[derive(Debug, Args)]
 pub struct ReadArgs {
     /// The field delimiter of the input: `,`, `;`, `tab` or one other character. Default:
-    /// detected from the header line (`,`, `;` or tab). The output always uses `,`.
+    /// detected from the header line (`,`, `;` or tab). (`batch` writes its output with `,`.)
     #[arg(long, value_name = "CHAR")]
     delimiter: Option<String>,
     /// The header of the email column, when it is not one of email, e-mail, email address,

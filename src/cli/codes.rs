@@ -203,7 +203,7 @@ pub struct VerifyArgs {
     /// Seconds after expiry during which a code still verifies (clock skew), at most 3600.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     leeway: u64,
-    /// Revoked codes, one canonical code a line.
+    /// Revoked codes, one a line, written in any form `verify` accepts.
     #[arg(long, value_name = "FILE")]
     deny_list: Option<PathBuf>,
     /// Print the outcome as JSON.

@@ -45,14 +45,18 @@ enum Command {
     /// Mint a code for one email address or a domain.
     #[command(after_help = "Examples:
   invitegate mint --keys-file keys.txt --email alice@contoso.com --expires-in 14d
-  invitegate mint --keys-file keys.txt --domain fabrikam.com --subdomains --expires-at 2027-01-01 --json
-  invitegate mint --keys-file keys.txt --email bob@contoso.com --expires-at 2027-01-01 --tz Europe/Paris")]
+  invitegate mint --keys-file keys.txt --domain fabrikam.com --subdomains \\
+    --expires-at 2027-01-01 --json
+  invitegate mint --keys-file keys.txt --email bob@contoso.com \\
+    --expires-at 2027-01-01 --tz Europe/Paris")]
     Mint(codes::MintArgs),
     /// Mint codes for a recipients CSV and write a mail-merge CSV.
     #[command(after_help = "Examples:
   invitegate batch --keys-file keys.txt --expires-in 30d recipients.csv -o merge.csv
-  invitegate batch --expires-at 2027-01-31 --encoding windows-1252 --bom excel.csv -o merge.csv
-  cat recipients.csv | invitegate batch --expires-in 2w --skip-invalid --rejects bad.csv - > merge.csv
+  invitegate batch --expires-at 2027-01-31 --encoding windows-1252 --bom \\
+    excel.csv -o merge.csv
+  cat recipients.csv | invitegate batch --expires-in 2w --skip-invalid \\
+    --rejects bad.csv - > merge.csv
 
 Input: a header row with an email column (email, e-mail, email address, e-mail address, mail, in
 any case, or the one --email-column names) or a `domain` column (domain codes; an email column
@@ -64,10 +68,12 @@ when the run succeeds, mode 0600.")]
     Batch(batch::BatchArgs),
     /// Mint a code for each recipients row and email it over SMTP, resumably.
     #[command(after_help = "Examples:
-  invitegate send recipients.csv --keys-file keys.txt --expires-in 14d --dry-run out/
-  INVITEGATE_SMTP_PASSWORD=... invitegate send recipients.csv --keys-file keys.txt \\
-    --expires-in 14d --from 'Contoso <invites@contoso.com>' --smtp smtp://mail.contoso.com:587 \\
-    --smtp-username invites --rate 600/min
+  invitegate send recipients.csv --keys-file keys.txt --expires-in 14d \\
+    --from 'Contoso <invites@contoso.com>' --dry-run out/
+  INVITEGATE_SMTP_PASSWORD=... invitegate send recipients.csv \\
+    --keys-file keys.txt --expires-in 14d \\
+    --from 'Contoso <invites@contoso.com>' \\
+    --smtp smtp://mail.contoso.com:587 --smtp-username invites --rate 600/min
   # after a crash or Ctrl-C, run the same command again: it sends only what is left
 
 Exit status: 0 every row sent (now or by an earlier run), 1 rows refused (by the server, or
@@ -75,21 +81,26 @@ invalid), 2 usage, configuration or server error, 130 interrupted.")]
     Send(Box<send::SendArgs>),
     /// Check a code against an email address.
     #[command(after_help = "Examples:
-  invitegate verify --keys-file keys.txt --email alice@contoso.com 243Q1-PYRG0-DVPFF-Z9H9F-NDX66
-  invitegate verify --email alice@contoso.com --at 2026-12-01T00:00:00Z --json 243Q1-PYRG0-DVPFF-Z9H9F-NDX66")]
+  invitegate verify --keys-file keys.txt --email alice@contoso.com \\
+    243Q1-PYRG0-DVPFF-Z9H9F-NDX66
+  invitegate verify --email alice@contoso.com --at 2026-12-01T00:00:00Z --json \\
+    243Q1-PYRG0-DVPFF-Z9H9F-NDX66")]
     Verify(codes::VerifyArgs),
-    /// Run the Azure AD B2C API connector (HTTP).
+    /// Serve the sign-up check over HTTP: Entra External ID, B2C user flows, B2C custom
+    /// policies.
     #[command(after_help = "Examples:
   invitegate serve --dev                  # try it: throwaway keys, prints a curl command
   BASIC_AUTH_USERNAME=b2c BASIC_AUTH_PASSWORD=... INVITEGATE_KEYS_FILE=keys.txt \\
-    B2C_EXTENSIONS_APP_ID=... invitegate serve --listen 0.0.0.0:8080 --log-format json")]
+    B2C_EXTENSIONS_APP_ID=... invitegate serve --listen 0.0.0.0:8080 \\
+    --log-format json")]
     Serve(Box<serve::ServeArgs>),
     /// Show what a code's text says, without a key (nothing is authenticated).
     #[command(after_help = "Example:
   invitegate inspect 243Q1-PYRG0-DVPFF-Z9H9F-NDX66")]
     Inspect(codes::InspectArgs),
     /// Ask a running server's /healthz; exit 0 when it answers 200 (container health checks).
-    #[command(after_help = "Example:
+    #[command(after_help = "Examples:
+  invitegate healthcheck       # where `serve` listens with the same environment
   invitegate healthcheck --url http://127.0.0.1:8080/healthz")]
     Healthcheck(health::HealthArgs),
 }
@@ -99,7 +110,8 @@ invalid), 2 usage, configuration or server error, 130 interrupted.")]
 #[derive(Debug, Clone, Args)]
 pub struct KeySource {
     /// Key ring file (`KID:BASE64` entries). Else INVITEGATE_KEYS_FILE, else INVITEGATE_KEYS
-    /// (with a warning when both are set).
+    /// (with a warning when both are set); `keys promote` and `keys retire` change a file,
+    /// so they need one of the first two.
     #[arg(long, value_name = "PATH")]
     keys_file: Option<PathBuf>,
 }

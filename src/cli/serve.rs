@@ -106,7 +106,7 @@ pub struct ServeArgs {
         default_value_t = 60
     )]
     leeway: u64,
-    /// Revoked codes, one canonical code a line.
+    /// Revoked codes, one a line, written in any form `verify` accepts.
     #[arg(long, env = "INVITEGATE_DENY_LIST", value_name = "FILE")]
     deny_list: Option<PathBuf>,
     /// Messages by locale (JSON), overriding and adding to the built-in English.
