@@ -359,9 +359,20 @@ impl<'a> Audience<'a> {
     ///
     /// As [`EmailAddress::parse`].
     pub fn email(address: &'a str) -> Result<Self, Error> {
+        let parsed = EmailAddress::parse(address).map_err(|err| {
+            // `Alice <alice@contoso.com>` fails on its domain, `contoso.com>`; the message
+            // should say what to change.
+            if address.trim_ascii_end().ends_with('>') {
+                Error::InvalidEmail {
+                    reason: "give the bare address, without a name or angle brackets",
+                }
+            } else {
+                err
+            }
+        })?;
         Ok(Self {
             kind: Kind::Email,
-            value: EmailAddress::parse(address)?.text,
+            value: parsed.text,
         })
     }
 
@@ -469,6 +480,18 @@ pub(crate) fn domain_candidates(domain: &str) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_display_name_is_named_as_the_mistake() {
+        let err = Audience::email("Alice <alice@contoso.com>").unwrap_err();
+        assert!(
+            err.to_string().contains("without a name or angle brackets"),
+            "{err}"
+        );
+        // Other bad domains keep their own reason.
+        let err = Audience::email("alice@contoso..com").unwrap_err();
+        assert!(err.to_string().starts_with("invalid domain"), "{err}");
+    }
 
     #[test]
     fn candidates_stop_at_two_labels() {

@@ -1,4 +1,4 @@
-//! Which domains a domain code should not be minted for.
+//! Which domains a domain code should not be minted for, and which addresses no email code.
 //!
 //! A domain code admits everyone with an address in the domain. For a public suffix
 //! (`co.uk`, `github.io`) or a free-mail provider (`gmail.com`) that is anyone at all, which is
@@ -47,24 +47,51 @@ pub fn public_domain_reason(domain: &str) -> Option<&'static str> {
     if suffix.is_some_and(|s| s.is_known() && s.as_bytes() == domain.as_bytes()) {
         return Some("it is a public suffix, under which anyone can register a domain");
     }
-    let free_mail = free_mail_domains().any(|(free, listing)| {
+    let (_, listing) = free_mail_domains().find(|&(free, listing)| {
         domain == free
             || (listing == Listing::WithSubdomains
                 && domain
                     .strip_suffix(free)
                     .is_some_and(|head| head.ends_with('.')))
-    });
-    free_mail.then_some("it is a free email provider, where anyone can get an address")
+    })?;
+    Some(match listing {
+        Listing::WithSubdomains => "it is a free email provider, where anyone can get an address",
+        Listing::Exact => {
+            "it is shared by many organisations, each with its own name under it, and anyone \
+             can get one"
+        }
+    })
 }
 
-/// Refuses a domain audience that is public, unless `allow_public` says otherwise. Email
-/// audiences always pass.
+/// Refuses what a code should not be minted for: a domain audience that is public, unless
+/// `allow_public` says otherwise, and an email audience that no mail server takes although
+/// it normalizes (split at the last `@`, as the spec says): `alice@contoso.com;bob@contoso.com`,
+/// two addresses in one cell, or `a@b@contoso.com`. `send` could not deliver such a code, and
+/// no one could sign up with such an address.
 ///
 /// # Errors
 ///
-/// [`Error::PublicDomain`] naming the domain and why it is public.
+/// [`Error::PublicDomain`] naming the domain and why it is public; [`Error::InvalidEmail`]
+/// for an address no mail server takes.
 pub fn check_audience(audience: &Audience<'_>, allow_public: bool) -> Result<(), Error> {
-    if audience.kind() == Kind::Email || allow_public {
+    if audience.kind() == Kind::Email {
+        // The local part as the mail library checks it (`send` parses each address with
+        // lettre, which asks `email_address`); the domain is already a DNS name, normalized.
+        let local = audience
+            .value()
+            .rsplit_once('@')
+            .map_or("", |(local, _)| local);
+        return if is_plain_local_part(local)
+            || email_address::EmailAddress::is_valid_local_part(local)
+        {
+            Ok(())
+        } else {
+            Err(Error::InvalidEmail {
+                reason: "it is not one address a mail server takes (two in one field?)",
+            })
+        };
+    }
+    if allow_public {
         return Ok(());
     }
     match public_domain_reason(audience.value()) {
@@ -74,6 +101,19 @@ pub fn check_audience(audience: &Audience<'_>, allow_public: bool) -> Result<(),
         }),
         None => Ok(()),
     }
+}
+
+/// Whether `local` is a dot-atom of ASCII characters (RFC 5322), at most 64 octets: the
+/// usual address, which the mail library takes too, checked without its slower general
+/// parse (quoted strings, other scripts).
+fn is_plain_local_part(local: &str) -> bool {
+    local.len() <= 64
+        && local.split('.').all(|atom| {
+            !atom.is_empty()
+                && atom
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b))
+        })
 }
 
 #[cfg(test)]
@@ -131,5 +171,53 @@ mod tests {
         assert!(check_audience(&one, false).is_ok());
         let country = Audience::domain_and_subdomains("hotmail.fr").unwrap();
         assert!(check_audience(&country, false).is_err());
+        assert!(
+            public_domain_reason("onmicrosoft.com").is_some_and(|r| r.contains("shared")),
+            "a tenant domain is not a free email provider"
+        );
+    }
+
+    #[test]
+    fn the_quick_local_part_check_agrees_with_the_mail_library() {
+        let long = "a".repeat(65);
+        for local in [
+            "alice", "a.b", "o'neil+x", "a..b", ".a", "a.", "", "a;b", "a b", "a@b", "zoë",
+            "\"a b\"", &long,
+        ] {
+            if is_plain_local_part(local) {
+                assert!(
+                    email_address::EmailAddress::is_valid_local_part(local),
+                    "{local}"
+                );
+            }
+        }
+        assert!(is_plain_local_part("o'neil+x") && !is_plain_local_part(&long));
+    }
+
+    #[test]
+    fn addresses_no_mail_server_takes_get_no_code() {
+        for taken in [
+            "alice@contoso.com",
+            "zoë.o'neil+x@contoso.com",
+            "a@bücher.de",
+        ] {
+            let audience = Audience::email(taken).unwrap();
+            assert!(check_audience(&audience, false).is_ok(), "{taken}");
+        }
+        for refused in [
+            "alice@contoso.com;bob@contoso.com",
+            "alice@contoso.com,bob@contoso.com",
+            "a@b@contoso.com",
+            "Alice Smith@contoso.com",
+        ] {
+            let audience = Audience::email(refused).unwrap();
+            assert!(
+                matches!(
+                    check_audience(&audience, true),
+                    Err(Error::InvalidEmail { .. })
+                ),
+                "{refused}"
+            );
+        }
     }
 }

@@ -356,3 +356,89 @@ fn the_free_mail_list_covers_country_domains_and_shared_tenants() {
     ]));
     assert_eq!(status(&tenant), 0, "{}", stderr(&tenant));
 }
+
+/// What Excel writes, CR LF line ends and `;;` blank rows, is reported by the line a person
+/// sees in a text editor; a cell holding two addresses is refused, as `send` would refuse it.
+#[test]
+fn rows_are_reported_by_their_line_and_blank_rows_skipped() {
+    let dir = with_keys();
+    let input = "\u{feff}Name;E-mail\r\nAlice;alice@contoso.com\r\n;\r\n\r\n\
+                 Both;bob@contoso.com,carol@contoso.com\r\nAlice again;alice@contoso.com\r\n";
+    let out = batch(dir.path(), &["-"], input.as_bytes());
+    let err = stderr(&out);
+    assert_eq!(status(&out), 1, "{err}");
+    assert!(
+        err.contains("line 5: invalid email address: it is not one address a mail server takes"),
+        "{err}"
+    );
+    assert!(
+        err.contains("line 6: the same recipient as line 2"),
+        "{err}"
+    );
+    assert!(
+        err.contains("3 rows read, 1 code minted, 1 row rejected, 1 duplicate left out"),
+        "{err}"
+    );
+}
+
+#[test]
+fn durations_need_a_unit_and_no_months_or_years() {
+    let dir = with_keys();
+    let mint = |duration: &str| {
+        run(invitegate(dir.path()).args([
+            "mint",
+            "--keys-file",
+            "keys.txt",
+            "--email",
+            "alice@contoso.com",
+            "--expires-in",
+            duration,
+        ]))
+    };
+    let bare = mint("14");
+    assert_eq!(status(&bare), 2);
+    assert!(
+        stderr(&bare).contains("give a unit: 14d (days)"),
+        "{}",
+        stderr(&bare)
+    );
+    for varying in ["1y", "1M", "2months"] {
+        let out = mint(varying);
+        assert_eq!(status(&out), 2, "{varying}");
+        assert!(
+            stderr(&out).contains("months and years vary"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(status(&mint("2w 3d")), 0);
+    let named = run(invitegate(dir.path()).args([
+        "mint",
+        "--keys-file",
+        "keys.txt",
+        "--email",
+        "Alice <alice@contoso.com>",
+        "--expires-in",
+        "1d",
+    ]));
+    assert_eq!(status(&named), 2);
+    assert!(
+        stderr(&named).contains("give the bare address, without a name or angle brackets"),
+        "{}",
+        stderr(&named)
+    );
+}
+
+#[test]
+fn a_header_without_an_address_column_is_shown_as_written() {
+    let dir = with_keys();
+    let out = batch(dir.path(), &["-"], "Name;Courriel\r\nA;a@x.com\r\n".as_bytes());
+    assert_eq!(status(&out), 2);
+    assert!(out.stdout.is_empty());
+    assert!(
+        stderr(&out).starts_with("invitegate: nothing was written to standard output: ")
+            && stderr(&out).contains("it has `Name`, `Courriel`"),
+        "{}",
+        stderr(&out)
+    );
+}

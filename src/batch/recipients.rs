@@ -70,9 +70,18 @@ impl Columns {
     /// adds.
     pub fn find(header: &csv::ByteRecord, email_column: Option<&str>) -> Result<Self, Error> {
         let keys: Vec<String> = header.iter().map(header_key).collect();
+        // The headers as the file has them, for messages (`keys` are folded to compare).
         let names = || {
-            keys.iter()
-                .map(|k| format!("`{k}`"))
+            header
+                .iter()
+                .map(|h| {
+                    format!(
+                        "`{}`",
+                        String::from_utf8_lossy(h)
+                            .trim_start_matches('\u{feff}')
+                            .trim()
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -107,8 +116,8 @@ impl Columns {
                          --email-column",
                         found
                             .iter()
-                            .filter_map(|&i| keys.get(i))
-                            .map(|k| format!("`{k}`"))
+                            .filter_map(|&i| header.get(i))
+                            .map(|h| format!("`{}`", String::from_utf8_lossy(h).trim()))
                             .collect::<Vec<_>>()
                             .join(", ")
                     )));

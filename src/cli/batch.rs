@@ -212,7 +212,11 @@ fn run(
     });
     let mut rejects_csv = rejects.map(|sink| Rejects::new(sink, args.raw_cells));
     let mut write_error = None;
-    let summary = invitegate::batch::run(ring, input, &mut output, options, |event| {
+    let mut counted = Counted {
+        inner: &mut output,
+        bytes: 0,
+    };
+    let summary = invitegate::batch::run(ring, input, &mut counted, options, |event| {
         if let Some(bar) = &progress {
             bar.inc(1);
         }
@@ -235,9 +239,11 @@ fn run(
     if let Some(bar) = &progress {
         bar.finish_and_clear();
     }
+    let streamed = counted.bytes;
     let file_output = output.target().map(|p| p.display().to_string());
     let nothing_written = || match &file_output {
         Some(path) => format!("no output was written ({path} is unchanged)"),
+        None if streamed == 0 => "nothing was written to standard output".to_owned(),
         None => "the output on standard output is incomplete".to_owned(),
     };
     let summary = match summary {
@@ -277,4 +283,22 @@ fn run(
     }
     eprintln!("invitegate: {line}");
     Ok(Status::Success)
+}
+
+/// A writer that counts the bytes it passes on: whether a stream output got anything.
+struct Counted<'w, W> {
+    inner: &'w mut W,
+    bytes: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }

@@ -23,7 +23,7 @@ pub const MAX_LEEWAY_SECS: u64 = 3600;
 #[derive(Debug, Args)]
 pub struct ExpiryArgs {
     /// Valid for this long from now: 30m, 12h, 14d, 2w, ...
-    #[arg(long, value_name = "DURATION", conflicts_with = "expires_at")]
+    #[arg(long, value_name = "DURATION", conflicts_with = "expires_at", value_parser = parse_expires_in)]
     pub expires_in: Option<humantime::Duration>,
     /// Valid until the end of this day (2027-01-01: 23:59:59 UTC, or in --tz), or until this
     /// RFC 3339 instant (2027-01-01T12:00:00Z).
@@ -55,6 +55,31 @@ impl ExpiryArgs {
         };
         Ok(Some(Expiry::from_datetime(at)?.after(now)?))
     }
+}
+
+/// `--expires-in`: a duration with units from seconds to weeks. A bare number and months or
+/// years (whose length varies: humantime takes a month as 30.44 days) are refused with what
+/// to write instead.
+fn parse_expires_in(text: &str) -> Result<humantime::Duration, String> {
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "give a unit: {text}d (days), {text}h, {text}m, {text}w"
+        ));
+    }
+    let units = text
+        .split(|c: char| c.is_ascii_digit() || c.is_whitespace())
+        .filter(|unit| !unit.is_empty());
+    for unit in units {
+        if unit == "M" || unit == "y" || unit.starts_with("month") || unit.starts_with("year") {
+            return Err(format!(
+                "months and years vary in length ({unit:?}): give days (365d), or a date with \
+                 --expires-at"
+            ));
+        }
+    }
+    text.parse::<humantime::Duration>()
+        .map_err(|err| format!("{err} (for example 30m, 12h, 14d, 2w)"))
 }
 
 /// `--expires-at`: an RFC 3339 instant, or a date meaning the last second of that day in `tz`
