@@ -35,6 +35,25 @@ fn verify_exit_codes_and_lines() {
         stdout(&valid).trim(),
         "valid: email code for alice@contoso.com, key 7, expires 2030-01-01T00:00:00Z"
     );
+    // Past its expiry but within the leeway (60 s): still valid, and the line says why.
+    let late = run(invitegate(dir.path()).args([
+        "verify",
+        "--keys-file",
+        "keys.txt",
+        "--at",
+        "2030-01-01T00:00:30Z",
+        "--email",
+        "alice@contoso.com",
+        ALICE_CODE,
+    ]));
+    assert_eq!(status(&late), 0, "{}", stderr(&late));
+    assert!(
+        stdout(&late)
+            .trim()
+            .ends_with("expires 2030-01-01T00:00:00Z (expired 30 s ago, within the leeway)"),
+        "{}",
+        stdout(&late)
+    );
     let cases = [
         ("mallory@contoso.com", ALICE_CODE, "not-valid: "),
         (

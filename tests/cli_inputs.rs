@@ -432,7 +432,11 @@ fn durations_need_a_unit_and_no_months_or_years() {
 #[test]
 fn a_header_without_an_address_column_is_shown_as_written() {
     let dir = with_keys();
-    let out = batch(dir.path(), &["-"], "Name;Courriel\r\nA;a@x.com\r\n".as_bytes());
+    let out = batch(
+        dir.path(),
+        &["-"],
+        "Name;Courriel\r\nA;a@x.com\r\n".as_bytes(),
+    );
     assert_eq!(status(&out), 2);
     assert!(out.stdout.is_empty());
     assert!(

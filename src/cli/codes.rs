@@ -302,7 +302,7 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Status> {
     if args.json {
         writeln!(stdout, "{}", outcome_json(&outcome))?;
     } else {
-        writeln!(stdout, "{}", outcome_line(&outcome, detail.as_deref()))?;
+        writeln!(stdout, "{}", outcome_line(&outcome, detail.as_deref(), now))?;
     }
     stdout.flush()?;
     Ok(if outcome.is_valid() {
@@ -335,16 +335,24 @@ fn read_code_argument(code: &str) -> anyhow::Result<String> {
 }
 
 /// One human line for an outcome.
-fn outcome_line(outcome: &Outcome<'_>, detail: Option<&str>) -> String {
+fn outcome_line(outcome: &Outcome<'_>, detail: Option<&str>, now: OffsetDateTime) -> String {
     let name = outcome.name();
     match outcome {
-        Outcome::Valid(g) => format!(
-            "{name}: {} code for {}, key {}, expires {}",
-            g.kind(),
-            g.audience,
-            g.key_id,
-            g.expiry
-        ),
+        Outcome::Valid(g) => {
+            let ago = now.unix_timestamp() - i64::from(g.expiry.unix());
+            let leeway = if ago > 0 {
+                format!(" (expired {ago} s ago, within the leeway)")
+            } else {
+                String::new()
+            };
+            format!(
+                "{name}: {} code for {}, key {}, expires {}{leeway}",
+                g.kind(),
+                g.audience,
+                g.key_id,
+                g.expiry
+            )
+        }
         Outcome::Expired(g) => format!(
             "{name}: {} code for {}, key {}, expired {}",
             g.kind(),
