@@ -161,10 +161,10 @@ impl Templates {
             .map_err(|err| template_error(name, "", &err))?;
         template.render(context).map_err(|err| {
             let source = err.template_source().unwrap_or_default().to_owned();
-            if err.kind() == minijinja::ErrorKind::UndefinedError {
-                if let Some(error) = self.unknown_variable(name, &template, &source, context) {
-                    return error;
-                }
+            if err.kind() == minijinja::ErrorKind::UndefinedError
+                && let Some(error) = self.unknown_variable(name, &template, &source, context)
+            {
+                return error;
             }
             template_error(name, &source, &err)
         })
