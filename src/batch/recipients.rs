@@ -94,11 +94,12 @@ impl Columns {
             }
         }
         let email = match email_column {
-            Some(wanted) => {
-                let wanted = header_key(wanted.as_bytes());
+            Some(asked) => {
+                let wanted = header_key(asked.as_bytes());
                 Some(position(&wanted).ok_or_else(|| {
                     batch(format!(
-                        "--email-column: the header has no `{wanted}` column; it has {}",
+                        "--email-column: the header has no `{}` column; it has {}",
+                        asked.trim(),
                         names()
                     ))
                 })?)
@@ -508,7 +509,10 @@ mod tests {
         let recipients = open(b"Nom,Courriel\n", &named).unwrap();
         assert_eq!(recipients.columns().audience, 1);
         let missing = open(b"Nom,Adresse\n", &named).unwrap_err().to_string();
-        assert!(missing.contains("`nom`, `adresse`"), "{missing}");
+        assert!(
+            missing.contains("no `Courriel` column; it has `Nom`, `Adresse`"),
+            "{missing}"
+        );
     }
 
     #[test]
