@@ -24,8 +24,8 @@ COPY benches ./benches
 # the binary is copied out of the cached target directory inside the same step.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin invitegate --target "$TARGET" \
-    && cp "target/$TARGET/release/invitegate" /invitegate
+    cargo build --profile dist --locked --bin invitegate --target "$TARGET" \
+    && cp "target/$TARGET/dist/invitegate" /invitegate
 # Fail the build, not the deployment, if the binary is not static.
 RUN if readelf -l /invitegate | grep -q INTERP; then \
         echo "invitegate is dynamically linked; the runtime image has no libc" >&2; exit 1; \

@@ -436,6 +436,22 @@ fn the_image_runs_unprivileged_on_8080_with_a_health_check() {
             .iter()
             .any(|line| line.starts_with("CMD ") && line.contains("\"0.0.0.0:8080\""))
     );
+    // The build stage builds the profile it copies the binary from.
+    let build = instructions
+        .iter()
+        .find(|line| line.contains("cargo build"))
+        .expect("no cargo build");
+    let profile = build
+        .split_whitespace()
+        .skip_while(|word| *word != "--profile")
+        .nth(1)
+        .expect("cargo build names no --profile");
+    assert!(
+        dockerfile.contains(&format!("/{profile}/invitegate")),
+        "the binary is not copied from target/.../{profile}/"
+    );
+    let manifest = read("Cargo.toml");
+    assert!(manifest.contains(&format!("[profile.{profile}]")));
     let ignore = read(".dockerignore");
     assert_eq!(
         ignore.lines().find(|line| !line.starts_with('#')),
