@@ -31,7 +31,7 @@ use invitegate::send::{
     TlsMode,
 };
 use lettre::message::Mailbox;
-use lettre::message::header::ContentType;
+use lettre::message::SinglePart;
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
 use time::OffsetDateTime;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
@@ -181,8 +181,7 @@ fn lettre_message(from: &Mailbox, message: &Built) -> Message {
         .from(from.clone())
         .to(Mailbox::new(None, message.to.clone()))
         .subject(message.subject.clone())
-        .header(ContentType::TEXT_PLAIN)
-        .body(message.text.clone())
+        .singlepart(SinglePart::plain(message.text.clone()))
         .unwrap()
 }
 
