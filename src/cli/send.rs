@@ -291,8 +291,12 @@ pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
     }
     let mut rejects = check.rejects;
     let mut summary_line = format!(
-        "{} to send, {} already sent, {} uncertain, {} invalid, {} duplicates",
-        check.ready, check.already_sent, check.uncertain, check.invalid, check.duplicates
+        "{} to send, {} already sent, {} uncertain, {} invalid, {}",
+        check.ready,
+        check.already_sent,
+        check.uncertain,
+        check.invalid,
+        count(check.duplicates, "duplicate")
     );
     let mut status = if rejects.is_empty() {
         Status::Success
@@ -340,7 +344,7 @@ pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
         progress.finish();
         summary_line = format!(
             "{} sent, {} rejected, {} retried, {} skipped as already sent, {} uncertain \
-             ({} sent again), {} invalid, {} duplicates",
+             ({} sent again), {} invalid, {}",
             summary.sent,
             summary.rejected,
             summary.retried,
@@ -348,7 +352,7 @@ pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
             check.uncertain,
             summary.resent_uncertain,
             check.invalid,
-            check.duplicates
+            count(check.duplicates, "duplicate")
         );
         if summary.rejected > 0 {
             status = Status::NotVerified;
@@ -467,7 +471,7 @@ fn dry_run(args: &SendArgs, plan: &Plan, dir: &Path) -> anyhow::Result<Status> {
     let mut options = plan.options.clone();
     let mut state = JournalState::default();
     if journal_path.exists() {
-        let (_, read) = Journal::open(&journal_path, None, plan.now)?;
+        let read = Journal::peek(&journal_path)?;
         if read.expires_at.is_some() {
             options.mint.default_expiry = read.expires_at;
         }

@@ -22,8 +22,10 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::{Error, Expiry};
 
-/// The journal format's version, in its first record.
-pub const JOURNAL_VERSION: u32 = 1;
+/// The journal format's version, in its first record. Version 2 numbers rows by the line
+/// they are on in the recipients file; version 1 took the csv crate's count, one line too
+/// low after a CR LF line end or a blank line, so its rows cannot be matched.
+pub const JOURNAL_VERSION: u32 = 2;
 
 /// One line of the journal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,7 +130,53 @@ pub struct Journal {
     dirty: AtomicBool,
 }
 
+/// The state the journal's records describe, and whether its text ends with a whole line.
+fn read_records(text: &[u8]) -> Result<(JournalState, bool), String> {
+    let mut state = JournalState::default();
+    let complete = text.ends_with(b"\n");
+    let mut lines = text.split(|&b| b == b'\n').peekable();
+    let mut number = 0usize;
+    while let Some(line) = lines.next() {
+        number += 1;
+        let last = lines.peek().is_none();
+        if line.is_empty() {
+            continue;
+        }
+        let record: Record = match serde_json::from_slice(line) {
+            Ok(record) => record,
+            // A crash mid-write leaves a last line without its line break.
+            Err(_) if last && !complete => break,
+            Err(err) => return Err(format!("line {number} is not a record: {err}")),
+        };
+        state
+            .apply(record)
+            .map_err(|reason| format!("line {number}: {reason}"))?;
+    }
+    if state.rows.is_empty() {
+        // Every row is recorded before it is handed to the server: a journal with none
+        // comes from runs that sent nothing (bad rows, no server). Nothing binds the
+        // campaign yet; it starts over.
+        state = JournalState::default();
+    }
+    Ok((state, complete))
+}
+
 impl Journal {
+    /// The state of the journal at `path`, read without changing it or taking its lock: what
+    /// a dry run shows.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Journal`] when it cannot be read or holds a line that is not a record.
+    pub fn peek(path: &Path) -> Result<JournalState, Error> {
+        let fail = |reason: String| Error::Journal {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read(path).map_err(|err| fail(format!("cannot read it: {err}")))?;
+        Ok(read_records(&text).map_err(fail)?.0)
+    }
+
     /// Opens or creates the journal at `path` (mode 0600), locks it, reads it, and on a new
     /// journal, or one that records no row, writes the campaign line with `expires_at`.
     ///
@@ -166,26 +214,7 @@ impl Journal {
         let mut text = Vec::new();
         file.read_to_end(&mut text)
             .map_err(|err| fail(format!("cannot read it: {err}")))?;
-        let mut state = JournalState::default();
-        let complete = text.ends_with(b"\n");
-        let mut lines = text.split(|&b| b == b'\n').peekable();
-        let mut number = 0usize;
-        while let Some(line) = lines.next() {
-            number += 1;
-            let last = lines.peek().is_none();
-            if line.is_empty() {
-                continue;
-            }
-            let record: Record = match serde_json::from_slice(line) {
-                Ok(record) => record,
-                // A crash mid-write leaves a last line without its line break.
-                Err(_) if last && !complete => break,
-                Err(err) => return Err(fail(format!("line {number} is not a record: {err}"))),
-            };
-            state
-                .apply(record)
-                .map_err(|reason| fail(format!("line {number}: {reason}")))?;
-        }
+        let (mut state, complete) = read_records(&text).map_err(fail)?;
         if !complete {
             // Drop the cut line, so that the next record starts a line of its own.
             let keep = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
@@ -197,12 +226,10 @@ impl Journal {
             file: Mutex::new(file),
             dirty: AtomicBool::new(false),
         };
-        if state.resumed && state.rows.is_empty() {
-            // Every row is recorded before it is handed to the server: a journal with none
-            // comes from runs that sent nothing (bad rows, no server). Nothing binds the
-            // campaign yet, so it starts over, with this run's expiry.
+        if !state.resumed {
+            // New, or only the campaign line of runs that sent nothing: start it over with
+            // this run's expiry.
             journal.truncate()?;
-            state = JournalState::default();
         }
         if state.resumed {
             return Ok((journal, state));
@@ -294,6 +321,14 @@ impl JournalState {
                 expires_at,
                 ..
             } => {
+                if version == 1 {
+                    return Err(
+                        "journal version 1, written by an earlier invitegate that numbered rows \
+                         differently: finish this campaign with that release (this one could \
+                         send some rows twice)"
+                            .to_owned(),
+                    );
+                }
                 if version != JOURNAL_VERSION {
                     return Err(format!(
                         "journal version {version}; this invitegate reads version {JOURNAL_VERSION}"
@@ -423,7 +458,7 @@ mod tests {
     fn a_damaged_line_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.jsonl");
-        std::fs::write(&path, "{\"event\":\"campaign\",\"version\":1,\"expires_at\":null,\"started\":\"x\"}\nnonsense\n{}\n").unwrap();
+        std::fs::write(&path, "{\"event\":\"campaign\",\"version\":2,\"expires_at\":null,\"started\":\"x\"}\nnonsense\n{}\n").unwrap();
         let err = Journal::open(&path, None, OffsetDateTime::now_utc()).unwrap_err();
         assert!(err.to_string().contains("line 2 is not a record"), "{err}");
     }
@@ -447,5 +482,34 @@ mod tests {
         let (_, state) = Journal::open(&path, Some(first), now).unwrap();
         assert!(state.resumed);
         assert_eq!(state.expires_at, Some(second));
+    }
+
+    #[test]
+    fn peeking_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        let expiry = Expiry::from_datetime(time::macros::datetime!(2030-01-01 0:00 UTC)).unwrap();
+        drop(Journal::open(&path, Some(expiry), OffsetDateTime::now_utc()).unwrap());
+        let before = std::fs::read(&path).unwrap();
+        // A campaign line alone binds nothing: seen as a new campaign, and left as it is.
+        assert!(!Journal::peek(&path).unwrap().resumed);
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn a_version_1_journal_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        std::fs::write(
+            &path,
+            "{\"event\":\"campaign\",\"version\":1,\"expires_at\":null,\"started\":\"x\"}\n",
+        )
+        .unwrap();
+        let err = Journal::open(&path, None, OffsetDateTime::now_utc()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("finish this campaign with that release"),
+            "{err}"
+        );
     }
 }
