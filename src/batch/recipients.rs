@@ -307,7 +307,7 @@ struct Source<R> {
     /// Offsets of the CRs and LFs handed over but not yet behind a record's first byte, and
     /// whether each is a LF. Only what the CSV reader holds in its buffer is ever here.
     line_ends: std::collections::VecDeque<(u64, bool)>,
-    /// Line feeds behind the last record's first byte.
+    /// Line ends behind the last record's first byte.
     lines_before: u64,
 }
 
@@ -334,8 +334,15 @@ impl<R> Source<R> {
             if at >= start {
                 first = at + 1;
             }
-            self.lines_before += u64::from(line_feed);
             self.line_ends.pop_front();
+            // A CR ends a line unless a LF follows it (CR LF is one line end): old Mac files
+            // end lines with CR alone. The byte after it was read with this record.
+            let ends_line = line_feed
+                || self
+                    .line_ends
+                    .front()
+                    .is_none_or(|&(next, is_lf)| !(is_lf && next == at + 1));
+            self.lines_before += u64::from(ends_line);
         }
         self.lines_before + 1
     }
@@ -555,8 +562,10 @@ mod tests {
 
     #[test]
     fn rows_are_numbered_by_their_line_whatever_the_line_ends() {
-        // Excel's CR LF, plain LF, a quoted line break inside a cell, and a blank line.
+        // Excel's CR LF, plain LF, old Mac CR, a quoted line break inside a cell, and a blank
+        // line.
         for text in [
+            &b"name;email\rA;a@x.com\rB;b@x.com\r\"C\rc\";c@x.com\r;\rD;d@x.com\r"[..],
             &b"\xef\xbb\xbfname;email\r\nA;a@x.com\r\nB;b@x.com\r\n\"C\r\nc\";c@x.com\r\n\r\nD;d@x.com\r\n"[..],
             b"name;email\nA;a@x.com\nB;b@x.com\n\"C\nc\";c@x.com\n;\nD;d@x.com",
         ] {
