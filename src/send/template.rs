@@ -162,7 +162,8 @@ impl Templates {
         template.render(context).map_err(|err| {
             let source = err.template_source().unwrap_or_default().to_owned();
             if err.kind() == minijinja::ErrorKind::UndefinedError
-                && let Some(error) = self.unknown_variable(name, &template, &source, context)
+                && let Some(error) =
+                    self.unknown_variable(name, &template, &source, err.range(), context)
             {
                 return error;
             }
@@ -178,6 +179,7 @@ impl Templates {
         name: &str,
         template: &minijinja::Template<'_, '_>,
         source: &str,
+        range: Option<std::ops::Range<usize>>,
         context: &Value,
     ) -> Option<Error> {
         let mut unknown: Vec<String> = template
@@ -191,8 +193,13 @@ impl Templates {
             })
             .collect();
         unknown.sort();
-        let var = unknown.first()?;
-        let at = first_use(source, var).unwrap_or(0);
+        // The one in the expression that failed, when minijinja says where that is: another
+        // unset name may be guarded (`{{ nickname | default(first_name) }}`).
+        let (from, to) = range.map_or((0, source.len()), |r| (r.start, r.end));
+        let within = source.get(from..to).unwrap_or_default();
+        let (var, at) = unknown
+            .iter()
+            .find_map(|var| first_use(within, var).map(|at| (var, from + at)))?;
         let before = source.get(..at).unwrap_or_default();
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         let mut known: Vec<String> = context
@@ -268,8 +275,9 @@ pub fn identifier(header: &str) -> String {
     }
 }
 
-/// Where `var` is first used as a name in `source`: not part of a longer name, and not an
-/// attribute (`row.var`).
+/// Where `var` is first used as a name in `source` (the failing expression, or the whole
+/// template when minijinja gives no place): not part of a longer name, and not an attribute
+/// (`row.var`).
 fn first_use(source: &str, var: &str) -> Option<usize> {
     let is_name = |c: char| c.is_alphanumeric() || c == '_';
     source.match_indices(var).map(|(at, _)| at).find(|&at| {
@@ -365,6 +373,20 @@ mod tests {
             reason.starts_with("undefined value: `cdoe` is not a column or a variable")
                 && reason.contains("code, email, expires_human, first_name"),
             "{reason}"
+        );
+        // A guarded unset name does not take the blame for the one that failed.
+        let text = TemplateSource::new(
+            "invite.txt",
+            "Hi {{ nickname | default(first_name) }},\n{{ compnay }}\n",
+        );
+        let err = Templates::new(None, Some(text), None)
+            .unwrap()
+            .render(vars())
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("invite.txt:2:4: undefined value: `compnay`"),
+            "{err}"
         );
         // In a subject too, and a name that only starts like a known one is still unknown.
         let subject = TemplateSource::new("--subject", "Hi {{ first_name }} {{ code_x }}");
