@@ -36,9 +36,12 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /invitegate /usr/local/bin/invitegate
 # The distroless "nonroot" user, by number so that platforms can check runAsNonRoot.
 USER 65532:65532
+# The address as a setting, not a flag: a command given at `docker run`, and `healthcheck`
+# (which asks where `serve` listens with the same environment), see it too.
+ENV INVITEGATE_LISTEN=0.0.0.0:8080
 EXPOSE 8080
-# The binary probes itself: the image has no shell or curl. Needs the `healthcheck` subcommand.
+# The binary probes itself: the image has no shell or curl.
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["/usr/local/bin/invitegate", "healthcheck", "--url", "http://127.0.0.1:8080/healthz"]
+    CMD ["/usr/local/bin/invitegate", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/invitegate"]
-CMD ["serve", "--listen", "0.0.0.0:8080", "--log-format", "json"]
+CMD ["serve", "--log-format", "json"]
