@@ -322,9 +322,9 @@ impl Code {
     /// matched to a code without the log holding the code.
     #[must_use]
     pub fn fingerprint(&self) -> String {
-        let mut text = self.to_string();
-        text.truncate(11);
-        text
+        let display = self.display_bytes();
+        // The display form is ASCII.
+        String::from_utf8_lossy(display.get(..11).unwrap_or_default()).into_owned()
     }
 }
 

@@ -353,9 +353,8 @@ fn push_padded(out: &mut String, value: u64, width: usize) {
         rest /= 10;
     }
     let from = at.min(digits.len().saturating_sub(width.max(1)));
-    for &digit in &digits[from..] {
-        out.push(char::from(digit));
-    }
+    // ASCII digits, so always UTF-8.
+    out.push_str(std::str::from_utf8(&digits[from..]).unwrap_or_default());
 }
 
 /// Appends `text` as a JSON string literal, escaped byte for byte as serde_json escapes it
