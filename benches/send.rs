@@ -150,6 +150,8 @@ struct Built {
 fn parts(bytes: &[u8]) -> (String, String) {
     let text = std::str::from_utf8(bytes).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    // A MIME part ends with a line break of its own, after the body.
+    let body = body.strip_suffix("\r\n").unwrap();
     let subject = head
         .lines()
         .find_map(|line| line.strip_prefix("Subject: "))
