@@ -587,11 +587,18 @@ fn dev_mode_ignores_production_settings() {
 #[test]
 fn dev_mode_stays_on_loopback() {
     // Development mode refuses to listen beyond loopback.
+    // Given as a flag, even one that repeats an exported INVITEGATE_LISTEN (which alone
+    // would be ignored as a production setting).
     let public = Command::new(env!("CARGO_BIN_EXE_invitegate"))
         .args(["serve", "--dev", "--listen", "0.0.0.0:0"])
+        .env("INVITEGATE_LISTEN", "0.0.0.0:0")
         .output()
         .unwrap();
     assert_eq!(public.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&public.stderr).contains("--dev listens on loopback only"),
+        "{public:?}"
+    );
 }
 
 /// The container health check: `invitegate healthcheck` exits 0 against a running server and

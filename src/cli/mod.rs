@@ -144,6 +144,23 @@ impl From<Status> for ExitCode {
     }
 }
 
+impl Cli {
+    /// The command line as clap parses it (exiting with its message on a usage error), with
+    /// what only clap's matches know: whether `serve`'s address came from INVITEGATE_LISTEN.
+    pub fn parse_args() -> Self {
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        let matches = Self::command().get_matches();
+        let mut cli = Self::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+        if let (Command::Serve(args), Some(("serve", serve))) =
+            (&mut cli.command, matches.subcommand())
+        {
+            args.listen_from_env =
+                serve.value_source("listen") == Some(clap::parser::ValueSource::EnvVariable);
+        }
+        cli
+    }
+}
+
 /// Runs one subcommand. Writing to a closed standard output ends quietly with
 /// [`Status::ClosedPipe`]: the reader wanted no more.
 pub fn run(cli: Cli) -> anyhow::Result<Status> {

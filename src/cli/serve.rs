@@ -52,6 +52,9 @@ pub struct ServeArgs {
     /// 127.0.0.1:7071, or 127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT under Azure Functions.
     #[arg(long, env = "INVITEGATE_LISTEN", value_name = "ADDR")]
     listen: Option<String>,
+    /// Whether `listen` came from INVITEGATE_LISTEN rather than the flag.
+    #[arg(skip)]
+    pub(super) listen_from_env: bool,
     #[command(flatten)]
     keys: KeySource,
     /// Endpoints to serve, comma-separated: user-flow, custom-policy, entra. Default: every
@@ -672,14 +675,14 @@ fn listen_flag(args: &ServeArgs) -> Option<&String> {
         .filter(|_| !(args.dev && listen_env_ignored_in_dev(args)))
 }
 
-/// Whether `--listen` came from a non-loopback `INVITEGATE_LISTEN` under `--dev`.
+/// Whether the address came from a non-loopback `INVITEGATE_LISTEN` under `--dev`.
 fn listen_env_ignored_in_dev(args: &ServeArgs) -> bool {
-    let from_env = std::env::var(LISTEN_ENV).ok();
     args.dev
-        && args.listen.is_some()
-        && args.listen == from_env
-        && !parse_listen(from_env.as_deref().unwrap_or_default())
-            .is_ok_and(|addr| addr.ip().is_loopback())
+        && args.listen_from_env
+        && !args
+            .listen
+            .as_deref()
+            .is_some_and(|text| parse_listen(text).is_ok_and(|addr| addr.ip().is_loopback()))
 }
 
 /// Names of production settings that `--dev` ignores, when they are set.
