@@ -20,7 +20,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
 
-use super::{Answer, AttributeNames, Connector};
+use super::{Answer, AttributeNames, Connector, without_trailing_commas};
 use crate::UnixTime;
 use crate::decision::{Decision, Reason, Verdict, Verifier, decide};
 
@@ -244,10 +244,33 @@ struct SignUp<'b> {
 }
 
 impl<'b> SignUp<'b> {
+    /// Reads a request body. Microsoft's own example of the request has a trailing comma, and
+    /// the contract says to read it leniently: a body JSON refuses is read again without its
+    /// trailing commas (only then, so a well-formed body is read once, in place).
     fn parse(body: &'b [u8], names: &AttributeNames) -> Result<Self, serde_json::Error> {
         let text = std::str::from_utf8(body).map_err(|_| {
             <serde_json::Error as serde::de::Error>::custom("the body is not UTF-8")
         })?;
+        match Self::parse_text(text, names) {
+            Ok(request) => Ok(request),
+            Err(err) => match without_trailing_commas(text) {
+                Some(fixed) => SignUp::parse_text(&fixed, names).map(SignUp::into_owned),
+                None => Err(err),
+            },
+        }
+    }
+
+    fn into_owned(self) -> SignUp<'static> {
+        let owned = |text: Cow<'_, str>| Cow::Owned(text.into_owned());
+        SignUp {
+            event: self.event.map(owned),
+            locale: self.locale.map(owned),
+            email: self.email.map(owned),
+            code: self.code.map(|(key, value)| (owned(key), value.map(owned))),
+        }
+    }
+
+    fn parse_text(text: &'b str, names: &AttributeNames) -> Result<Self, serde_json::Error> {
         let request: Request<'b> = serde_json::from_str(text)?;
         let data = request.data;
         let locale = data

@@ -83,6 +83,42 @@ pub(crate) fn push_json_string(out: &mut Vec<u8>, text: &str) {
     let _ = serde_json::to_writer(&mut *out, text);
 }
 
+/// `text` without the commas that JSON refuses before a `}` or `]` (outside strings), or
+/// `None` when it has none.
+pub(crate) fn without_trailing_commas(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out: Option<String> = None;
+    let (mut in_string, mut escaped, mut copied) = (false, false, 0);
+    for (i, &byte) in bytes.iter().enumerate() {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b',' => {
+                let next = bytes
+                    .get(i + 1..)
+                    .and_then(|rest| rest.iter().find(|b| !b" \t\r\n".contains(b)));
+                if matches!(next, Some(b'}' | b']')) {
+                    let kept = out.get_or_insert_with(|| String::with_capacity(text.len()));
+                    kept.push_str(text.get(copied..i).unwrap_or_default());
+                    copied = i + 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = out?;
+    out.push_str(text.get(copied..).unwrap_or_default());
+    Some(out)
+}
+
 /// At most `max` bytes of `text`, cut at a character boundary: for log fields that come from
 /// the request.
 pub(crate) fn clip(text: &str, max: usize) -> &str {
@@ -94,4 +130,24 @@ pub(crate) fn clip(text: &str, max: usize) -> &str {
         end -= 1;
     }
     text.get(..end).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailing_commas_go_and_nothing_else_changes() {
+        assert_eq!(without_trailing_commas(r#"{"a":[1,2],"b":{"c":1}}"#), None);
+        assert_eq!(
+            without_trailing_commas("{\"a\":[1,2,],\"b\":{\"c\":1,\n  },}").as_deref(),
+            Some("{\"a\":[1,2],\"b\":{\"c\":1\n  }}")
+        );
+        // Commas inside strings, escaped quotes included, are text.
+        assert_eq!(without_trailing_commas(r#"{"a":",}","b":"\",]"}"#), None);
+        assert_eq!(
+            without_trailing_commas(r#"{"a":"x\\",}"#).as_deref(),
+            Some(r#"{"a":"x\\"}"#)
+        );
+    }
 }
