@@ -639,3 +639,54 @@ fn healthcheck_probes_a_running_server() {
     assert_eq!(down.status.code(), Some(1), "{down:?}");
     assert_eq!(probe("https://127.0.0.1:1/").status.code(), Some(2));
 }
+
+/// Without the extensions app id the server reads only `extension_InvitationCode`, which
+/// B2C and Entra never send: it starts (a deployment may be half done) but warns, naming the
+/// setting.
+#[test]
+fn a_missing_extensions_app_id_is_warned_about_at_start() {
+    let start = |app_id: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_invitegate"));
+        command
+            .args([
+                "serve",
+                "--insecure-no-auth",
+                "--listen",
+                "127.0.0.1:0",
+                "--endpoints",
+                "user-flow",
+            ])
+            .env("INVITEGATE_KEYS", KEYS)
+            .env_remove("INVITEGATE_KEYS_FILE")
+            .env_remove("B2C_EXTENSIONS_APP_ID")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(id) = app_id {
+            command.env("B2C_EXTENSIONS_APP_ID", id);
+        }
+        let mut server = command.spawn().unwrap();
+        let mut log = String::new();
+        let mut stderr = BufReader::new(server.stderr.take().unwrap());
+        while !log.contains("invitegate serving") {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            log.push_str(&line);
+        }
+        let _ = server.kill();
+        let _ = server.wait();
+        log
+    };
+    let without = start(None);
+    assert!(
+        without.contains("WARN") && without.contains("B2C_EXTENSIONS_APP_ID is not set"),
+        "{without}"
+    );
+    let with = start(Some("93fd07aa-333c-409d-955d-96008fd08dd9"));
+    assert!(!with.contains("B2C_EXTENSIONS_APP_ID is not set"), "{with}");
+    assert!(
+        with.contains("extension_93fd07aa333c409d955d96008fd08dd9_InvitationCode"),
+        "{with}"
+    );
+}

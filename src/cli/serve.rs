@@ -402,10 +402,14 @@ fn api_key(args: &ServeArgs) -> anyhow::Result<Option<ApiKey>> {
     match (&args.api_key_header, key) {
         (Some(header), Some(key)) => Ok(Some(ApiKey::new(header, &key)?)),
         (None, None) => Ok(None),
-        (Some(_), None) => bail!("--api-key-header is set but {API_KEY_ENV} is not: set the key"),
+        (Some(_), None) => bail!(
+            "--api-key-header (INVITEGATE_API_KEY_HEADER) is set but {API_KEY_ENV} is not: set \
+             the key"
+        ),
         (None, Some(_)) => bail!(
             "{API_KEY_ENV} is set but --api-key-header is not: name the header the policy \
-             sends it in (e.g. --api-key-header x-functions-key)"
+             sends it in (e.g. --api-key-header x-functions-key, or the setting \
+             INVITEGATE_API_KEY_HEADER=x-functions-key)"
         ),
     }
 }
@@ -656,7 +660,14 @@ fn announce(config: &Config, names: &AttributeNames) {
             None => tracing::info!(endpoint = name, path, "endpoint off"),
         }
     }
-    if config.user_flow.is_some() || config.entra.is_some() {
+    if (config.user_flow.is_some() || config.entra.is_some()) && !names.has_app_id() {
+        tracing::warn!(
+            attribute = names.response_name(),
+            "B2C_EXTENSIONS_APP_ID is not set: the code is read only from this attribute, but \
+             B2C user flows and Entra send extension_<appid>_<attribute>; every sign-up will be \
+             answered 'missing code' until it is set"
+        );
+    } else if config.user_flow.is_some() || config.entra.is_some() {
         tracing::info!(
             attribute = names.response_name(),
             "the code is read from this attribute (and extension_<attribute> without the app id)"

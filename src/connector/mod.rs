@@ -69,6 +69,13 @@ impl AttributeNames {
                 .is_some_and(|name| key.eq_ignore_ascii_case(name))
     }
 
+    /// Whether the extensions app id is known, so that `extension_<appid>_<attribute>`, the
+    /// name B2C and Entra send, is read.
+    #[must_use]
+    pub fn has_app_id(&self) -> bool {
+        self.with_app_id.is_some()
+    }
+
     /// The name to use when the request had none: the full `extension_<appid>_<attribute>`
     /// when the app id is known.
     #[must_use]
