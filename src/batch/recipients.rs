@@ -70,21 +70,16 @@ impl Columns {
     /// adds.
     pub fn find(header: &csv::ByteRecord, email_column: Option<&str>) -> Result<Self, Error> {
         let keys: Vec<String> = header.iter().map(header_key).collect();
-        // The headers as the file has them, for messages (`keys` are folded to compare).
-        let names = || {
-            header
-                .iter()
-                .map(|h| {
-                    format!(
-                        "`{}`",
-                        String::from_utf8_lossy(h)
-                            .trim_start_matches('\u{feff}')
-                            .trim()
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
+        // A header as the file has it, for messages (`keys` are folded to compare).
+        let shown = |h: &[u8]| {
+            format!(
+                "`{}`",
+                String::from_utf8_lossy(h)
+                    .trim_start_matches('\u{feff}')
+                    .trim()
+            )
         };
+        let names = || header.iter().map(shown).collect::<Vec<_>>().join(", ");
         let position = |name: &str| keys.iter().position(|key| key == name);
         for added in ["code", "kind"] {
             if position(added).is_some() {
@@ -118,7 +113,7 @@ impl Columns {
                         found
                             .iter()
                             .filter_map(|&i| header.get(i))
-                            .map(|h| format!("`{}`", String::from_utf8_lossy(h).trim()))
+                            .map(shown)
                             .collect::<Vec<_>>()
                             .join(", ")
                     )));

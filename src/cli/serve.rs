@@ -660,14 +660,15 @@ fn announce(config: &Config, names: &AttributeNames) {
             None => tracing::info!(endpoint = name, path, "endpoint off"),
         }
     }
-    if (config.user_flow.is_some() || config.entra.is_some()) && !names.has_app_id() {
+    let reads_attribute = config.user_flow.is_some() || config.entra.is_some();
+    if reads_attribute && !names.has_app_id() {
         tracing::warn!(
             attribute = names.response_name(),
             "B2C_EXTENSIONS_APP_ID is not set: the code is read only from this attribute, but \
              B2C user flows and Entra send extension_<appid>_<attribute>; every sign-up will be \
              answered 'missing code' until it is set"
         );
-    } else if config.user_flow.is_some() || config.entra.is_some() {
+    } else if reads_attribute {
         tracing::info!(
             attribute = names.response_name(),
             "the code is read from this attribute (and extension_<attribute> without the app id)"
@@ -683,7 +684,7 @@ fn announce(config: &Config, names: &AttributeNames) {
 fn listen_flag(args: &ServeArgs) -> Option<&String> {
     args.listen
         .as_ref()
-        .filter(|_| !(args.dev && listen_env_ignored_in_dev(args)))
+        .filter(|_| !listen_env_ignored_in_dev(args))
 }
 
 /// Whether the address came from a non-loopback `INVITEGATE_LISTEN` under `--dev`.

@@ -200,8 +200,7 @@ impl Templates {
         let (var, at) = unknown
             .iter()
             .find_map(|var| first_use(within, var).map(|at| (var, from + at)))?;
-        let before = source.get(..at).unwrap_or_default();
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let (line, column) = place(source, at).unwrap_or((1, 1));
         let mut known: Vec<String> = context
             .try_iter()
             .into_iter()
@@ -211,10 +210,8 @@ impl Templates {
         known.sort_unstable();
         Some(Error::Template {
             template: name.to_owned(),
-            line: before.matches('\n').count() + 1,
-            column: before
-                .get(line_start..)
-                .map_or(1, |s| s.chars().count() + 1),
+            line,
+            column,
             reason: format!(
                 "undefined value: `{var}` is not a column or a variable (there are: {})",
                 known.join(", ")
@@ -287,18 +284,23 @@ fn first_use(source: &str, var: &str) -> Option<usize> {
     })
 }
 
+/// The 1-based line and column (in characters) of byte `at` of `source`; `None` when `at` is
+/// not a character boundary within it.
+fn place(source: &str, at: usize) -> Option<(usize, usize)> {
+    let before = source.get(..at)?;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before.get(line_start..)?.chars().count() + 1;
+    Some((before.matches('\n').count() + 1, column))
+}
+
 /// A minijinja error as the library's, with the 1-based column found from the error's byte
 /// range in the template text.
 fn template_error(name: &str, source: &str, err: &minijinja::Error) -> Error {
     let line = err.line().unwrap_or(1);
     let column = err
         .range()
-        .and_then(|range| {
-            let before = source.get(..range.start)?;
-            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-            before.get(line_start..).map(|s| s.chars().count() + 1)
-        })
-        .unwrap_or(1);
+        .and_then(|range| place(source, range.start))
+        .map_or(1, |(_, column)| column);
     let reason = match err.detail() {
         Some(detail) => format!("{}: {detail}", err.kind()),
         None => err.kind().to_string(),

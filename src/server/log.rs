@@ -43,9 +43,7 @@ impl Shared {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-}
 
-impl Shared {
     /// Appends one whole line, or drops and counts it when the buffer is full.
     fn append(&self, line: &[u8]) {
         let mut lines = self.lock();
