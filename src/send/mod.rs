@@ -22,11 +22,13 @@ use std::time::Duration;
 use lettre::address::Envelope;
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::{Address, AsyncTransport as _, Message};
+use minijinja::value::Value;
 use sha2::{Digest as _, Sha256};
+use tokio::sync::mpsc::error::TryRecvError;
 
 pub use journal::{Journal, JournalState, Record, RowStatus};
 pub use pacing::{Pacer, Rate};
-pub use template::{Rendered, TemplateSource, Templates, Vars};
+pub use template::{Columns, Rendered, TemplateSource, Templates, Vars};
 pub use transport::{SmtpPassword, SmtpSettings, TlsMode, Transport};
 
 use crate::batch::{Duplicates, MintOptions, ReadOptions, Recipients, RowError, RowMinter};
@@ -40,6 +42,9 @@ const SYNC_EVERY: Duration = Duration::from_millis(1000);
 
 /// Jobs handed from the reading thread to the senders at a time.
 const BATCH_JOBS: usize = 64;
+
+/// How often the run takes the senders' finished jobs to count and report them.
+const REPORT_EVERY: Duration = Duration::from_millis(20);
 
 /// Batches read ahead of the senders: enough that they never wait for the reading thread,
 /// few enough to bound memory (a job is one message, a few kilobytes).
@@ -257,17 +262,17 @@ pub fn scan(
             reason: "domain codes need an email column beside `domain` to send them to".to_owned(),
         });
     }
-    let names: Vec<String> = header
-        .iter()
-        .map(|h| String::from_utf8_lossy(h).into_owned())
-        .collect();
+    let names: Vec<std::borrow::Cow<'_, str>> =
+        header.iter().map(String::from_utf8_lossy).collect();
+    let variables = template::Columns::new(names.iter().map(AsRef::as_ref));
     let minter = RowMinter::new(ring, &columns, &options.mint);
     let mut duplicates = Duplicates::new();
     let mut record = csv::ByteRecord::new();
     let human = time::macros::format_description!(
         "[day padding:none] [month repr:long] [year], [hour]:[minute] UTC"
     );
-    let mut expiry_texts: Option<(Expiry, String, String)> = None;
+    let mut expiry_texts: Option<(Expiry, Value, Value)> = None;
+    let sign_up_url = Value::from(options.sign_up_url.as_deref().unwrap_or_default());
     while reader.read_row(&mut record)? {
         let line = record.position().map_or(0, csv::Position::line);
         let minted = match minter.mint(&record) {
@@ -351,42 +356,33 @@ pub fn scan(
             }
         };
         // Rows share one expiry as a rule: its two texts are made once.
-        if expiry_texts
-            .as_ref()
-            .is_none_or(|(expiry, ..)| *expiry != minted.expiry)
-        {
-            let expires = journal::rfc3339(minted.expiry);
-            let human = minted
-                .expiry
-                .to_datetime()
-                .format(&human)
-                .unwrap_or_else(|_| expires.clone());
-            expiry_texts = Some((minted.expiry, expires, human));
-        }
-        let (expires, expires_human) = match &expiry_texts {
-            Some((_, expires, human)) => (expires.as_str(), human.as_str()),
-            None => ("", ""),
+        let (expires, expires_human) = match &mut expiry_texts {
+            Some((expiry, expires, human)) if *expiry == minted.expiry => {
+                (expires.clone(), human.clone())
+            }
+            texts => {
+                let expires = journal::rfc3339(minted.expiry);
+                let human = minted
+                    .expiry
+                    .to_datetime()
+                    .format(&human)
+                    .unwrap_or_else(|_| expires.clone());
+                let (expires, human) = (Value::from(expires), Value::from(human));
+                *texts = Some((minted.expiry, expires.clone(), human.clone()));
+                (expires, human)
+            }
         };
-        let code = minted.code.to_string();
-        let mut vars = Vars::new();
-        let cells = names.iter().enumerate().map(|(i, name)| {
-            let value = record
-                .get(i)
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .unwrap_or_default();
-            (name.as_str(), value)
-        });
-        vars.set_columns(cells);
-        vars.set("code", code.as_str());
+        let cells = record
+            .iter()
+            .map(|cell| std::str::from_utf8(cell).unwrap_or_default());
+        let mut vars = Vars::new(&variables, cells);
+        vars.set("code", minted.code.to_string());
         vars.set("expires", expires);
         vars.set("expires_human", expires_human);
         vars.set("kind", minted.audience.kind().name());
         vars.set("audience", minted.audience.value());
         vars.set("email", to.to_string());
-        vars.set(
-            "sign_up_url",
-            options.sign_up_url.clone().unwrap_or_default(),
-        );
+        vars.set("sign_up_url", sign_up_url.clone());
         let rendered = templates.render(vars)?;
         let envelope_to = match &options.to_one {
             Some(mailbox) => mailbox.clone(),
@@ -423,10 +419,14 @@ fn build_message(
     to: Mailbox,
     rendered: Rendered,
 ) -> Result<Message, lettre::error::Error> {
+    // The envelope is the one pair of addresses the headers hold: given, lettre need not
+    // parse them back out of the headers it has just encoded.
+    let envelope = Envelope::new(Some(from.email.clone()), vec![to.email.clone()])?;
     let mut builder = Message::builder()
         .from(from.clone())
         .to(to)
-        .subject(rendered.subject);
+        .subject(rendered.subject)
+        .envelope(envelope);
     // A Message-ID in the sender's domain: some providers mark mail without one as spam.
     builder = builder.message_id(message_id(from.email.domain()));
     match rendered.html {
@@ -461,11 +461,13 @@ fn digest(record: &csv::ByteRecord) -> String {
         hash.update(field);
     }
     let bytes = hash.finalize();
-    bytes
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>()
+    let mut hex = String::with_capacity(16);
+    for byte in bytes.iter().take(8) {
+        for nibble in [byte >> 4, byte & 0xF] {
+            hex.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
+        }
+    }
+    hex
 }
 
 /// One message to send.
@@ -635,16 +637,26 @@ async fn dispatch(
     let mut journal_error = None;
     let mut shutdown = std::pin::pin!(shutdown);
     let mut interrupted = false;
+    // Finished jobs are taken as they pile up, every `REPORT_EVERY`, not one wake-up of this
+    // thread a message: senders never wait on this loop, and it only counts and reports.
+    let mut tick = tokio::time::interval(REPORT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let done = tokio::select! {
-            biased;
-            () = &mut shutdown, if !interrupted => {
-                interrupted = true;
-                summary.stopped.get_or_insert(Stop::Interrupted);
-                shared.stop();
+        let done = match done_rx.try_recv() {
+            Ok(done) => Some(done),
+            Err(TryRecvError::Disconnected) => None,
+            Err(TryRecvError::Empty) => {
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown, if !interrupted => {
+                        interrupted = true;
+                        summary.stopped.get_or_insert(Stop::Interrupted);
+                        shared.stop();
+                    }
+                    _ = tick.tick() => {}
+                }
                 continue;
             }
-            done = done_rx.recv() => done,
         };
         // Every sender has ended: no rows left, or the run stopped.
         let Some(done) = done else { break };
@@ -761,6 +773,13 @@ async fn sender(shared: Arc<Senders>, done: tokio::sync::mpsc::UnboundedSender<D
             &shared.stopping,
         )
         .await;
+        // Losing the server or the journal stops the run at once, not at the next report.
+        if matches!(
+            finished.result,
+            Err(Failure::GaveUp { .. } | Failure::Journal(_))
+        ) {
+            shared.stop();
+        }
         if done.send(finished).is_err() {
             return;
         }

@@ -5,8 +5,9 @@
 //! the template's file, line and column.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use minijinja::value::Value;
+use minijinja::value::{Enumerator, Object, Value};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 
 use crate::Error;
@@ -66,15 +67,20 @@ pub struct Rendered {
 /// The compiled templates of a campaign.
 pub struct Templates {
     env: Environment<'static>,
-    /// The user-facing name of each internal template (`subject`, `text`, `html`).
-    names: BTreeMap<&'static str, String>,
+    /// Each internal template (`subject`, `text`, `html`) as given: its user-facing name and
+    /// its text, for errors (minijinja keeps a template's text in its errors only in debug
+    /// builds).
+    sources: BTreeMap<&'static str, TemplateSource>,
     html: bool,
 }
 
 impl std::fmt::Debug for Templates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Templates")
-            .field("names", &self.names)
+            .field(
+                "sources",
+                &self.sources.values().map(|s| &s.name).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -106,7 +112,7 @@ impl Templates {
         });
         let mut templates = Self {
             env,
-            names: BTreeMap::new(),
+            sources: BTreeMap::new(),
             html: html.is_some(),
         };
         let subject =
@@ -114,11 +120,11 @@ impl Templates {
         let text = text.unwrap_or_else(|| TemplateSource::new("the default text", DEFAULT_TEXT));
         for (key, source) in [(SUBJECT, Some(subject)), (TEXT, Some(text)), (HTML, html)] {
             let Some(source) = source else { continue };
-            templates.names.insert(key, source.name.clone());
             let compiled = templates.env.add_template_owned(key, source.text.clone());
             if let Err(err) = compiled {
                 return Err(template_error(&source.name, &source.text, &err));
             }
+            templates.sources.insert(key, source);
         }
         Ok(templates)
     }
@@ -135,7 +141,7 @@ impl Templates {
     ///
     /// [`Error::Template`] for an undefined variable or a failing filter, with its place.
     pub fn render(&self, vars: Vars) -> Result<Rendered, Error> {
-        let context = Value::from(vars.0);
+        let context = Value::from_object(vars);
         let subject = self.render_one(SUBJECT, &context)?;
         // A subject is one line: line breaks from a template or a cell become spaces (the
         // mail library would encode them, but a folded subject reads badly).
@@ -154,20 +160,22 @@ impl Templates {
     }
 
     fn render_one(&self, key: &'static str, context: &Value) -> Result<String, Error> {
-        let name = self.names.get(key).map_or(key, String::as_str);
+        let (name, source) = self
+            .sources
+            .get(key)
+            .map_or((key, ""), |s| (s.name.as_str(), s.text.as_str()));
         let template = self
             .env
             .get_template(key)
-            .map_err(|err| template_error(name, "", &err))?;
+            .map_err(|err| template_error(name, source, &err))?;
         template.render(context).map_err(|err| {
-            let source = err.template_source().unwrap_or_default().to_owned();
             if err.kind() == minijinja::ErrorKind::UndefinedError
                 && let Some(error) =
-                    self.unknown_variable(name, &template, &source, err.range(), context)
+                    self.unknown_variable(name, &template, source, err.range(), context)
             {
                 return error;
             }
-            template_error(name, &source, &err)
+            template_error(name, source, &err)
         })
     }
 
@@ -220,36 +228,111 @@ impl Templates {
     }
 }
 
-/// The variables of one message.
-#[derive(Debug, Clone, Default)]
-pub struct Vars(BTreeMap<String, Value>);
+/// The columns of a recipients file as template variables, worked out once a campaign: each
+/// column's variable name (see [`identifier`]; empty when the header has no letter or digit)
+/// and its header as written, for `row["Header as written"]`.
+#[derive(Debug, Clone)]
+pub struct Columns(Vec<(String, String)>);
+
+impl Columns {
+    /// The columns named by `headers`, in file order.
+    pub fn new<'a>(headers: impl IntoIterator<Item = &'a str>) -> Arc<Self> {
+        let names = headers
+            .into_iter()
+            .map(|header| {
+                let header = header.trim_start_matches('\u{feff}').trim();
+                (identifier(header), header.to_owned())
+            })
+            .collect();
+        Arc::new(Self(names))
+    }
+
+    /// The cell of `row`'s last column whose name `of` gives as `key`: the last, as a later
+    /// column of the same name wins.
+    fn lookup<'v>(
+        &self,
+        row: &'v [Value],
+        key: &str,
+        of: fn(&(String, String)) -> &str,
+    ) -> Option<&'v Value> {
+        self.0
+            .iter()
+            .zip(row)
+            .rev()
+            .find(|(names, _)| of(names) == key)
+            .map(|(_, cell)| cell)
+    }
+}
+
+/// The variables of one message: the row's cells under their columns' names, the row as
+/// `row["Header as written"]`, and the variables [`Vars::set`] gives, which win over both.
+/// Looked up as the template asks for them: no map is built a message.
+#[derive(Debug, Clone)]
+pub struct Vars {
+    columns: Arc<Columns>,
+    cells: Vec<Value>,
+    fixed: Vec<(&'static str, Value)>,
+}
 
 impl Vars {
-    /// No variables.
-    #[must_use]
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Sets a variable.
-    pub fn set(&mut self, name: impl Into<String>, value: impl Into<Value>) {
-        self.0.insert(name.into(), value.into());
-    }
-
-    /// Sets every CSV column: as `row["Header as written"]`, and as a variable named after
-    /// the header in lower case with other characters than letters and digits made `_`
-    /// (`First Name` becomes `first_name`). Fixed variables set later win over columns.
-    pub fn set_columns<'a>(&mut self, columns: impl Iterator<Item = (&'a str, &'a str)>) {
-        let mut row = BTreeMap::new();
-        for (header, value) in columns {
-            let header = header.trim_start_matches('\u{feff}').trim();
-            let name = identifier(header);
-            if !name.is_empty() {
-                self.0.insert(name, Value::from(value));
-            }
-            row.insert(header.to_owned(), Value::from(value));
+    /// The variables of a row whose cells are `cells`, in the order of `columns` (a missing
+    /// cell is empty).
+    pub fn new<'a>(columns: &Arc<Columns>, cells: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut cells: Vec<Value> = cells.into_iter().map(Value::from).collect();
+        cells.resize(columns.0.len(), Value::from(""));
+        Self {
+            columns: Arc::clone(columns),
+            cells,
+            fixed: Vec::with_capacity(8),
         }
-        self.0.insert("row".to_owned(), Value::from(row));
+    }
+
+    /// Sets a variable; a later one of the same name wins.
+    pub fn set(&mut self, name: &'static str, value: impl Into<Value>) {
+        self.fixed.push((name, value.into()));
+    }
+}
+
+impl Object for Vars {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let key = key.as_str()?;
+        if let Some((_, value)) = self.fixed.iter().rev().find(|(name, _)| *name == key) {
+            return Some(value.clone());
+        }
+        if key == "row" {
+            return Some(Value::from_object(Row(Arc::clone(self))));
+        }
+        self.columns
+            .lookup(&self.cells, key, |(name, _)| name)
+            .cloned()
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        let mut keys: Vec<&str> = self.fixed.iter().map(|(name, _)| *name).collect();
+        keys.push("row");
+        keys.extend(self.columns.0.iter().map(|(name, _)| name.as_str()));
+        keys.retain(|key| !key.is_empty());
+        keys.sort_unstable();
+        keys.dedup();
+        Enumerator::Values(keys.into_iter().map(Value::from).collect())
+    }
+}
+
+/// `row`: a message's cells by their headers as written.
+#[derive(Debug)]
+struct Row(Arc<Vars>);
+
+impl Object for Row {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let vars = &self.0;
+        vars.columns
+            .lookup(&vars.cells, key.as_str()?, |(_, header)| header)
+            .cloned()
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        let headers = self.0.columns.0.iter().map(|(_, header)| header.as_str());
+        Enumerator::Values(headers.map(Value::from).collect())
     }
 }
 
@@ -318,8 +401,12 @@ mod tests {
     use super::*;
 
     fn vars() -> Vars {
-        let mut vars = Vars::new();
-        vars.set_columns([("First Name", "Zoë"), ("email", "z@contoso.com")].into_iter());
+        named("Zoë")
+    }
+
+    fn named(first_name: &str) -> Vars {
+        let columns = Columns::new(["First Name", "email"]);
+        let mut vars = Vars::new(&columns, [first_name, "z@contoso.com"]);
         vars.set("code", "243Q1-PYRG0-DVPFF-Z9H9F-NDX66");
         vars.set("kind", "email");
         vars.set("audience", "z@contoso.com");
@@ -347,9 +434,7 @@ mod tests {
             "<p>{{ first_name }} {{ row['First Name'] }}</p>",
         );
         let templates = Templates::new(None, None, Some(html)).unwrap();
-        let mut vars = vars();
-        vars.set_columns([("First Name", "<b>Zoë</b>")].into_iter());
-        let rendered = templates.render(vars).unwrap();
+        let rendered = templates.render(named("<b>Zoë</b>")).unwrap();
         assert_eq!(
             rendered.html.unwrap(),
             "<p>&lt;b&gt;Zoë&lt;&#x2f;b&gt; &lt;b&gt;Zoë&lt;&#x2f;b&gt;</p>"
