@@ -134,6 +134,7 @@ fn options(now: OffsetDateTime) -> SendOptions {
         concurrency: CONCURRENCY,
         rate: None,
         skip_uncertain: false,
+        retry_rejected: false,
         retry: Retry::default(),
     }
 }

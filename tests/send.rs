@@ -26,11 +26,16 @@ struct Server {
     _stdin: ChildStdin,
     port: u16,
     out: PathBuf,
+    /// TLS from the first byte: smtps://.
+    implicit_tls: bool,
 }
 
 impl Server {
     fn start(dir: &Path, extra: &[&str]) -> Self {
-        let out = dir.join(format!("received-{}.jsonl", extra.len()));
+        // One file a server, so that a test can start a second one in the same folder.
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let out = dir.join(format!("received-{n}.jsonl"));
         let mut child = Command::new("python3")
             .arg(data("smtp_server.py"))
             .arg("--out")
@@ -57,6 +62,7 @@ impl Server {
             _stdin: stdin,
             port,
             out,
+            implicit_tls: extra.contains(&"--implicit-tls"),
         }
     }
 
@@ -77,7 +83,8 @@ impl Server {
     }
 
     fn url(&self) -> String {
-        format!("smtp://127.0.0.1:{}", self.port)
+        let scheme = if self.implicit_tls { "smtps" } else { "smtp" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// The messages received so far.
@@ -97,6 +104,12 @@ impl Server {
                     data: v["data"].as_str().unwrap().to_owned(),
                     tls: v["tls"].as_bool().unwrap(),
                     auth: v["auth"].as_bool().unwrap(),
+                    mechanisms: v["auth_mechanisms"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|m| m.as_str().unwrap().to_owned())
+                        .collect(),
                 }
             })
             .collect()
@@ -116,6 +129,8 @@ struct Received {
     data: String,
     tls: bool,
     auth: bool,
+    /// The AUTH mechanisms the connection logged in with.
+    mechanisms: Vec<String>,
 }
 
 impl Received {
@@ -443,7 +458,7 @@ fn a_550_goes_to_rejects_and_a_451_is_retried() {
         "{rejects}"
     );
     assert!(
-        stderr(&output).contains("4 sent, 1 rejected, 1 retried"),
+        stderr(&output).contains("4 sent, 1 rejected, 0 deferred, 1 retried"),
         "{}",
         stderr(&output)
     );
@@ -693,4 +708,204 @@ fn the_password_never_comes_from_a_flag_or_the_url() {
         stderr(&output)
     );
     assert!(!stderr(&output).contains("hunter2"), "{}", stderr(&output));
+}
+
+/// The lines whose last journal record is `event`.
+fn lines_last(journal: &[serde_json::Value], event: &str) -> Vec<u64> {
+    let mut last: HashMap<u64, &str> = HashMap::new();
+    for record in journal.iter().skip(1) {
+        last.insert(
+            record["line"].as_u64().unwrap(),
+            record["event"].as_str().unwrap(),
+        );
+    }
+    let mut lines: Vec<u64> = last
+        .into_iter()
+        .filter(|(_, e)| *e == event)
+        .map(|(l, _)| l)
+        .collect();
+    lines.sort_unstable();
+    lines
+}
+
+/// Each recipient's count of messages received.
+fn arrivals(received: &[Received]) -> HashMap<String, usize> {
+    let mut count = HashMap::new();
+    for message in received {
+        assert_verifies(message);
+        *count.entry(message.to[0].clone()).or_default() += 1;
+    }
+    count
+}
+
+#[test]
+fn smtps_with_auth_login_delivers_over_implicit_tls() {
+    let campaign = Campaign::new(&recipients(3));
+    let server = Server::start_tls(
+        campaign.dir.path(),
+        &["--implicit-tls", "--auth-mechanism", "LOGIN"],
+    );
+    assert!(server.url().starts_with("smtps://"));
+    let output = campaign.run_tls(&server, &["--rate", "off"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let received = server.received();
+    assert_eq!(received.len(), 3, "{}", stderr(&output));
+    for message in &received {
+        assert!(message.tls && message.auth, "{message:?}");
+        assert_eq!(message.mechanisms, ["LOGIN"], "{message:?}");
+    }
+}
+
+#[test]
+fn a_mailbox_that_stays_busy_is_deferred_and_the_run_goes_on() {
+    let campaign = Campaign::new(&recipients(6));
+    let server = Server::start(
+        campaign.dir.path(),
+        &["--tempfail-always", "p2@contoso.com"],
+    );
+    let output = campaign.run(&server, &["--smtp-tls", "none", "--rate", "off"]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    let count = arrivals(&server.received());
+    assert_eq!(count.len(), 5, "{count:?}");
+    assert!(!count.contains_key("p2@contoso.com"));
+    assert!(
+        err.contains("p2@contoso.com deferred: transient error (450)")
+            && err.contains("5 sent, 0 rejected, 1 deferred, 4 retried")
+            && err.contains("run the same command again later to send it"),
+        "{err}"
+    );
+    // Not the recipient's fault for good: no rejects file, and the journal says deferred.
+    assert!(!campaign.path("recipients.csv.rejects.csv").exists());
+    assert_eq!(lines_last(&campaign.journal(), "deferred"), [4]);
+
+    // Later the mailbox takes mail: the same command sends that row only.
+    drop(server);
+    let server = Server::start(campaign.dir.path(), &[]);
+    let again = campaign.run(&server, &["--smtp-tls", "none", "--rate", "off"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let received = server.received();
+    assert_eq!(received.len(), 1, "{}", stderr(&again));
+    assert_eq!(received[0].to, ["p2@contoso.com"]);
+}
+
+#[test]
+fn a_server_refusing_the_sender_stops_the_run_and_rejects_no_row() {
+    let campaign = Campaign::new(&recipients(20));
+    let server = Server::start(
+        campaign.dir.path(),
+        &[
+            "--mail-from-reply",
+            "550 5.7.60 SMTP; Client does not have permissions to send as this sender",
+        ],
+    );
+    let output = campaign.run(
+        &server,
+        &["--smtp-tls", "none", "--rate", "off", "--concurrency", "2"],
+    );
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("messages in a row for reasons not the recipients'")
+            && err.contains("5.7.60")
+            && err.contains("to resume, run the same command again"),
+        "{err}"
+    );
+    assert!(server.received().is_empty());
+    // The sender's problem is not the recipients': no row is marked refused for good.
+    assert!(!campaign.path("recipients.csv.rejects.csv").exists());
+    let journal = campaign.journal();
+    assert!(lines_last(&journal, "rejected").is_empty());
+    let deferred = lines_last(&journal, "deferred").len();
+    assert!((5..=5 + 2).contains(&deferred), "{deferred} deferred");
+
+    // With the account put right, the same command sends every row.
+    drop(server);
+    let server = Server::start(campaign.dir.path(), &[]);
+    let again = campaign.run(&server, &["--smtp-tls", "none", "--rate", "off"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let count = arrivals(&server.received());
+    assert_eq!(count.len(), 20);
+    assert!(count.values().all(|&n| n == 1), "{count:?}");
+}
+
+#[test]
+fn losing_the_server_stops_the_run_and_the_same_command_sends_the_rest() {
+    const ROWS: usize = 30;
+    const CONCURRENCY: usize = 4;
+    let campaign = Campaign::new(&recipients(ROWS));
+    let server = Server::start(campaign.dir.path(), &["--delay", "0.02"]);
+    let args = ["--smtp-tls", "none", "--rate", "30/s", "--concurrency", "4"];
+    let child = campaign
+        .command(&server, &args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while server.received().len() < ROWS / 4 {
+        assert!(start.elapsed() < Duration::from_secs(30), "no progress");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let first = server.received();
+    drop(server); // the server dies: every connection breaks, none opens again
+    let output = child.wait_with_output().unwrap();
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("stopped: the server is gone")
+            && err.contains("to resume, run the same command again"),
+        "{err}"
+    );
+    let uncertain = lines_last(&campaign.journal(), "handed");
+    assert!(uncertain.len() <= CONCURRENCY, "{uncertain:?}");
+
+    // The server is back (on another port here): the same command sends the rest.
+    let server = Server::start(campaign.dir.path(), &[]);
+    let output = campaign.run(&server, &["--smtp-tls", "none", "--rate", "off"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let mut received = first;
+    received.extend(server.received());
+    let count = arrivals(&received);
+    assert_eq!(count.len(), ROWS, "{count:?}");
+    let duplicates = received.len() - ROWS;
+    assert!(
+        duplicates <= uncertain.len(),
+        "{duplicates} duplicates, {uncertain:?}"
+    );
+}
+
+#[test]
+fn a_refused_row_is_not_sent_again_unless_changed_or_asked() {
+    let campaign = Campaign::new(&recipients(3));
+    let server = Server::start(campaign.dir.path(), &["--reject", "p1@contoso.com"]);
+    let output = campaign.run(&server, &["--smtp-tls", "none", "--rate", "off"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(server.received().len(), 2);
+
+    // Run again: the refused row is left out and stays in the rejects file.
+    drop(server);
+    let server = Server::start(campaign.dir.path(), &[]);
+    let again = campaign.run(&server, &["--smtp-tls", "none", "--rate", "off"]);
+    let err = stderr(&again);
+    assert_eq!(again.status.code(), Some(1), "{err}");
+    assert!(server.received().is_empty(), "{err}");
+    assert!(
+        err.contains("line 3: p1@contoso.com was refused by the server in an earlier run"),
+        "{err}"
+    );
+    let rejects = std::fs::read_to_string(campaign.path("recipients.csv.rejects.csv")).unwrap();
+    assert!(
+        rejects.contains("P1,p1@contoso.com,t1,line 3: refused"),
+        "{rejects}"
+    );
+
+    // Asked to: it goes.
+    let retried = campaign.run(
+        &server,
+        &["--smtp-tls", "none", "--rate", "off", "--retry-rejected"],
+    );
+    assert!(retried.status.success(), "{}", stderr(&retried));
+    let received = server.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].to, ["p1@contoso.com"]);
 }

@@ -4,7 +4,6 @@
 //! row, the journal against the file, and the server's TLS and login. Then rows go out
 //! through the library's [`invitegate::send::deliver`], and a summary says what happened.
 
-use std::fs::File;
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -100,12 +99,25 @@ pub struct SendArgs {
     /// (by default they are sent again: better twice than never).
     #[arg(long)]
     skip_uncertain: bool,
+    /// Send again rows the server refused for good (5xx) in an earlier run, though they have
+    /// not changed (by default they are left out; a changed row is sent).
+    #[arg(long)]
+    retry_rejected: bool,
     /// The first wait before retrying a temporary failure, in milliseconds.
     #[arg(long, default_value_t = 1000, hide = true)]
     retry_delay_ms: u64,
     /// Recipients CSV, as for `batch`.
     #[arg(value_name = "INPUT")]
     input: PathBuf,
+}
+
+impl SendArgs {
+    /// The rejects file: `--rejects`, or INPUT.rejects.csv.
+    fn rejects_path(&self) -> PathBuf {
+        self.rejects
+            .clone()
+            .unwrap_or_else(|| beside(&self.input, ".rejects.csv"))
+    }
 }
 
 /// `path` with `suffix` added to its file name.
@@ -170,6 +182,7 @@ fn plan(args: &SendArgs) -> anyhow::Result<Plan> {
         concurrency: args.concurrency,
         rate: invitegate::send::Rate::parse(&args.rate)?,
         skip_uncertain: args.skip_uncertain,
+        retry_rejected: args.retry_rejected,
         retry: Retry {
             first_delay: Duration::from_millis(args.retry_delay_ms),
             ..Retry::default()
@@ -184,8 +197,10 @@ fn plan(args: &SendArgs) -> anyhow::Result<Plan> {
     })
 }
 
-fn open_input(path: &Path) -> anyhow::Result<File> {
-    File::open(path).with_context(|| format!("opening input {}", path.display()))
+/// The recipients file, read once: the check of every row, the run and the rejects file
+/// then see the same rows even if the file changes meanwhile.
+fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading input {}", path.display()))
 }
 
 fn smtp_settings(args: &SendArgs) -> anyhow::Result<SmtpSettings> {
@@ -280,7 +295,8 @@ pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
         );
     }
     let journal = Arc::new(journal);
-    let check = check_rows(args, &plan, &state, &journal_path)?;
+    let input = read_input(&args.input)?;
+    let check = check_rows(&input, &plan, &state, &journal_path)?;
     if check.invalid > 0 && !args.skip_invalid {
         eprintln!(
             "invitegate: {} wrong; nothing was sent: fix them, or pass --skip-invalid to send \
@@ -291,14 +307,15 @@ pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
     }
     let mut rejects = check.rejects;
     let mut summary_line = format!(
-        "{} to send, {} already sent, {} uncertain, {} invalid, {}",
+        "{} to send, {} already sent, {} uncertain, {} refused earlier, {} invalid, {}",
         check.ready,
         check.already_sent,
         check.uncertain,
+        check.rejected_earlier,
         check.invalid,
         count(check.duplicates, "duplicate")
     );
-    let mut status = if rejects.is_empty() {
+    let mut status = if rejects.is_empty() && check.rejected_earlier == 0 {
         Status::Success
     } else {
         Status::NotVerified
@@ -306,7 +323,21 @@ pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
     if check.ready > 0 {
         let progress = Progress::new(check.ready);
         let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
+            if tokio::signal::ctrl_c().await.is_err() {
+                // No handler: Ctrl-C ends the process as it would without one.
+                std::future::pending::<()>().await;
+            }
+            // A second Ctrl-C does not wait for the messages in flight: their rows stay
+            // `handed` in the journal, and the next run lists them.
+            tokio::spawn(async {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!(
+                        "invitegate: stopped at once; messages in flight are left uncertain \
+                         in the journal"
+                    );
+                    std::process::exit(130);
+                }
+            });
         };
         let campaign = Campaign {
             ring: &plan.ring,
@@ -317,7 +348,7 @@ pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
         };
         let summary = invitegate::send::deliver(
             &campaign,
-            open_input(&args.input)?,
+            input.as_slice(),
             &journal,
             &settings,
             shutdown,
@@ -333,54 +364,77 @@ pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
                     rejects.push((record.clone(), format!("line {line}: {reply}")));
                     progress.inc();
                 }
-                Event::GaveUp {
-                    line, to, reply, ..
-                } => {
-                    progress.say(&format!("line {line}: {to} not sent: {reply}"));
+                Event::Deferred { line, to, reply } => {
+                    progress.say(&format!("line {line}: {to} deferred: {reply}"));
+                    progress.inc();
+                }
+                Event::GaveUp { line, to, reply } => {
+                    progress.say(&format!("line {line}: {to} may not have gone: {reply}"));
                 }
                 _ => {}
             },
         )?;
         progress.finish();
         summary_line = format!(
-            "{} sent, {} rejected, {} retried, {} skipped as already sent, {} uncertain \
-             ({} sent again), {} invalid, {}",
+            "{} sent, {} rejected, {} deferred, {} retried, {} skipped as already sent, {} \
+             uncertain ({} sent again), {} refused earlier, {} invalid, {}",
             summary.sent,
             summary.rejected,
+            summary.deferred,
             summary.retried,
             check.already_sent,
-            check.uncertain,
+            check.uncertain + summary.gave_up,
             summary.resent_uncertain,
+            check.rejected_earlier,
             check.invalid,
             count(check.duplicates, "duplicate")
         );
-        if summary.rejected > 0 {
+        if summary.rejected > 0 || summary.deferred > 0 {
             status = Status::NotVerified;
         }
-        match &summary.stopped {
-            Some(stop) => {
-                write_rejects(args, &plan, &rejects)?;
-                eprintln!("invitegate: send: {summary_line}");
-                let why = match stop {
-                    Stop::Interrupted => "interrupted".to_owned(),
-                    Stop::ServerLost(reply) => format!("the server is gone ({reply})"),
-                };
-                eprintln!(
-                    "invitegate: stopped: {why}; the journal {} is up to date; to resume, run \
-                     the same command again:\n  {}",
-                    journal_path.display(),
-                    resume_command()
-                );
-                return Ok(match stop {
-                    Stop::Interrupted => Status::Interrupted,
-                    Stop::ServerLost(_) => Status::Error,
-                });
-            }
-            None if summary.gave_up > 0 => status = Status::Error,
-            None => {}
+        if let Some(stop) = &summary.stopped {
+            write_rejects(&input, &args.rejects_path(), &plan, &rejects)?;
+            eprintln!("invitegate: send: {summary_line}");
+            let why = match stop {
+                Stop::Interrupted => "interrupted".to_owned(),
+                Stop::ServerLost(reply) => format!("the server is gone ({reply})"),
+                Stop::ServerRefuses(rows, reply) => format!(
+                    "the server refused {rows} messages in a row for reasons not the \
+                     recipients' (last: {reply}); check the login, the sender and the \
+                     account's sending limits"
+                ),
+            };
+            eprintln!(
+                "invitegate: stopped: {why}; the journal {} is up to date; to resume, run \
+                 the same command again:\n  {}",
+                journal_path.display(),
+                resume_command()
+            );
+            return Ok(match stop {
+                Stop::Interrupted => Status::Interrupted,
+                Stop::ServerLost(_) | Stop::ServerRefuses(..) => Status::Error,
+            });
+        }
+        let ended = summary.sent + summary.rejected + summary.deferred + summary.gave_up;
+        if ended != check.ready {
+            bail!(
+                "{} of {} rows to send were accounted for; see the journal {}",
+                ended,
+                check.ready,
+                journal_path.display()
+            );
+        }
+        if summary.deferred > 0 {
+            eprintln!(
+                "invitegate: {} deferred by the server; run the same command again later to \
+                 send {}:\n  {}",
+                count(summary.deferred, "row"),
+                if summary.deferred == 1 { "it" } else { "them" },
+                resume_command()
+            );
         }
     }
-    write_rejects(args, &plan, &rejects)?;
+    write_rejects(&input, &args.rejects_path(), &plan, &rejects)?;
     eprintln!("invitegate: send: {summary_line}");
     Ok(status)
 }
@@ -390,13 +444,14 @@ struct Check {
     ready: u64,
     already_sent: u64,
     uncertain: u64,
+    rejected_earlier: u64,
     invalid: u64,
     duplicates: u64,
     rejects: Vec<(csv::ByteRecord, String)>,
 }
 
 fn check_rows(
-    args: &SendArgs,
+    input: &[u8],
     plan: &Plan,
     state: &JournalState,
     journal_path: &Path,
@@ -405,6 +460,7 @@ fn check_rows(
         ready: 0,
         already_sent: 0,
         uncertain: 0,
+        rejected_earlier: 0,
         invalid: 0,
         duplicates: 0,
         rejects: Vec::new(),
@@ -416,7 +472,7 @@ fn check_rows(
         journal: state,
         journal_path,
     };
-    invitegate::send::scan(&campaign, open_input(&args.input)?, |outcome| {
+    invitegate::send::scan(&campaign, input, |outcome| {
         match outcome {
             RowOutcome::Ready { prepared, again } => {
                 check.ready += 1;
@@ -440,6 +496,18 @@ fn check_rows(
                     seen.map_or("", |s| s.to.as_str()),
                     seen.map_or("", |s| s.code.as_str())
                 );
+            }
+            RowOutcome::RejectedEarlier { line, record } => {
+                check.rejected_earlier += 1;
+                let to = state.rows.get(&line).map_or("", |s| s.to.as_str());
+                eprintln!(
+                    "invitegate: line {line}: {to} was refused by the server in an earlier run; \
+                     left out (correct the row, or pass --retry-rejected)"
+                );
+                check.rejects.push((
+                    record,
+                    format!("line {line}: refused by the server in an earlier run"),
+                ));
             }
             RowOutcome::Invalid {
                 line,
@@ -485,8 +553,11 @@ fn dry_run(args: &SendArgs, plan: &Plan, dir: &Path) -> anyhow::Result<Status> {
         journal: &state,
         journal_path: &journal_path,
     };
-    invitegate::send::dry_run(&campaign, open_input(&args.input)?, dir, |outcome, path| {
-        match outcome {
+    invitegate::send::dry_run(
+        &campaign,
+        read_input(&args.input)?.as_slice(),
+        dir,
+        |outcome, path| match outcome {
             RowOutcome::Ready { prepared, .. } => {
                 ready += 1;
                 let subject = prepared
@@ -512,8 +583,8 @@ fn dry_run(args: &SendArgs, plan: &Plan, dir: &Path) -> anyhow::Result<Status> {
                 eprintln!("invitegate: line {line}: {reason}");
             }
             _ => skipped += 1,
-        }
-    })?;
+        },
+    )?;
     eprintln!(
         "invitegate: dry run: {} written to {}, {} left out, {invalid} invalid; nothing was \
          sent",
@@ -529,22 +600,19 @@ fn dry_run(args: &SendArgs, plan: &Plan, dir: &Path) -> anyhow::Result<Status> {
 }
 
 fn write_rejects(
-    args: &SendArgs,
+    input: &[u8],
+    path: &Path,
     plan: &Plan,
     rejects: &[(csv::ByteRecord, String)],
 ) -> anyhow::Result<()> {
     if rejects.is_empty() {
         return Ok(());
     }
-    let path = args
-        .rejects
-        .clone()
-        .unwrap_or_else(|| beside(&args.input, ".rejects.csv"));
     // The header as the rows were read, for a rejects file laid out like batch's.
-    let header = invitegate::batch::Recipients::open(open_input(&args.input)?, &plan.options.read)?
+    let header = invitegate::batch::Recipients::open(input, &plan.options.read)?
         .header()
         .clone();
-    let mut writer = Rejects::new(Sink::create("--rejects", &path, Privacy::Private)?, false);
+    let mut writer = Rejects::new(Sink::create("--rejects", path, Privacy::Private)?, false);
     for (record, error) in rejects {
         writer
             .write(&header, record, error)

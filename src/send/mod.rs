@@ -43,6 +43,10 @@ const SYNC_EVERY: Duration = Duration::from_millis(1000);
 /// Jobs handed from the reading thread to the senders at a time.
 const BATCH_JOBS: usize = 64;
 
+/// Rows deferred in a row, none accepted between, that stop a run: the server refuses the
+/// campaign, not a recipient (a lost login, a sending quota, a policy against the sender).
+const REFUSED_IN_A_ROW: u64 = 5;
+
 /// How often the run takes the senders' finished jobs to count and report them.
 const REPORT_EVERY: Duration = Duration::from_millis(20);
 
@@ -69,6 +73,9 @@ pub struct SendOptions {
     pub rate: Option<Rate>,
     /// Leave rows whose outcome the journal does not know unsent, instead of sending again.
     pub skip_uncertain: bool,
+    /// Send again rows the server refused for good in an earlier run, though the row has not
+    /// changed since.
+    pub retry_rejected: bool,
     /// How temporary failures are retried.
     pub retry: Retry,
 }
@@ -151,6 +158,14 @@ pub enum RowOutcome {
         /// The row's line.
         line: u64,
     },
+    /// Refused for good by the server in an earlier run, and unchanged since: left alone
+    /// unless `retry_rejected` (a changed row is sent).
+    RejectedEarlier {
+        /// The row's line.
+        line: u64,
+        /// The fields.
+        record: csv::ByteRecord,
+    },
     /// The row is wrong: no code, no message.
     Invalid {
         /// The row's line.
@@ -193,17 +208,26 @@ pub enum Event<'a> {
         /// The row's fields.
         record: &'a csv::ByteRecord,
     },
-    /// Retries ran out: the row was not sent (`uncertain` when the connection broke while
-    /// the message was on its way).
+    /// The server refused a message for now (4xx after the retries), or for a reason that
+    /// is not the recipient's (a login, policy or server error): not sent; a later run sends
+    /// it again.
+    Deferred {
+        /// The row's line.
+        line: u64,
+        /// The recipient.
+        to: &'a Address,
+        /// The server's last reply.
+        reply: &'a str,
+    },
+    /// The server could not be reached with retries: the row's outcome is unknown, as the
+    /// connection may have broken while the message was on its way.
     GaveUp {
         /// The row's line.
         line: u64,
         /// The recipient.
         to: &'a Address,
-        /// The last reply or error.
+        /// The last error.
         reply: &'a str,
-        /// Whether the server may have taken it.
-        uncertain: bool,
     },
 }
 
@@ -214,6 +238,10 @@ pub enum Stop {
     Interrupted,
     /// The server could not be reached with retries.
     ServerLost(String),
+    /// The server deferred or refused, for reasons not the recipients', this many messages
+    /// in a row with none accepted between: it is refusing the campaign (a login, a quota,
+    /// a policy). Its last reply.
+    ServerRefuses(u64, String),
 }
 
 /// Counts of a delivery.
@@ -225,7 +253,9 @@ pub struct Summary {
     pub rejected: u64,
     /// Retries made.
     pub retried: u64,
-    /// Rows given up after retries.
+    /// Rows deferred: refused for now, or not for the recipient's sake (sent by a later run).
+    pub deferred: u64,
+    /// Rows given up after retries, the server out of reach: their outcome is unknown.
     pub gave_up: u64,
     /// Rows sent again although an earlier run may have sent them.
     pub resent_uncertain: u64,
@@ -351,6 +381,17 @@ pub fn scan(
                         return Ok(());
                     }
                     RowStatus::Uncertain => true,
+                    // The same row refused for good: sending it again would only be refused
+                    // again, and count against the sender with the provider.
+                    RowStatus::Rejected if seen.row == row && !options.retry_rejected => {
+                        if on_row(RowOutcome::RejectedEarlier {
+                            line,
+                            record: record.clone(),
+                        }) {
+                            continue;
+                        }
+                        return Ok(());
+                    }
                     RowStatus::Rejected | RowStatus::Deferred => false,
                 }
             }
@@ -486,8 +527,12 @@ struct Done {
 }
 
 enum Failure {
+    /// Refused for good, for the recipient's sake: the rejects file.
     Rejected(String),
-    GaveUp { reply: String, uncertain: bool },
+    /// Refused for now, or not for the recipient's sake: sent by a later run.
+    Deferred(String),
+    /// The server is out of reach; the message may have gone.
+    GaveUp(String),
     Journal(Error),
 }
 
@@ -595,8 +640,10 @@ pub fn deliver<R: std::io::Read + Send>(
                 reason: "the reading thread failed".to_owned(),
             })
         });
+        // Synced however the run ended: what it wrote is the next run's starting point.
+        let synced = journal.sync();
         let summary = result?;
-        journal.sync()?;
+        synced?;
         if summary.stopped.is_none() {
             produced?;
         }
@@ -626,6 +673,9 @@ async fn dispatch(
         journal: Arc::clone(journal),
         transport: transport.clone(),
         retry: options.retry,
+        durable: options.rate.is_some(),
+        deferred_in_a_row: AtomicU64::new(0),
+        refused: std::sync::Mutex::new(None),
     });
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
     for _ in 0..options.concurrency.max(1) {
@@ -662,39 +712,42 @@ async fn dispatch(
         let Some(done) = done else { break };
         summary.retried += u64::from(done.retried);
         let prepared = &done.job.prepared;
+        let (line, to) = (prepared.line, &prepared.to);
         match &done.result {
             Ok(_) => {
                 summary.sent += 1;
                 if done.job.again {
                     summary.resent_uncertain += 1;
                 }
-                on_event(Event::Sent {
-                    line: prepared.line,
-                    to: &prepared.to,
-                });
+                on_event(Event::Sent { line, to });
             }
             Err(Failure::Rejected(reply)) => {
                 summary.rejected += 1;
                 on_event(Event::Rejected {
-                    line: prepared.line,
-                    to: &prepared.to,
+                    line,
+                    to,
                     reply: reply.as_str(),
                     record: &prepared.record,
                 });
             }
-            Err(Failure::GaveUp { reply, uncertain }) => {
+            Err(Failure::Deferred(reply)) => {
+                summary.deferred += 1;
+                on_event(Event::Deferred {
+                    line,
+                    to,
+                    reply: reply.as_str(),
+                });
+            }
+            Err(Failure::GaveUp(reply)) => {
                 summary.gave_up += 1;
                 on_event(Event::GaveUp {
-                    line: prepared.line,
-                    to: &prepared.to,
+                    line,
+                    to,
                     reply: reply.as_str(),
-                    uncertain: *uncertain,
                 });
-                if !interrupted {
-                    summary
-                        .stopped
-                        .get_or_insert(Stop::ServerLost(reply.clone()));
-                }
+                summary
+                    .stopped
+                    .get_or_insert(Stop::ServerLost(reply.clone()));
                 shared.stop();
             }
             Err(Failure::Journal(err)) => {
@@ -702,6 +755,13 @@ async fn dispatch(
                 shared.stop();
             }
         }
+    }
+    if let Ok(mut refused) = shared.refused.lock()
+        && let Some((rows, reply)) = refused.take()
+    {
+        summary
+            .stopped
+            .get_or_insert(Stop::ServerRefuses(rows, reply));
     }
     match journal_error {
         Some(err) => Err(err),
@@ -737,6 +797,12 @@ struct Senders {
     journal: Arc<Journal>,
     transport: Transport,
     retry: Retry,
+    /// Whether each `handed` record is synced to disk before its message goes (a paced run).
+    durable: bool,
+    /// Rows deferred since the server last accepted one.
+    deferred_in_a_row: AtomicU64,
+    /// Set when `REFUSED_IN_A_ROW` rows were deferred in a row: how many, and the last reply.
+    refused: std::sync::Mutex<Option<(u64, String)>>,
 }
 
 impl Senders {
@@ -745,40 +811,49 @@ impl Senders {
         self.stopping.store(true, Ordering::Release);
         self.stop.notify_waiters();
     }
+
+    /// Completes when the run stops (at once if it has).
+    async fn stopped(&self) {
+        let stopped = self.stop.notified();
+        let mut stopped = std::pin::pin!(stopped);
+        // Registered before the check, so that a stop between the two is not missed.
+        stopped.as_mut().enable();
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        stopped.await;
+    }
 }
 
 /// One sender: the next job, then its message, until there are none or the run stops.
 async fn sender(shared: Arc<Senders>, done: tokio::sync::mpsc::UnboundedSender<Done>) {
     loop {
-        let stopped = shared.stop.notified();
-        let mut stopped = std::pin::pin!(stopped);
-        // Registered before the check, so that a stop between the two is not missed.
-        stopped.as_mut().enable();
-        if shared.stopping.load(Ordering::Acquire) {
-            return;
-        }
         let job = {
             let mut jobs = shared.jobs.lock().await;
+            // Biased: once the run stops, no sender takes another job.
             tokio::select! {
-                () = &mut stopped => return,
+                biased;
+                () = shared.stopped() => return,
                 job = jobs.next() => job,
             }
         };
         let Some(job) = job else { return };
-        let finished = send_one(
-            job,
-            &shared.transport,
-            &shared.journal,
-            shared.retry,
-            &shared.stopping,
-        )
-        .await;
-        // Losing the server or the journal stops the run at once, not at the next report.
-        if matches!(
-            finished.result,
-            Err(Failure::GaveUp { .. } | Failure::Journal(_))
-        ) {
-            shared.stop();
+        let finished = send_one(job, &shared).await;
+        // Losing the server or the journal, or the server refusing the campaign, stops the
+        // run at once, not at the next report.
+        match &finished.result {
+            Ok(_) => shared.deferred_in_a_row.store(0, Ordering::Release),
+            Err(Failure::Deferred(reply)) => {
+                let rows = shared.deferred_in_a_row.fetch_add(1, Ordering::AcqRel) + 1;
+                if rows >= REFUSED_IN_A_ROW {
+                    if let Ok(mut refused) = shared.refused.lock() {
+                        refused.get_or_insert_with(|| (rows, reply.clone()));
+                    }
+                    shared.stop();
+                }
+            }
+            Err(Failure::GaveUp(_) | Failure::Journal(_)) => shared.stop(),
+            Err(Failure::Rejected(_)) => {}
         }
         if done.send(finished).is_err() {
             return;
@@ -786,13 +861,49 @@ async fn sender(shared: Arc<Senders>, done: tokio::sync::mpsc::UnboundedSender<D
     }
 }
 
-async fn send_one(
-    job: Job,
-    transport: &Transport,
-    journal: &Journal,
-    retry: Retry,
-    stopping: &AtomicBool,
-) -> Done {
+/// Whose sake a refusal is for, from its reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Blame {
+    /// This recipient's: an unknown, disabled or full mailbox, a bad address.
+    Recipient,
+    /// The server's or the sender's: a login, a policy, a quota, a protocol or system error.
+    /// Every row would meet it.
+    Sender,
+}
+
+/// Whose sake a permanent (5xx) refusal is for. An enhanced status code (RFC 3463) says it
+/// best: class X.1 (addressing) and X.2 (mailbox) concern the recipient, the others (system,
+/// network, protocol, content, security: `5.7.8` a login, `5.7.60` not allowed to send as
+/// this sender) the sender. Without one, 550 to 553 are the recipient's (RFC 5321: mailbox
+/// unavailable, not local, storage exceeded, name not allowed), the others the sender's.
+fn blame(code: Option<u16>, text: &str) -> Blame {
+    let enhanced = text.split_whitespace().next().and_then(|token| {
+        let mut parts = token.split('.');
+        let class = parts.next()?;
+        let subject = parts.next()?;
+        let detail = parts.next()?;
+        let numeric = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+        (parts.next().is_none()
+            && matches!(class, "2" | "4" | "5")
+            && numeric(subject)
+            && numeric(detail))
+        .then_some(subject)
+    });
+    match (enhanced, code) {
+        (Some("1" | "2"), _) | (None, Some(550..=553)) => Blame::Recipient,
+        _ => Blame::Sender,
+    }
+}
+
+/// The reply's code and text (after the code), from lettre's error.
+fn reply_of(err: &lettre::transport::smtp::Error) -> (Option<u16>, String) {
+    let code = err.status().and_then(|code| code.to_string().parse().ok());
+    let text = std::error::Error::source(err).map_or_else(String::new, ToString::to_string);
+    (code, text)
+}
+
+async fn send_one(job: Job, shared: &Senders) -> Done {
+    let (journal, retry) = (&shared.journal, shared.retry);
     let prepared = &job.prepared;
     let (line, row) = (prepared.line, prepared.row.clone());
     let handed = Record::Handed {
@@ -803,7 +914,20 @@ async fn send_one(
         expires_at: journal::rfc3339(prepared.expiry),
         code: prepared.fingerprint.clone(),
     };
-    if let Err(err) = journal.write(&handed) {
+    let mut written = journal.write(&handed);
+    if written.is_ok() && shared.durable {
+        // On disk before the message goes: a power cut then leaves no more unknown rows
+        // than a killed process. The sync also covers this sender's previous reply.
+        let journal = Arc::clone(journal);
+        written = tokio::task::spawn_blocking(move || journal.sync())
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Batch {
+                    reason: "the journal's syncing task failed".to_owned(),
+                })
+            });
+    }
+    if let Err(err) = written {
         return Done {
             job,
             retried: 0,
@@ -812,8 +936,8 @@ async fn send_one(
     }
     let mut retried = 0;
     let mut delay = retry.first_delay;
-    let result = loop {
-        match transport.send_raw(&job.envelope, &job.bytes).await {
+    let failure = loop {
+        let err = match shared.transport.send_raw(&job.envelope, &job.bytes).await {
             Ok(response) => {
                 let mut reply = response.code().to_string();
                 for part in response.message() {
@@ -825,46 +949,68 @@ async fn send_one(
                     row: row.clone(),
                     reply: reply.clone(),
                 };
-                break journal
+                let result = journal
                     .write(&record)
                     .map(|()| reply)
                     .map_err(Failure::Journal);
-            }
-            Err(err) if err.is_permanent() || err.is_client() => {
-                let reply = describe(&err);
-                let record = Record::Rejected {
-                    line,
-                    row: row.clone(),
-                    reply: reply.clone(),
-                };
-                break match journal.write(&record) {
-                    Ok(()) => Err(Failure::Rejected(reply)),
-                    Err(err) => Err(Failure::Journal(err)),
+                return Done {
+                    job,
+                    retried,
+                    result,
                 };
             }
-            Err(err) => {
-                let reply = describe(&err);
-                if retried + 1 >= retry.attempts || stopping.load(Ordering::Acquire) {
-                    // A 4xx reply means the server did not take it; a broken connection
-                    // leaves the `handed` record, so a resumed run lists the row.
-                    let uncertain = !err.is_transient();
-                    if !uncertain {
-                        let record = Record::Deferred {
-                            line,
-                            row: row.clone(),
-                            reply: reply.clone(),
-                        };
-                        if let Err(err) = journal.write(&record) {
-                            break Err(Failure::Journal(err));
-                        }
-                    }
-                    break Err(Failure::GaveUp { reply, uncertain });
-                }
-                retried += 1;
-                tokio::time::sleep(delay).await;
-                delay = delay.saturating_mul(2);
+            Err(err) => err,
+        };
+        let reply = describe(&err);
+        if err.is_permanent() {
+            let (code, text) = reply_of(&err);
+            break match blame(code, &text) {
+                Blame::Recipient => Failure::Rejected(reply),
+                Blame::Sender => Failure::Deferred(reply),
+            };
+        }
+        if err.is_client() || err.is_response() {
+            // lettre could not build the exchange or read the reply: no retry mends that.
+            break Failure::Deferred(reply);
+        }
+        let last = retried + 1 >= retry.attempts;
+        if !last && !shared.stopping.load(Ordering::Acquire) {
+            retried += 1;
+            // A stop ends the wait: the run is stopping, not retrying.
+            let waited = tokio::select! {
+                biased;
+                () = shared.stopped() => false,
+                () = tokio::time::sleep(delay) => true,
+            };
+            delay = delay.saturating_mul(2);
+            if waited {
+                continue;
             }
         }
+        // A 4xx reply means the server did not take it; a broken connection leaves the
+        // `handed` record, so a resumed run lists the row.
+        break if err.is_transient() {
+            Failure::Deferred(reply)
+        } else {
+            Failure::GaveUp(reply)
+        };
+    };
+    let record = match &failure {
+        Failure::Rejected(reply) => Some(Record::Rejected {
+            line,
+            row,
+            reply: reply.clone(),
+        }),
+        Failure::Deferred(reply) => Some(Record::Deferred {
+            line,
+            row,
+            reply: reply.clone(),
+        }),
+        Failure::GaveUp(_) | Failure::Journal(_) => None,
+    };
+    let result = match record.map(|record| journal.write(&record)) {
+        Some(Err(err)) => Err(Failure::Journal(err)),
+        _ => Err(failure),
     };
     Done {
         job,
@@ -943,6 +1089,43 @@ pub fn dry_run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_are_blamed_on_the_recipient_only_when_the_reply_says_so() {
+        let recipient = [
+            (
+                550,
+                "5.1.1 <a@contoso.com>: Recipient address rejected: User unknown",
+            ),
+            (
+                550,
+                "5.2.1 The email account that you tried to reach is disabled",
+            ),
+            (552, "5.2.2 Mailbox full"),
+            (550, "Requested action not taken: mailbox unavailable"),
+            (553, "mailbox name not allowed"),
+            (554, "5.1.10 RESOLVER.ADR.RecipientNotFound; not found"),
+        ];
+        for (code, text) in recipient {
+            assert_eq!(blame(Some(code), text), Blame::Recipient, "{code} {text}");
+        }
+        let sender = [
+            (
+                550,
+                "5.7.60 SMTP; Client does not have permissions to send as this sender",
+            ),
+            (535, "5.7.8 Authentication credentials invalid"),
+            (535, "Authentication failed"),
+            (554, "Transaction failed"),
+            (550, "5.4.1 Relay Access Denied"),
+            (552, "5.3.4 Message size exceeds fixed limit"),
+            (500, "5.5.1 Command unrecognized"),
+        ];
+        for (code, text) in sender {
+            assert_eq!(blame(Some(code), text), Blame::Sender, "{code} {text}");
+        }
+        assert_eq!(blame(None, ""), Blame::Sender);
+    }
 
     #[test]
     fn digests_tell_rows_apart() {

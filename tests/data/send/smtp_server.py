@@ -6,8 +6,11 @@ accepts connections. Every message accepted is appended to --out as one JSON lin
 {"from": ..., "to": [...], "data": "<the message as received>"}.
 
 Options make it behave like a real provider: --reject ADDR answers 550 to that recipient,
---tempfail-once ADDR answers 451 the first time only, --tls CERT KEY offers STARTTLS and
-then requires it, together with AUTH (--user/--password), before any mail.
+--tempfail-once ADDR answers 451 the first time only, --tempfail-always ADDR answers 450 every
+time (a mailbox that stays busy), --mail-from-reply REPLY refuses every sender (an account
+that may not send as that sender), --tls CERT KEY offers STARTTLS and then requires it,
+together with AUTH (--user/--password), before any mail; with --implicit-tls the whole
+connection is TLS instead (smtps), and --auth-mechanism LOGIN offers that mechanism only.
 """
 
 import argparse
@@ -15,6 +18,7 @@ import asyncio
 import json
 import sys
 import logging
+import warnings
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
@@ -25,7 +29,16 @@ class Handler:
         self.out = open(args.out, "a", encoding="utf-8")
         self.failed_once = set()
 
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.args.mail_from_reply:
+            return self.args.mail_from_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.lower() in self.args.tempfail_always:
+            return "450 4.2.1 <%s>: mailbox busy, try again later" % address
         if address.lower() in self.args.reject:
             return "550 5.1.1 <%s>: mailbox unavailable" % address
         if address.lower() in self.args.tempfail_once and address not in self.failed_once:
@@ -41,8 +54,9 @@ class Handler:
             "from": envelope.mail_from,
             "to": envelope.rcpt_tos,
             "data": envelope.original_content.decode("utf-8", "replace"),
-            "tls": session.ssl is not None,
+            "tls": session.ssl is not None or bool(self.args.implicit_tls),
             "auth": bool(session.authenticated),
+            "auth_mechanisms": getattr(server, "auth_mechanisms_used", []),
         }
         self.out.write(json.dumps(record) + "\n")
         self.out.flush()
@@ -57,6 +71,9 @@ def authenticator(user, password):
             and auth_data.password == password.encode()
         )
         # handled=False: aiosmtpd itself answers 535 to a failed login.
+        if ok:
+            server.auth_mechanisms_used = getattr(server, "auth_mechanisms_used", [])
+            server.auth_mechanisms_used.append(mechanism)
         return AuthResult(success=ok, handled=False)
 
     return check
@@ -65,10 +82,16 @@ def authenticator(user, password):
 async def main():
     # aiosmtpd 1.4 logs a warning about its own use of a deprecated attribute on each login.
     logging.getLogger("mail.log").setLevel(logging.ERROR)
+    # With --implicit-tls the socket is TLS, which aiosmtpd's warning does not know.
+    warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("--reject", action="append", default=[])
     parser.add_argument("--tempfail-once", action="append", default=[])
+    parser.add_argument("--tempfail-always", action="append", default=[])
+    parser.add_argument("--mail-from-reply")
+    parser.add_argument("--implicit-tls", action="store_true")
+    parser.add_argument("--auth-mechanism")
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     parser.add_argument("--user", default="campaign")
@@ -76,26 +99,39 @@ async def main():
     args = parser.parse_args()
     args.reject = [a.lower() for a in args.reject]
     args.tempfail_once = [a.lower() for a in args.tempfail_once]
+    args.tempfail_always = [a.lower() for a in args.tempfail_always]
     handler = Handler(args)
+
+    context = None
+    if args.tls:
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*args.tls)
 
     def factory():
         options = {"hostname": "localhost", "data_size_limit": 1 << 20}
-        if args.tls:
-            import ssl
-
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(*args.tls)
+        if context is not None:
             options.update(
-                tls_context=context,
-                require_starttls=True,
                 authenticator=authenticator(args.user, args.password),
                 auth_required=True,
-                auth_require_tls=True,
             )
+            if args.implicit_tls:
+                # The socket is TLS from the first byte; aiosmtpd's own check looks for STARTTLS.
+                options.update(auth_require_tls=False)
+            else:
+                options.update(
+                    tls_context=context, require_starttls=True, auth_require_tls=True
+                )
+            if args.auth_mechanism:
+                others = {"PLAIN", "LOGIN"} - {args.auth_mechanism.upper()}
+                options.update(auth_exclude_mechanism=sorted(others))
         return SMTP(handler, **options)
 
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(factory, "127.0.0.1", 0)
+    server = await loop.create_server(
+        factory, "127.0.0.1", 0, ssl=context if args.implicit_tls else None
+    )
     port = server.sockets[0].getsockname()[1]
     print("PORT %d" % port, flush=True)
     # Ends when the test closes standard input or kills the process.
