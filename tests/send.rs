@@ -909,3 +909,41 @@ fn a_refused_row_is_not_sent_again_unless_changed_or_asked() {
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].to, ["p1@contoso.com"]);
 }
+
+#[test]
+fn sigterm_stops_like_ctrl_c_finishing_the_messages_in_flight() {
+    let campaign = Campaign::new(&recipients(40));
+    let server = Server::start(campaign.dir.path(), &["--delay", "0.2"]);
+    let child = campaign
+        .command(
+            &server,
+            &["--smtp-tls", "none", "--rate", "off", "--concurrency", "4"],
+        )
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while server.received().len() < 4 {
+        assert!(start.elapsed() < Duration::from_secs(30), "no progress");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // What `docker stop`, systemd and `timeout` send.
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = child.wait_with_output().unwrap();
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(128 + 15), "{err}");
+    assert!(
+        err.contains("stopped: interrupted") && err.contains("to resume, run the same command"),
+        "{err}"
+    );
+    // The messages in flight finished and have their replies: none is left uncertain.
+    let journal = campaign.journal();
+    assert!(lines_last(&journal, "handed").is_empty(), "{journal:?}");
+    let sent = lines_last(&journal, "sent").len();
+    assert_eq!(sent, server.received().len());
+    assert!(sent < 40, "stopped too late to test anything");
+}

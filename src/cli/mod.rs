@@ -125,8 +125,9 @@ pub enum Status {
     NotVerified,
     /// Usage, configuration or I/O error.
     Error,
-    /// Stopped by Ctrl-C; the work done so far is kept (128 + SIGINT).
-    Interrupted,
+    /// Stopped by this signal (SIGINT, SIGTERM, SIGHUP); the work done so far is kept:
+    /// 128 + the signal, as shells report.
+    Signalled(i32),
     /// Standard output was closed before everything was written (`| head`): 128 + SIGPIPE,
     /// what a shell reports for a program that SIGPIPE ended.
     ClosedPipe,
@@ -138,7 +139,7 @@ impl From<Status> for ExitCode {
             Status::Success => Self::SUCCESS,
             Status::NotVerified => Self::from(1),
             Status::Error => Self::from(2),
-            Status::Interrupted => Self::from(130),
+            Status::Signalled(signal) => Self::from(u8::try_from(128 + signal).unwrap_or(130)),
             Status::ClosedPipe => Self::from(141),
         }
     }

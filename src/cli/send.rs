@@ -322,21 +322,18 @@ pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
     };
     if check.ready > 0 {
         let progress = Progress::new(check.ready);
+        let signalled = std::cell::Cell::new(None);
         let shutdown = async {
-            if tokio::signal::ctrl_c().await.is_err() {
-                // No handler: Ctrl-C ends the process as it would without one.
-                std::future::pending::<()>().await;
-            }
-            // A second Ctrl-C does not wait for the messages in flight: their rows stay
+            signalled.set(Some(stop_signal().await));
+            // A second signal does not wait for the messages in flight: their rows stay
             // `handed` in the journal, and the next run lists them.
             tokio::spawn(async {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    eprintln!(
-                        "invitegate: stopped at once; messages in flight are left uncertain \
-                         in the journal"
-                    );
-                    std::process::exit(130);
-                }
+                let signal = stop_signal().await;
+                eprintln!(
+                    "invitegate: stopped at once; messages in flight are left uncertain in the \
+                     journal"
+                );
+                std::process::exit(128 + signal);
             });
         };
         let campaign = Campaign {
@@ -368,8 +365,18 @@ pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
                     progress.say(&format!("line {line}: {to} deferred: {reply}"));
                     progress.inc();
                 }
-                Event::GaveUp { line, to, reply } => {
-                    progress.say(&format!("line {line}: {to} may not have gone: {reply}"));
+                Event::GaveUp {
+                    line,
+                    to,
+                    reply,
+                    uncertain,
+                } => {
+                    let outcome = if uncertain {
+                        "may or may not have gone"
+                    } else {
+                        "not sent"
+                    };
+                    progress.say(&format!("line {line}: {to} {outcome}: {reply}"));
                 }
                 _ => {}
             },
@@ -383,7 +390,7 @@ pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
             summary.deferred,
             summary.retried,
             check.already_sent,
-            check.uncertain + summary.gave_up,
+            check.uncertain + summary.uncertain,
             summary.resent_uncertain,
             check.rejected_earlier,
             check.invalid,
@@ -411,7 +418,7 @@ pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
                 resume_command()
             );
             return Ok(match stop {
-                Stop::Interrupted => Status::Interrupted,
+                Stop::Interrupted => Status::Signalled(signalled.get().unwrap_or(2)),
                 Stop::ServerLost(_) | Stop::ServerRefuses(..) => Status::Error,
             });
         }
@@ -624,6 +631,45 @@ fn write_rejects(
         .context("writing the rejects file")?;
     eprintln!("invitegate: refused rows are in {}", path.display());
     Ok(())
+}
+
+/// Completes with the number of the first of SIGINT (Ctrl-C), SIGTERM (`docker stop`,
+/// systemd, `timeout`) and SIGHUP (a closed terminal) to arrive: each stops a run as Ctrl-C
+/// does. Never completes if no handler can be installed.
+async fn stop_signal() -> i32 {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut streams = Vec::new();
+        for (kind, number) in [
+            (SignalKind::interrupt(), 2),
+            (SignalKind::terminate(), 15),
+            (SignalKind::hangup(), 1),
+        ] {
+            if let Ok(stream) = signal(kind) {
+                streams.push((stream, number));
+            }
+        }
+        if streams.is_empty() {
+            std::future::pending::<()>().await;
+        }
+        std::future::poll_fn(|cx| {
+            for (stream, number) in &mut streams {
+                if stream.poll_recv(cx).is_ready() {
+                    return std::task::Poll::Ready(*number);
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
+    #[cfg(not(unix))]
+    {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        2
+    }
 }
 
 /// This process's command line, quoted for a POSIX shell.

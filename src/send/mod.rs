@@ -219,8 +219,8 @@ pub enum Event<'a> {
         /// The server's last reply.
         reply: &'a str,
     },
-    /// The server could not be reached with retries: the row's outcome is unknown, as the
-    /// connection may have broken while the message was on its way.
+    /// The server could not be reached with retries. `uncertain` when the row's outcome is
+    /// unknown: a connection broke while the message may have been on its way.
     GaveUp {
         /// The row's line.
         line: u64,
@@ -228,6 +228,8 @@ pub enum Event<'a> {
         to: &'a Address,
         /// The last error.
         reply: &'a str,
+        /// Whether the server may have taken it.
+        uncertain: bool,
     },
 }
 
@@ -255,8 +257,10 @@ pub struct Summary {
     pub retried: u64,
     /// Rows deferred: refused for now, or not for the recipient's sake (sent by a later run).
     pub deferred: u64,
-    /// Rows given up after retries, the server out of reach: their outcome is unknown.
+    /// Rows given up after retries, the server out of reach.
     pub gave_up: u64,
+    /// Of those, the rows whose outcome is unknown: a connection broke during an attempt.
+    pub uncertain: u64,
     /// Rows sent again although an earlier run may have sent them.
     pub resent_uncertain: u64,
     /// Why the run stopped early, if it did.
@@ -531,8 +535,12 @@ enum Failure {
     Rejected(String),
     /// Refused for now, or not for the recipient's sake: sent by a later run.
     Deferred(String),
-    /// The server is out of reach; the message may have gone.
-    GaveUp(String),
+    /// The server is out of reach; `uncertain` when the message may have gone (a connection
+    /// broke during an attempt, rather than no connection being made).
+    GaveUp {
+        reply: String,
+        uncertain: bool,
+    },
     Journal(Error),
 }
 
@@ -738,12 +746,14 @@ async fn dispatch(
                     reply: reply.as_str(),
                 });
             }
-            Err(Failure::GaveUp(reply)) => {
+            Err(Failure::GaveUp { reply, uncertain }) => {
                 summary.gave_up += 1;
+                summary.uncertain += u64::from(*uncertain);
                 on_event(Event::GaveUp {
                     line,
                     to,
                     reply: reply.as_str(),
+                    uncertain: *uncertain,
                 });
                 summary
                     .stopped
@@ -852,7 +862,7 @@ async fn sender(shared: Arc<Senders>, done: tokio::sync::mpsc::UnboundedSender<D
                     shared.stop();
                 }
             }
-            Err(Failure::GaveUp(_) | Failure::Journal(_)) => shared.stop(),
+            Err(Failure::GaveUp { .. } | Failure::Journal(_)) => shared.stop(),
             Err(Failure::Rejected(_)) => {}
         }
         if done.send(finished).is_err() {
@@ -893,6 +903,26 @@ fn blame(code: Option<u16>, text: &str) -> Blame {
         (Some("1" | "2"), _) | (None, Some(550..=553)) => Blame::Recipient,
         _ => Blame::Sender,
     }
+}
+
+/// Whether `err` is a connection that was never made (refused, no route): no byte of the
+/// message left, unlike a connection that broke.
+fn no_connection(err: &lettre::transport::smtp::Error) -> bool {
+    use std::io::ErrorKind;
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+                    | ErrorKind::AddrNotAvailable
+            );
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// The reply's code and text (after the code), from lettre's error.
@@ -936,6 +966,8 @@ async fn send_one(job: Job, shared: &Senders) -> Done {
     }
     let mut retried = 0;
     let mut delay = retry.first_delay;
+    // Whether an attempt broke off where the server may have taken the message.
+    let mut may_have_gone = false;
     let failure = loop {
         let err = match shared.transport.send_raw(&job.envelope, &job.bytes).await {
             Ok(response) => {
@@ -973,6 +1005,7 @@ async fn send_one(job: Job, shared: &Senders) -> Done {
             // lettre could not build the exchange or read the reply: no retry mends that.
             break Failure::Deferred(reply);
         }
+        may_have_gone |= !err.is_transient() && !no_connection(&err);
         let last = retried + 1 >= retry.attempts;
         if !last && !shared.stopping.load(Ordering::Acquire) {
             retried += 1;
@@ -992,7 +1025,10 @@ async fn send_one(job: Job, shared: &Senders) -> Done {
         break if err.is_transient() {
             Failure::Deferred(reply)
         } else {
-            Failure::GaveUp(reply)
+            Failure::GaveUp {
+                reply,
+                uncertain: may_have_gone,
+            }
         };
     };
     let record = match &failure {
@@ -1006,7 +1042,16 @@ async fn send_one(job: Job, shared: &Senders) -> Done {
             row,
             reply: reply.clone(),
         }),
-        Failure::GaveUp(_) | Failure::Journal(_) => None,
+        // Known not to have gone: deferred, so that `--skip-uncertain` does not leave it.
+        Failure::GaveUp {
+            reply,
+            uncertain: false,
+        } => Some(Record::Deferred {
+            line,
+            row,
+            reply: reply.clone(),
+        }),
+        Failure::GaveUp { .. } | Failure::Journal(_) => None,
     };
     let result = match record.map(|record| journal.write(&record)) {
         Some(Err(err)) => Err(Failure::Journal(err)),
@@ -1125,6 +1170,46 @@ mod tests {
             assert_eq!(blame(Some(code), text), Blame::Sender, "{code} {text}");
         }
         assert_eq!(blame(None, ""), Blame::Sender);
+    }
+
+    #[test]
+    fn a_refused_connection_is_told_from_a_broken_one() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            // A port nobody listens on: the connection is refused.
+            let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = closed.local_addr().unwrap().port();
+            drop(closed);
+            let refused = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(
+                "127.0.0.1",
+            )
+            .port(port)
+            .build::<lettre::Tokio1Executor>()
+            .test_connection()
+            .await
+            .unwrap_err();
+            assert!(no_connection(&refused), "{refused:?}");
+            // A server that accepts and hangs up at once: a connection was made, then broke.
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            tokio::spawn(async move {
+                while let Ok((socket, _)) = listener.accept().await {
+                    drop(socket);
+                }
+            });
+            let broken = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(
+                "127.0.0.1",
+            )
+            .port(port)
+            .build::<lettre::Tokio1Executor>()
+            .test_connection()
+            .await
+            .unwrap_err();
+            assert!(!no_connection(&broken), "{broken:?}");
+        });
     }
 
     #[test]
