@@ -14,7 +14,8 @@ use clap::Args;
 use invitegate::fsutil::Privacy;
 use invitegate::send::{
     Campaign, Event, Journal, JournalState, Retry, RowOutcome, SendOptions, SmtpPassword,
-    SmtpSettings, Stop, TemplateSource, Templates, TlsMode, journal::rfc3339,
+    SmtpSettings, Stop, TemplateSource, Templates, TlsMode,
+    journal::{RowRecord, RowStatus, recipient_key, rfc3339},
 };
 use lettre::message::Mailbox;
 use time::OffsetDateTime;
@@ -479,9 +480,12 @@ fn check_rows(
         journal: state,
         journal_path,
     };
+    // The journal's recipients this file still names.
+    let mut named = std::collections::HashSet::new();
     invitegate::send::scan(&campaign, input, |outcome| {
         match outcome {
             RowOutcome::Ready { prepared, again } => {
+                named.insert(recipient_key(prepared.to.as_ref()));
                 check.ready += 1;
                 if again {
                     check.uncertain += 1;
@@ -493,20 +497,21 @@ fn check_rows(
                     );
                 }
             }
-            RowOutcome::AlreadySent { .. } => check.already_sent += 1,
-            RowOutcome::SkippedUncertain { line } => {
+            RowOutcome::AlreadySent { to, .. } => {
+                named.insert(recipient_key(&to));
+                check.already_sent += 1;
+            }
+            RowOutcome::SkippedUncertain { line, to, code } => {
+                named.insert(recipient_key(&to));
                 check.uncertain += 1;
-                let seen = state.rows.get(&line);
                 eprintln!(
-                    "invitegate: line {line}: {} (code {}…) may have been sent by an earlier \
-                         run; left alone (--skip-uncertain)",
-                    seen.map_or("", |s| s.to.as_str()),
-                    seen.map_or("", |s| s.code.as_str())
+                    "invitegate: line {line}: {to} (code {code}…) may have been sent by an \
+                     earlier run; left alone (--skip-uncertain)"
                 );
             }
-            RowOutcome::RejectedEarlier { line, record } => {
+            RowOutcome::RejectedEarlier { line, to, record } => {
+                named.insert(recipient_key(&to));
                 check.rejected_earlier += 1;
-                let to = state.rows.get(&line).map_or("", |s| s.to.as_str());
                 eprintln!(
                     "invitegate: line {line}: {to} was refused by the server in an earlier run; \
                      left out (correct the row, or pass --retry-rejected)"
@@ -535,6 +540,24 @@ fn check_rows(
         }
         true
     })?;
+    // Rows are known by their address: a row whose address was changed is a new recipient,
+    // and the address it had is no longer in the file. Said, so that an edit is not silent.
+    let mut gone: Vec<&RowRecord> = state
+        .rows
+        .iter()
+        .filter(|(key, seen)| {
+            matches!(seen.status, RowStatus::Sent | RowStatus::Uncertain) && !named.contains(*key)
+        })
+        .map(|(_, seen)| seen)
+        .collect();
+    gone.sort_by_key(|seen| seen.line);
+    for seen in gone {
+        eprintln!(
+            "invitegate: note: {} (line {} when an earlier run sent it a message) is no longer \
+             in the recipients file",
+            seen.to, seen.line
+        );
+    }
     Ok(check)
 }
 

@@ -1,7 +1,10 @@
 //! The send journal: an append-only JSON-lines file that makes a campaign resumable.
 //!
 //! The first line holds the campaign's resolved expiry, so that a resumed run mints codes
-//! that expire at the same instant. Then, per row, a `handed` record is written before the
+//! that expire at the same instant. A row is known by its recipient's address, not by its
+//! line: rows may be added, removed or moved between runs without anyone getting a second
+//! message, while a row whose other cells changed after its message went is an error. Then,
+//! per row, a `handed` record is written before the
 //! message goes to the server and a `sent`, `rejected` or `deferred` record when the reply
 //! comes. A row whose last record is `handed` has an unknown outcome: at most one per
 //! connection, since a record is written (one `write` call, which a killed process does not
@@ -86,9 +89,11 @@ pub enum Record {
     },
 }
 
-/// What the journal says about one row.
+/// What the journal says about one recipient's row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowRecord {
+    /// The row's line when it was last journalled.
+    pub line: u64,
     /// The row's digest when it was journalled.
     pub row: String,
     /// The last event.
@@ -119,8 +124,19 @@ pub struct JournalState {
     pub expires_at: Option<Expiry>,
     /// Whether the journal already existed with records (a resumed run).
     pub resumed: bool,
-    /// Rows by line.
-    pub rows: HashMap<u64, RowRecord>,
+    /// Rows by recipient ([`recipient_key`]): a row is known by whom it is for, not by its
+    /// place, so that rows added, removed or reordered between runs do not send to anyone
+    /// twice.
+    pub rows: HashMap<String, RowRecord>,
+    /// The recipient of the row each line held at its last `handed` record: the results
+    /// that follow name the line.
+    handed_lines: HashMap<u64, String>,
+}
+
+/// How the journal knows a recipient: the address in lower case.
+#[must_use]
+pub fn recipient_key(address: &str) -> String {
+    address.to_lowercase()
 }
 
 /// An open journal, locked against other runs.
@@ -358,9 +374,12 @@ impl JournalState {
                 code,
                 ..
             } => {
+                let key = recipient_key(&to);
+                self.handed_lines.insert(line, key.clone());
                 self.rows.insert(
-                    line,
+                    key,
                     RowRecord {
+                        line,
                         row,
                         status: RowStatus::Uncertain,
                         to,
@@ -368,9 +387,9 @@ impl JournalState {
                     },
                 );
             }
-            Record::Sent { line, row, .. } => self.set(line, row, RowStatus::Sent),
-            Record::Rejected { line, row, .. } => self.set(line, row, RowStatus::Rejected),
-            Record::Deferred { line, row, .. } => self.set(line, row, RowStatus::Deferred),
+            Record::Sent { line, row, .. } => self.set(line, row, RowStatus::Sent)?,
+            Record::Rejected { line, row, .. } => self.set(line, row, RowStatus::Rejected)?,
+            Record::Deferred { line, row, .. } => self.set(line, row, RowStatus::Deferred)?,
         }
         if !self.resumed {
             return Err("the first line is not the campaign record".to_owned());
@@ -378,15 +397,16 @@ impl JournalState {
         Ok(())
     }
 
-    fn set(&mut self, line: u64, row: String, status: RowStatus) {
-        let entry = self.rows.entry(line).or_insert_with(|| RowRecord {
-            row: row.clone(),
-            status,
-            to: String::new(),
-            code: String::new(),
-        });
-        entry.row = row;
+    /// A result for the row on `line`: it follows that row's `handed` record in the same run.
+    fn set(&mut self, line: u64, row: String, status: RowStatus) -> Result<(), String> {
+        let entry = self
+            .handed_lines
+            .get(&line)
+            .and_then(|key| self.rows.get_mut(key))
+            .filter(|entry| entry.row == row)
+            .ok_or_else(|| format!("a result for line {line} follows no record of handing it"))?;
         entry.status = status;
+        Ok(())
     }
 }
 
@@ -454,15 +474,15 @@ mod tests {
             Some(expiry),
             "the first run's expiry wins"
         );
-        assert_eq!(state.rows[&2].status, RowStatus::Sent);
-        assert_eq!(state.rows[&3].status, RowStatus::Uncertain);
-        assert_eq!(state.rows[&3].code, "243Q1-PYRG0");
+        assert_eq!(state.rows["p2@contoso.com"].status, RowStatus::Sent);
+        assert_eq!(state.rows["p3@contoso.com"].status, RowStatus::Uncertain);
+        assert_eq!(state.rows["p3@contoso.com"].code, "243Q1-PYRG0");
         journal.write(&handed(4)).unwrap();
         drop(journal);
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.lines().all(|l| l.starts_with('{')), "{text}");
         let (_, state) = Journal::open(&path, None, now).unwrap();
-        assert_eq!(state.rows[&4].status, RowStatus::Uncertain);
+        assert_eq!(state.rows["p4@contoso.com"].status, RowStatus::Uncertain);
     }
 
     #[test]

@@ -151,18 +151,26 @@ pub enum RowOutcome {
     AlreadySent {
         /// The row's line.
         line: u64,
+        /// The recipient, as journalled.
+        to: String,
     },
     /// Handed to the server by an earlier run with no reply recorded, and left alone
     /// (`skip_uncertain`).
     SkippedUncertain {
         /// The row's line.
         line: u64,
+        /// The recipient, as journalled.
+        to: String,
+        /// The code's fingerprint, as journalled.
+        code: String,
     },
     /// Refused for good by the server in an earlier run, and unchanged since: left alone
     /// unless `retry_rejected` (a changed row is sent).
     RejectedEarlier {
         /// The row's line.
         line: u64,
+        /// The recipient, as journalled.
+        to: String,
         /// The fields.
         record: csv::ByteRecord,
     },
@@ -356,30 +364,42 @@ pub fn scan(
             }
             return Ok(());
         };
-        let again = match journal.rows.get(&line) {
+        let again = match journal.rows.get(&journal::recipient_key(to.as_ref())) {
             None => false,
             Some(seen) => {
                 let risky = matches!(seen.status, RowStatus::Sent | RowStatus::Uncertain);
                 if risky && seen.row != row {
+                    let was = if seen.line == line {
+                        String::new()
+                    } else {
+                        format!(", then on line {}", seen.line)
+                    };
                     return Err(Error::Journal {
                         path: journal_path.display().to_string(),
                         reason: format!(
-                            "line {line} of the recipients file changed since a message for it \
-                             went to {}; put the row back as it was, or start a new campaign \
-                             with another --journal",
+                            "the row for {} (line {line}{was}) changed since a message went to \
+                             that address; put the row back as it was (rows may be added, \
+                             removed or moved: they are known by their address)",
                             seen.to
                         ),
                     });
                 }
                 match seen.status {
                     RowStatus::Sent => {
-                        if on_row(RowOutcome::AlreadySent { line }) {
+                        if on_row(RowOutcome::AlreadySent {
+                            line,
+                            to: seen.to.clone(),
+                        }) {
                             continue;
                         }
                         return Ok(());
                     }
                     RowStatus::Uncertain if options.skip_uncertain => {
-                        if on_row(RowOutcome::SkippedUncertain { line }) {
+                        if on_row(RowOutcome::SkippedUncertain {
+                            line,
+                            to: seen.to.clone(),
+                            code: seen.code.clone(),
+                        }) {
                             continue;
                         }
                         return Ok(());
@@ -390,6 +410,7 @@ pub fn scan(
                     RowStatus::Rejected if seen.row == row && !options.retry_rejected => {
                         if on_row(RowOutcome::RejectedEarlier {
                             line,
+                            to: seen.to.clone(),
                             record: record.clone(),
                         }) {
                             continue;
