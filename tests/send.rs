@@ -110,6 +110,7 @@ impl Server {
                         .iter()
                         .map(|m| m.as_str().unwrap().to_owned())
                         .collect(),
+                    received_at: v["received_at"].as_f64().unwrap(),
                 }
             })
             .collect()
@@ -131,6 +132,8 @@ struct Received {
     auth: bool,
     /// The AUTH mechanisms the connection logged in with.
     mechanisms: Vec<String>,
+    /// When the server took it (Unix seconds).
+    received_at: f64,
 }
 
 impl Received {
@@ -984,4 +987,37 @@ fn sigterm_stops_like_ctrl_c_finishing_the_messages_in_flight() {
     let sent = lines_last(&journal, "sent").len();
     assert_eq!(sent, server.received().len());
     assert!(sent < 40, "stopped too late to test anything");
+}
+
+#[test]
+fn a_paced_message_is_dated_when_it_leaves_not_when_it_was_prepared() {
+    const ROWS: usize = 15;
+    let campaign = Campaign::new(&recipients(ROWS));
+    let server = Server::start(campaign.dir.path(), &[]);
+    // Five seconds of sending; every row is prepared in the first moments.
+    let output = campaign.run(
+        &server,
+        &["--smtp-tls", "none", "--rate", "3/s", "--concurrency", "1"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let received = server.received();
+    assert_eq!(received.len(), ROWS);
+    for message in &received {
+        let date = message
+            .data
+            .lines()
+            .find_map(|line| line.strip_prefix("Date: "))
+            .expect("a Date header");
+        let date = time::OffsetDateTime::parse(
+            date.trim(),
+            &time::format_description::well_known::Rfc2822,
+        )
+        .unwrap();
+        let late = message.received_at - date.unix_timestamp() as f64;
+        // Two seconds of slack, and the header's whole seconds.
+        assert!(
+            (-1.0..3.0).contains(&late),
+            "dated {late:.1} s before it arrived"
+        );
+    }
 }

@@ -47,6 +47,9 @@ const BATCH_JOBS: usize = 64;
 /// campaign, not a recipient (a lost login, a sending quota, a policy against the sender).
 const REFUSED_IN_A_ROW: u64 = 5;
 
+/// How old a message's `Date` may be when it leaves before it is set again.
+const DATE_SLACK: Duration = Duration::from_secs(2);
+
 /// How often the run takes the senders' finished jobs to count and report them.
 const REPORT_EVERY: Duration = Duration::from_millis(20);
 
@@ -542,6 +545,23 @@ struct Job {
     envelope: Envelope,
     bytes: Vec<u8>,
     again: bool,
+    /// When the message was built, and its `Date` set.
+    built: std::time::Instant,
+}
+
+impl Job {
+    /// Dates the message now if it was built more than `DATE_SLACK` ago: rows are prepared
+    /// ahead of a paced or slow run, and a message must not be dated minutes or hours before
+    /// it leaves.
+    fn date_now(&mut self) {
+        if self.built.elapsed() > DATE_SLACK {
+            let message = &mut self.prepared.message;
+            message
+                .headers_mut()
+                .set(lettre::message::header::Date::now());
+            self.bytes = message.formatted();
+        }
+    }
 }
 
 /// How a job ended.
@@ -623,6 +643,7 @@ pub fn deliver<R: std::io::Read + Send>(
                     envelope,
                     bytes,
                     again,
+                    built: std::time::Instant::now(),
                 };
                 batch.push(job);
                 if batch.len() < BATCH_JOBS {
@@ -953,7 +974,8 @@ fn reply_of(err: &lettre::transport::smtp::Error) -> (Option<u16>, String) {
     (code, text)
 }
 
-async fn send_one(job: Job, shared: &Senders) -> Done {
+async fn send_one(mut job: Job, shared: &Senders) -> Done {
+    job.date_now();
     let (journal, retry) = (&shared.journal, shared.retry);
     let prepared = &job.prepared;
     let (line, row) = (prepared.line, prepared.row.clone());

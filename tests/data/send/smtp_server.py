@@ -18,6 +18,7 @@ import asyncio
 import json
 import sys
 import logging
+import time
 import warnings
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
@@ -56,6 +57,7 @@ class Handler:
             "data": envelope.original_content.decode("utf-8", "replace"),
             "tls": session.ssl is not None or bool(self.args.implicit_tls),
             "auth": bool(session.authenticated),
+            "received_at": time.time(),
             "auth_mechanisms": getattr(server, "auth_mechanisms_used", []),
         }
         self.out.write(json.dumps(record) + "\n")
