@@ -317,14 +317,16 @@ impl Code {
         &self.bytes
     }
 
-    /// A short, non-secret label for logs: the first two groups of the canonical form
-    /// (`ABCDE-FGHJK`). They carry the header and two bits of the tag, so a log line can be
-    /// matched to a code without the log holding the code.
+    /// A short, non-secret label that tells codes apart in logs and send journals: ten hex
+    /// digits (40 bits) of SHA-256 over the code's fifteen bytes. `invitegate inspect` shows
+    /// it for a code in hand, so a log line or journal record can be matched to the code
+    /// without holding it. It does not narrow the tag usefully: each label is shared by
+    /// 2^32 of the 2^72 tags, and only the key tells which is right.
     #[must_use]
     pub fn fingerprint(&self) -> String {
-        let display = self.display_bytes();
-        // The display form is ASCII.
-        String::from_utf8_lossy(display.get(..11).unwrap_or_default()).into_owned()
+        use sha2::Digest as _;
+        let hash = sha2::Sha256::digest(self.bytes);
+        crate::hex(hash.get(..5).unwrap_or_default())
     }
 }
 

@@ -214,7 +214,7 @@ impl KeyRing {
         let mut mac = self.mac(id)?.clone();
         mac.update(FINGERPRINT_MESSAGE);
         let full = mac.finalize().into_bytes();
-        let hex: String = full.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let hex = crate::hex(full.get(..8).unwrap_or_default());
         let (left, right) = hex.split_at(8);
         Some(format!("{left}-{right}"))
     }

@@ -417,6 +417,8 @@ fn inspect_needs_no_key() {
     let text = stdout(&out);
     for expected in [
         "canonical:    243Q1-PYRG0-DVPFF-Z9H9F-NDX66",
+        // What the logs and send journals name the code by.
+        "fingerprint:  1768902f7e",
         "check symbol: ok",
         "kind:         email",
         "key id:       7",

@@ -439,6 +439,9 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<Status> {
         if let Some(canonical) = &canonical {
             out["canonical"] = json!(canonical);
         }
+        if let Some(code) = &seen.code {
+            out["fingerprint"] = json!(code.fingerprint());
+        }
         writeln!(stdout, "{out}")?;
     } else {
         let check = if seen.check_symbol_ok {
@@ -456,6 +459,12 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<Status> {
             stdout,
             "canonical:    {}",
             canonical.as_deref().unwrap_or("-")
+        )?;
+        writeln!(
+            stdout,
+            "fingerprint:  {}",
+            seen.code
+                .map_or_else(|| "-".to_owned(), |c| c.fingerprint())
         )?;
         writeln!(stdout, "check symbol: {check}")?;
         writeln!(stdout, "version:      {version}")?;

@@ -490,7 +490,7 @@ fn check_rows(
                 if again {
                     check.uncertain += 1;
                     eprintln!(
-                        "invitegate: line {}: {} (code {}…) was handed to the server by an \
+                        "invitegate: line {}: {} (code fingerprint {}) was handed to the server by an \
                              earlier run with no reply recorded; sending it again \
                              (--skip-uncertain leaves it)",
                         prepared.line, prepared.to, prepared.fingerprint
@@ -505,7 +505,7 @@ fn check_rows(
                 named.insert(recipient_key(&to));
                 check.uncertain += 1;
                 eprintln!(
-                    "invitegate: line {line}: {to} (code {code}…) may have been sent by an \
+                    "invitegate: line {line}: {to} (code fingerprint {code}) may have been sent by an \
                      earlier run; left alone (--skip-uncertain)"
                 );
             }

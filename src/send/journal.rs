@@ -57,7 +57,7 @@ pub enum Record {
         key_id: u8,
         /// The code's expiry (RFC 3339).
         expires_at: String,
-        /// The code's fingerprint (its first two groups), never the whole code.
+        /// The code's fingerprint ([`crate::Code::fingerprint`]), never the whole code.
         code: String,
     },
     /// The server accepted the message.
@@ -433,7 +433,7 @@ mod tests {
             to: format!("p{line}@contoso.com"),
             key_id: 7,
             expires_at: "2030-01-01T00:00:00Z".to_owned(),
-            code: "243Q1-PYRG0".to_owned(),
+            code: "1768902f7e".to_owned(),
         }
     }
 
@@ -476,7 +476,7 @@ mod tests {
         );
         assert_eq!(state.rows["p2@contoso.com"].status, RowStatus::Sent);
         assert_eq!(state.rows["p3@contoso.com"].status, RowStatus::Uncertain);
-        assert_eq!(state.rows["p3@contoso.com"].code, "243Q1-PYRG0");
+        assert_eq!(state.rows["p3@contoso.com"].code, "1768902f7e");
         journal.write(&handed(4)).unwrap();
         drop(journal);
         let text = std::fs::read_to_string(&path).unwrap();

@@ -529,14 +529,7 @@ fn digest(record: &csv::ByteRecord) -> String {
         hash.update((field.len() as u64).to_be_bytes());
         hash.update(field);
     }
-    let bytes = hash.finalize();
-    let mut hex = String::with_capacity(16);
-    for byte in bytes.iter().take(8) {
-        for nibble in [byte >> 4, byte & 0xF] {
-            hex.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
-        }
-    }
-    hex
+    crate::hex(hash.finalize().get(..8).unwrap_or_default())
 }
 
 /// One message to send.
