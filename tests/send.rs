@@ -486,6 +486,24 @@ fn a_template_error_sends_nothing_and_says_where() {
     assert!(stderr(&output).contains("undefined"), "{}", stderr(&output));
     assert!(server.received().is_empty());
     assert!(campaign.journal().iter().all(|r| r["event"] == "campaign"));
+
+    // A template that fails for one row only names that row, and still nothing goes.
+    std::fs::write(
+        campaign.path("invite.txt"),
+        "CODE: {{ code }}\n{% if team == \"t2\" %}{{ row[\"Team Name\"] }}{% endif %}\n",
+    )
+    .unwrap();
+    let output = campaign.run(&server, &["--smtp-tls", "none"]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(
+            "invite.txt:2:25: undefined value: no column has the header \"Team Name\" (there \
+             are: First Name, email, team) (for the row on line 4 of the recipients file)"
+        ),
+        "{err}"
+    );
+    assert!(server.received().is_empty());
 }
 
 #[test]

@@ -452,7 +452,21 @@ pub fn scan(
         vars.set("audience", minted.audience.value());
         vars.set("email", to.to_string());
         vars.set("sign_up_url", sign_up_url.clone());
-        let rendered = templates.render(vars)?;
+        // A template may fail for some rows only (`{% if %}`): the row is named too.
+        let rendered = templates.render(vars).map_err(|err| match err {
+            Error::Template {
+                template,
+                line: at,
+                column,
+                reason,
+            } => Error::Template {
+                template,
+                line: at,
+                column,
+                reason: format!("{reason} (for the row on line {line} of the recipients file)"),
+            },
+            other => other,
+        })?;
         let envelope_to = match &options.to_one {
             Some(mailbox) => mailbox.clone(),
             None => Mailbox::new(None, to.clone()),

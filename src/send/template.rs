@@ -170,8 +170,9 @@ impl Templates {
             .map_err(|err| template_error(name, source, &err))?;
         template.render(context).map_err(|err| {
             if err.kind() == minijinja::ErrorKind::UndefinedError
-                && let Some(error) =
-                    self.unknown_variable(name, &template, source, err.range(), context)
+                && let Some(error) = self
+                    .unknown_variable(name, &template, source, err.range(), context)
+                    .or_else(|| unknown_header(name, source, err.range(), context))
             {
                 return error;
             }
@@ -336,6 +337,57 @@ impl Object for Row {
     }
 }
 
+/// The error for `row["Header"]` (or `row.header`) naming no column, in the expression that
+/// failed, with the headers there are; `None` when the failing expression has no such use.
+fn unknown_header(
+    name: &str,
+    source: &str,
+    range: Option<std::ops::Range<usize>>,
+    context: &Value,
+) -> Option<Error> {
+    let range = range?;
+    let within = source.get(range.clone())?;
+    let row = context.get_attr("row").ok()?;
+    let headers: Vec<String> = row
+        .try_iter()
+        .ok()?
+        .filter_map(|key| key.as_str().map(str::to_owned))
+        .collect();
+    let known = |key: &str| headers.iter().any(|h| h == key);
+    let mut from = 0;
+    while let Some(at) = first_use(within.get(from..)?, "row").map(|at| from + at) {
+        from = at + 3;
+        let rest = within.get(from..)?.trim_start();
+        let key = if let Some(rest) = rest.strip_prefix('[') {
+            let rest = rest.trim_start();
+            let quote = rest.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+            let inner = rest.get(1..)?;
+            inner.get(..inner.find(quote)?)
+        } else if let Some(rest) = rest.strip_prefix('.') {
+            let end = rest
+                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            rest.get(..end)
+        } else {
+            None
+        };
+        let Some(key) = key.filter(|key| !known(key)) else {
+            continue;
+        };
+        let (line, column) = place(source, range.start + at).unwrap_or((1, 1));
+        return Some(Error::Template {
+            template: name.to_owned(),
+            line,
+            column,
+            reason: format!(
+                "undefined value: no column has the header {key:?} (there are: {})",
+                headers.join(", ")
+            ),
+        });
+    }
+    None
+}
+
 /// A header as a template variable name: `First Name` -> `first_name`.
 #[must_use]
 pub fn identifier(header: &str) -> String {
@@ -486,6 +538,30 @@ mod tests {
                 .starts_with("--subject:1:24: undefined value: `code_x`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_unknown_header_is_named_with_the_headers_there_are() {
+        for (text, key) in [
+            ("Dear {{ row[\"Firstname\"] }},\n", "Firstname"),
+            ("Dear {{ row['Last Name'] }},\n", "Last Name"),
+            ("Dear {{ row.team }},\n", "team"),
+        ] {
+            let templates =
+                Templates::new(None, Some(TemplateSource::new("invite.txt", text)), None).unwrap();
+            let err = templates.render(vars()).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!(
+                    "invite.txt:1:9: undefined value: no column has the header {key:?} (there \
+                     are: First Name, email)"
+                )),
+                "{err}"
+            );
+        }
+        // A header that exists renders.
+        let text = TemplateSource::new("invite.txt", "Dear {{ row[\"First Name\"] }}");
+        let templates = Templates::new(None, Some(text), None).unwrap();
+        assert_eq!(templates.render(vars()).unwrap().text, "Dear Zoë");
     }
 
     #[test]
