@@ -379,6 +379,21 @@ fn rows_are_reported_by_their_line_and_blank_rows_skipped() {
         err.contains("3 rows read, 1 code minted, 1 row rejected, 1 duplicate left out"),
         "{err}"
     );
+    // The rejects file is written as the input was, so that the same Excel opens it to fix:
+    // its byte order mark and its semicolons.
+    let out = batch(
+        dir.path(),
+        &["--skip-invalid", "--rejects", "rejects.csv", "-"],
+        input.as_bytes(),
+    );
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    let rejects = std::fs::read_to_string(dir.path().join("rejects.csv")).unwrap();
+    assert!(
+        rejects.starts_with(
+            "\u{feff}Name;E-mail;error\nBoth;bob@contoso.com,carol@contoso.com;\"line 5: invalid"
+        ),
+        "{rejects:?}"
+    );
 }
 
 #[test]

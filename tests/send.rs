@@ -562,6 +562,35 @@ fn a_dry_run_writes_eml_files_and_sends_nothing() {
     }
     assert!(server.received().is_empty());
     assert!(!campaign.path("recipients.csv.journal").exists());
+
+    // Messages of two runs are not mixed in one folder.
+    let again = campaign.run(&server, &["--dry-run", "out"]);
+    assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("the folder already holds messages"),
+        "{}",
+        stderr(&again)
+    );
+    // After a run, a dry run says why each row is left out.
+    std::fs::write(
+        campaign.path("recipients.csv"),
+        format!("{}P9,P0@contoso.com,t9\n", recipients(3)),
+    )
+    .unwrap();
+    let sent = campaign.run(&server, &["--smtp-tls", "none", "--rate", "off"]);
+    assert_eq!(sent.status.code(), Some(1), "{}", stderr(&sent));
+    let rejects = std::fs::read_to_string(campaign.path("recipients.csv.rejects.csv")).unwrap();
+    assert!(
+        rejects.contains("P9,P0@contoso.com,t9,line 5: the same recipient as line 2"),
+        "{rejects}"
+    );
+    let preview = campaign.run(&server, &["--dry-run", "preview"]);
+    let err = stderr(&preview);
+    assert!(
+        err.contains("line 2: p0@contoso.com was sent a message by an earlier run; left out")
+            && err.contains("line 5: the same recipient as line 2; left out"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -18,7 +18,7 @@ use std::io::{Read, Write};
 
 pub use merge::{ADDED_COLUMNS, BOM, MergeOptions, neutralise};
 pub use mint::{Duplicates, MintOptions, Minted, RecipientKey, RowError, RowMinter};
-pub use recipients::{Columns, EMAIL_HEADERS, ReadOptions, Recipients};
+pub use recipients::{Columns, Dialect, EMAIL_HEADERS, ReadOptions, Recipients};
 
 use crate::{Error, Expiry};
 
@@ -59,6 +59,8 @@ pub struct Rejection<'a> {
     pub record: &'a csv::ByteRecord,
     /// The input header row, for the rejects file's own header.
     pub header: &'a csv::ByteRecord,
+    /// The input's delimiter and byte order mark, for the rejects file.
+    pub dialect: Dialect,
 }
 
 /// Counts for the summary line.
@@ -406,6 +408,7 @@ impl<R: Read, W: Write> Driver<'_, R, W> {
                             ),
                             record,
                             header: self.header,
+                            dialect: self.reader.dialect(),
                         }));
                     } else {
                         summary.minted += 1;
@@ -421,6 +424,7 @@ impl<R: Read, W: Write> Driver<'_, R, W> {
                         reason: reason.clone(),
                         record,
                         header: self.header,
+                        dialect: self.reader.dialect(),
                     }));
                 }
                 RowResult::NotUtf8 => {

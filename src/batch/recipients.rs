@@ -148,14 +148,34 @@ pub struct Recipients<R: Read> {
     reader: csv::Reader<Source<R>>,
     header: csv::ByteRecord,
     columns: Columns,
-    delimiter: u8,
+    dialect: Dialect,
+}
+
+/// How a CSV file is written, for a file written back for the same people and tools (a
+/// rejects file to fix and feed in again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dialect {
+    /// The field delimiter.
+    pub delimiter: u8,
+    /// Whether the file starts with a UTF-8 byte order mark: the input had one, or was in a
+    /// legacy encoding (Excel reads UTF-8 accents only with the mark).
+    pub bom: bool,
+}
+
+impl Default for Dialect {
+    fn default() -> Self {
+        Self {
+            delimiter: b',',
+            bom: false,
+        }
+    }
 }
 
 impl<R: Read> std::fmt::Debug for Recipients<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Recipients")
             .field("columns", &self.columns)
-            .field("delimiter", &char::from(self.delimiter))
+            .field("delimiter", &char::from(self.dialect.delimiter))
             .finish_non_exhaustive()
     }
 }
@@ -174,9 +194,9 @@ impl<R: Read> Recipients<R> {
             None => Decoded::Plain(input),
         };
         let first = first_line(&mut input).map_err(|err| Error::io("reading input", &err))?;
-        let first = match first.strip_prefix("\u{feff}".as_bytes()) {
-            Some(rest) => rest.to_vec(),
-            None => first,
+        let (first, bom) = match first.strip_prefix("\u{feff}".as_bytes()) {
+            Some(rest) => (rest.to_vec(), true),
+            None => (first, options.encoding.is_some()),
         };
         let delimiter = options
             .delimiter
@@ -196,7 +216,7 @@ impl<R: Read> Recipients<R> {
             reader,
             header,
             columns,
-            delimiter,
+            dialect: Dialect { delimiter, bom },
         })
     }
 
@@ -215,7 +235,13 @@ impl<R: Read> Recipients<R> {
     /// The field delimiter in use, given or detected.
     #[must_use]
     pub fn delimiter(&self) -> u8 {
-        self.delimiter
+        self.dialect.delimiter
+    }
+
+    /// The input's delimiter and byte order mark, for a file written back.
+    #[must_use]
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
     }
 
     /// Reads the next data row into `record`, with the line it starts on; `false` at the end

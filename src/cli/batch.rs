@@ -232,7 +232,12 @@ fn run(
         let Some(writer) = rejects_csv.as_mut() else {
             return;
         };
-        if let Err(err) = writer.write(rejection.header, rejection.record, &message) {
+        if let Err(err) = writer.write(
+            rejection.dialect,
+            rejection.header,
+            rejection.record,
+            &message,
+        ) {
             write_error.get_or_insert(err);
         }
     });

@@ -348,9 +348,12 @@ fn interrupted(signal: i32) -> ! {
 /// The rejects file of `batch` and `send`: the input's header with an `error` column, then
 /// each refused row as it was read, with its error. Cells a spreadsheet would run as a
 /// formula get a leading `'` unless `raw`.
+/// It is written as the input was (its delimiter, and a byte order mark if it had one), so
+/// that the spreadsheet it came from opens it the same way.
 pub struct Rejects {
-    writer: csv::Writer<Sink>,
-    header_written: bool,
+    /// The sink until the first row, then its CSV writer.
+    sink: Option<Sink>,
+    writer: Option<csv::Writer<Sink>>,
     raw: bool,
 }
 
@@ -358,9 +361,8 @@ impl Rejects {
     /// A rejects file written to `sink`.
     pub fn new(sink: Sink, raw: bool) -> Self {
         Self {
-            // A row with too few or too many fields is rejected and kept as it was read.
-            writer: csv::WriterBuilder::new().flexible(true).from_writer(sink),
-            header_written: false,
+            sink: Some(sink),
+            writer: None,
             raw,
         }
     }
@@ -385,19 +387,34 @@ impl Rejects {
     /// When writing fails.
     pub fn write(
         &mut self,
+        dialect: invitegate::batch::Dialect,
         header: &csv::ByteRecord,
         record: &csv::ByteRecord,
         error: &str,
     ) -> csv::Result<()> {
-        if !self.header_written {
-            self.header_written = true;
+        let row = {
+            let mut row = self.cells(record);
+            row.push_field(error.as_bytes());
+            row
+        };
+        if let Some(mut sink) = self.sink.take() {
+            if dialect.bom {
+                sink.write_all(invitegate::batch::BOM)?;
+            }
+            let mut writer = csv::WriterBuilder::new()
+                // A row with too few or too many fields is rejected and kept as it was read.
+                .flexible(true)
+                .delimiter(dialect.delimiter)
+                .from_writer(sink);
             let mut header = self.cells(header);
             header.push_field(b"error");
-            self.writer.write_byte_record(&header)?;
+            writer.write_byte_record(&header)?;
+            self.writer = Some(writer);
         }
-        let mut row = self.cells(record);
-        row.push_field(error.as_bytes());
-        self.writer.write_byte_record(&row)
+        match &mut self.writer {
+            Some(writer) => writer.write_byte_record(&row),
+            None => Ok(()),
+        }
     }
 
     /// Everything written, ready to commit.
@@ -406,8 +423,12 @@ impl Rejects {
     ///
     /// When writing fails.
     pub fn finish(self) -> anyhow::Result<Sink> {
-        self.writer
-            .into_inner()
-            .map_err(|err| anyhow::anyhow!("writing the rejects file: {}", err.error()))
+        match (self.writer, self.sink) {
+            (Some(writer), _) => writer
+                .into_inner()
+                .map_err(|err| anyhow::anyhow!("writing the rejects file: {}", err.error())),
+            (None, Some(sink)) => Ok(sink),
+            (None, None) => anyhow::bail!("writing the rejects file: it was lost"),
+        }
     }
 }

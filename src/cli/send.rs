@@ -532,9 +532,17 @@ fn check_rows(
                     .rejects
                     .push((record, format!("line {line}: {reason}")));
             }
-            RowOutcome::Duplicate { line, first, .. } => {
+            RowOutcome::Duplicate {
+                line,
+                first,
+                record,
+            } => {
                 check.duplicates += 1;
-                eprintln!("invitegate: line {line}: the same recipient as line {first}; left out");
+                let reason = format!("the same recipient as line {first}: left out");
+                eprintln!("invitegate: line {line}: {reason}");
+                check
+                    .rejects
+                    .push((record, format!("line {line}: {reason}")));
             }
             _ => {}
         }
@@ -562,6 +570,18 @@ fn check_rows(
 }
 
 fn dry_run(args: &SendArgs, plan: &Plan, dir: &Path) -> anyhow::Result<Status> {
+    // Messages of two runs mixed in one folder cannot be told apart.
+    if let Ok(entries) = std::fs::read_dir(dir)
+        && let Some(old) = entries
+            .filter_map(Result::ok)
+            .find(|entry| entry.path().extension().is_some_and(|ext| ext == "eml"))
+    {
+        bail!(
+            "--dry-run {}: the folder already holds messages ({}); give a new or empty folder",
+            dir.display(),
+            old.file_name().to_string_lossy()
+        );
+    }
     let journal_path = args
         .journal
         .clone()
@@ -612,7 +632,27 @@ fn dry_run(args: &SendArgs, plan: &Plan, dir: &Path) -> anyhow::Result<Status> {
                 invalid += 1;
                 eprintln!("invitegate: line {line}: {reason}");
             }
-            _ => skipped += 1,
+            other => {
+                skipped += 1;
+                let why = match other {
+                    RowOutcome::AlreadySent { line, to } => {
+                        format!("line {line}: {to} was sent a message by an earlier run")
+                    }
+                    RowOutcome::SkippedUncertain { line, to, .. } => format!(
+                        "line {line}: {to} may have been sent a message by an earlier run \
+                         (--skip-uncertain)"
+                    ),
+                    RowOutcome::RejectedEarlier { line, to, .. } => format!(
+                        "line {line}: {to} was refused by the server in an earlier run \
+                         (--retry-rejected sends it)"
+                    ),
+                    RowOutcome::Duplicate { line, first, .. } => {
+                        format!("line {line}: the same recipient as line {first}")
+                    }
+                    _ => return,
+                };
+                eprintln!("invitegate: {why}; left out");
+            }
         },
     )?;
     eprintln!(
@@ -638,14 +678,13 @@ fn write_rejects(
     if rejects.is_empty() {
         return Ok(());
     }
-    // The header as the rows were read, for a rejects file laid out like batch's.
-    let header = invitegate::batch::Recipients::open(input, &plan.options.read)?
-        .header()
-        .clone();
+    // The header and dialect as the rows were read, for a rejects file laid out like batch's.
+    let reader = invitegate::batch::Recipients::open(input, &plan.options.read)?;
+    let (header, dialect) = (reader.header(), reader.dialect());
     let mut writer = Rejects::new(Sink::create("--rejects", path, Privacy::Private)?, false);
     for (record, error) in rejects {
         writer
-            .write(&header, record, error)
+            .write(dialect, header, record, error)
             .context("writing the rejects file")?;
     }
     writer
