@@ -286,6 +286,23 @@ pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
                 state.expires_at.map_or("none".to_owned(), rfc3339)
             );
         }
+        // A relative expiry asked again a little later differs by that little: said only when
+        // the difference is worth saying.
+        let apart = match (asked, state.expires_at) {
+            (Some(asked), Some(kept)) => {
+                (i64::from(asked.unix()) - i64::from(kept.unix())).abs() > 24 * 3600
+            }
+            _ => false,
+        };
+        if let Some(asked_in) = &args.mint.expiry.expires_in
+            && apart
+        {
+            eprintln!(
+                "invitegate: note: --expires-in {asked_in} is not applied: a resumed campaign \
+                 keeps its codes' expiry (another expiry needs a new campaign: another \
+                 --journal)"
+            );
+        }
         plan.options.mint.default_expiry = state.expires_at;
         eprintln!(
             "invitegate: resuming the campaign in {} (codes expire at {})",

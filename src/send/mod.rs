@@ -626,7 +626,11 @@ pub fn deliver<R: std::io::Read + Send>(
                 reason: "the server does not answer NOOP".to_owned(),
             }),
             Err(err) => Err(Error::Smtp {
-                reason: format!("cannot connect and log in: {}", describe(&err)),
+                reason: format!(
+                    "cannot connect and log in: {}{}",
+                    describe(&err),
+                    hint(&err)
+                ),
             }),
         }
     })?;
@@ -1111,6 +1115,17 @@ async fn send_one(mut job: Job, shared: &Senders) -> Done {
         job,
         retried,
         result,
+    }
+}
+
+/// What to do about a connection error, where the error alone does not say.
+fn hint(err: &lettre::transport::smtp::Error) -> &'static str {
+    if describe(err).contains("STARTTLS is not supported") {
+        " (the server offers no STARTTLS: use smtps:// if it takes TLS from the first byte, \
+         usually on port 465; only on a network you trust, ?tls=opportunistic or --smtp-tls \
+         none)"
+    } else {
+        ""
     }
 }
 

@@ -110,6 +110,18 @@ impl Templates {
                 AutoEscape::None
             }
         });
+        // HTML escaping as the HTML standard needs it: `& < > " '`. minijinja also writes `/`
+        // as `&#x2f;`, which turns every link a cell or `sign_up_url` holds into
+        // `https:&#x2f;&#x2f;…`: valid, but unreadable in the message's source.
+        env.set_formatter(|out, state, value| {
+            if *state.auto_escape() == AutoEscape::Html
+                && !value.is_safe()
+                && let Some(text) = value.as_str()
+            {
+                return write_html_escaped(out, text);
+            }
+            minijinja::escape_formatter(out, state, value)
+        });
         let mut templates = Self {
             env,
             sources: BTreeMap::new(),
@@ -388,6 +400,26 @@ fn unknown_header(
     None
 }
 
+/// `text` with `& < > " '` as character references.
+fn write_html_escaped(out: &mut minijinja::Output<'_>, text: &str) -> Result<(), minijinja::Error> {
+    let mut rest = text;
+    while let Some(at) = rest.find(['&', '<', '>', '"', '\'']) {
+        let (plain, tail) = rest.split_at(at);
+        let reference = match tail.as_bytes().first() {
+            Some(b'&') => "&amp;",
+            Some(b'<') => "&lt;",
+            Some(b'>') => "&gt;",
+            Some(b'"') => "&quot;",
+            _ => "&#x27;",
+        };
+        out.write_str(plain)
+            .and_then(|()| out.write_str(reference))
+            .map_err(minijinja::Error::from)?;
+        rest = tail.get(1..).unwrap_or_default();
+    }
+    out.write_str(rest).map_err(minijinja::Error::from)
+}
+
 /// A header as a template variable name: `First Name` -> `first_name`.
 #[must_use]
 pub fn identifier(header: &str) -> String {
@@ -489,7 +521,17 @@ mod tests {
         let rendered = templates.render(named("<b>Zoë</b>")).unwrap();
         assert_eq!(
             rendered.html.unwrap(),
-            "<p>&lt;b&gt;Zoë&lt;&#x2f;b&gt; &lt;b&gt;Zoë&lt;&#x2f;b&gt;</p>"
+            "<p>&lt;b&gt;Zoë&lt;/b&gt; &lt;b&gt;Zoë&lt;/b&gt;</p>"
+        );
+        // A link stays readable, with what HTML needs escaped.
+        let html = TemplateSource::new("invite.html", "<a href=\"{{ url }}\">{{ url }}</a>");
+        let templates = Templates::new(None, None, Some(html)).unwrap();
+        let mut vars = vars();
+        vars.set("url", "https://contoso.example/signup?a=1&b='2'\"");
+        assert_eq!(
+            templates.render(vars).unwrap().html.unwrap(),
+            "<a href=\"https://contoso.example/signup?a=1&amp;b=&#x27;2&#x27;&quot;\">\
+             https://contoso.example/signup?a=1&amp;b=&#x27;2&#x27;&quot;</a>"
         );
     }
 
