@@ -74,10 +74,11 @@ when the run succeeds, mode 0600.")]
     --keys-file keys.txt --expires-in 14d \\
     --from 'Contoso <invites@contoso.com>' \\
     --smtp smtp://mail.contoso.com:587 --smtp-username invites --rate 600/min
-  # after a crash or Ctrl-C, run the same command again: it sends only what is left
+  # after a crash, Ctrl-C or SIGTERM, run the same command again: it sends only what is left
 
-Exit status: 0 every row sent (now or by an earlier run), 1 rows refused (by the server, or
-invalid), 2 usage, configuration or server error, 130 interrupted.")]
+Exit status: 0 every row sent (now or by an earlier run), 1 rows refused or deferred by the
+server, invalid or duplicate, 2 usage, configuration or server error (server gone or refusing
+the campaign), 128 + the signal when stopped by one (130 Ctrl-C, 143 SIGTERM).")]
     Send(Box<send::SendArgs>),
     /// Check a code against an email address.
     #[command(after_help = "Examples:

@@ -90,7 +90,8 @@ pub struct SendArgs {
     /// Messages in flight at once (SMTP connections).
     #[arg(long, default_value_t = 4, value_name = "N")]
     concurrency: usize,
-    /// At most this many messages: 10/s, 600/min, 3000/h, or off.
+    /// At most this many messages: 10/s, 600/min, 3000/h, or off. A paced run syncs the
+    /// journal to disk before each message; `off` syncs it every second.
     #[arg(long, default_value = "10/s", value_name = "RATE")]
     rate: String,
     /// Send the good rows and set bad rows aside in the rejects file instead of stopping.
