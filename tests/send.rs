@@ -1017,41 +1017,114 @@ fn a_refused_row_is_not_sent_again_unless_changed_or_asked() {
 }
 
 #[test]
-fn sigterm_stops_like_ctrl_c_finishing_the_messages_in_flight() {
-    let campaign = Campaign::new(&recipients(40));
-    let server = Server::start(campaign.dir.path(), &["--delay", "0.2"]);
-    let child = campaign
-        .command(
-            &server,
-            &["--smtp-tls", "none", "--rate", "off", "--concurrency", "4"],
-        )
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while server.received().len() < 4 {
-        assert!(start.elapsed() < Duration::from_secs(30), "no progress");
-        std::thread::sleep(Duration::from_millis(10));
+fn ctrl_c_sigterm_and_sighup_stop_a_run_finishing_the_messages_in_flight() {
+    // Ctrl-C; what `docker stop`, systemd and `timeout` send; a closed terminal.
+    for (signal, number) in [("INT", 2), ("TERM", 15), ("HUP", 1)] {
+        let campaign = Campaign::new(&recipients(40));
+        let server = Server::start(campaign.dir.path(), &["--delay", "0.2"]);
+        let child = campaign
+            .command(
+                &server,
+                &["--smtp-tls", "none", "--rate", "off", "--concurrency", "4"],
+            )
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while server.received().len() < 4 {
+            assert!(start.elapsed() < Duration::from_secs(30), "no progress");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let killed = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let output = child.wait_with_output().unwrap();
+        let err = stderr(&output);
+        assert_eq!(
+            output.status.code(),
+            Some(128 + number),
+            "SIG{signal}: {err}"
+        );
+        assert!(
+            err.contains("stopped: interrupted") && err.contains("to resume, run the same command"),
+            "SIG{signal}: {err}"
+        );
+        // The messages in flight finished and have their replies: none is left uncertain.
+        let journal = campaign.journal();
+        assert!(lines_last(&journal, "handed").is_empty(), "{journal:?}");
+        let sent = lines_last(&journal, "sent").len();
+        assert_eq!(sent, server.received().len());
+        assert!(sent < 40, "SIG{signal} stopped too late to test anything");
     }
-    // What `docker stop`, systemd and `timeout` send.
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let output = child.wait_with_output().unwrap();
-    let err = stderr(&output);
-    assert_eq!(output.status.code(), Some(128 + 15), "{err}");
+}
+
+#[test]
+fn an_uncertain_row_is_sent_again_unless_skip_uncertain() {
+    let campaign = Campaign::new(&recipients(3));
+    let server = Server::start(campaign.dir.path(), &[]);
+    let output = campaign.run(&server, &["--smtp-tls", "none", "--rate", "off"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    // As a crash leaves it: line 3 handed to the server, its reply never recorded.
+    let path = campaign.path("recipients.csv.journal");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| !(l.contains("\"event\":\"sent\"") && l.contains("\"line\":3,")))
+        .collect();
+    assert_eq!(kept.len(), text.lines().count() - 1);
+    std::fs::write(&path, kept.join("\n") + "\n").unwrap();
+    let skipped = campaign.run(
+        &server,
+        &["--smtp-tls", "none", "--rate", "off", "--skip-uncertain"],
+    );
+    let err = stderr(&skipped);
+    assert!(skipped.status.success(), "{err}");
     assert!(
-        err.contains("stopped: interrupted") && err.contains("to resume, run the same command"),
+        err.contains("line 3: p1@contoso.com (code fingerprint ")
+            && err.contains("may have been sent by an earlier run; left alone (--skip-uncertain)"),
         "{err}"
     );
-    // The messages in flight finished and have their replies: none is left uncertain.
-    let journal = campaign.journal();
-    assert!(lines_last(&journal, "handed").is_empty(), "{journal:?}");
-    let sent = lines_last(&journal, "sent").len();
-    assert_eq!(sent, server.received().len());
-    assert!(sent < 40, "stopped too late to test anything");
+    assert_eq!(server.received().len(), 3);
+    let again = campaign.run(&server, &["--smtp-tls", "none", "--rate", "off"]);
+    let err = stderr(&again);
+    assert!(again.status.success(), "{err}");
+    assert!(err.contains("1 uncertain (1 sent again)"), "{err}");
+    let received = server.received();
+    assert_eq!(received.len(), 4);
+    assert_eq!(received[3].to, ["p1@contoso.com"]);
+}
+
+#[test]
+fn settings_come_from_the_environment_and_the_password_from_a_file() {
+    let campaign = Campaign::new(&recipients(2));
+    let server = Server::start_tls(campaign.dir.path(), &[]);
+    std::fs::write(campaign.path("smtp-password"), format!("{PASSWORD}\n")).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_invitegate"))
+        .current_dir(campaign.dir.path())
+        .args(["send", "recipients.csv", "--keys-file", "keys.txt"])
+        .args(["--expires-in", "14d", "--rate", "off"])
+        .args(["--smtp-password-file", "smtp-password"])
+        .env("INVITEGATE_SMTP_URL", server.url())
+        .env(
+            "INVITEGATE_SMTP_FROM",
+            "Contoso Invitations <invites@contoso.com>",
+        )
+        .env("INVITEGATE_SMTP_USERNAME", "campaign")
+        .env("INVITEGATE_SMTP_CA_FILE", data("ca.pem"))
+        .env_remove("INVITEGATE_SMTP_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let received = server.received();
+    assert_eq!(received.len(), 2);
+    assert!(received.iter().all(|m| m.tls && m.auth));
+    assert!(
+        received[0]
+            .data
+            .contains("From: \"Contoso Invitations\" <invites@contoso.com>")
+    );
 }
 
 #[test]

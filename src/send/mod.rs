@@ -1239,6 +1239,15 @@ mod tests {
 
     #[test]
     fn a_refused_connection_is_told_from_a_broken_one() {
+        /// The error of connecting to `port` on loopback.
+        async fn connecting(port: u16) -> lettre::transport::smtp::Error {
+            lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
+                .port(port)
+                .build::<lettre::Tokio1Executor>()
+                .test_connection()
+                .await
+                .unwrap_err()
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -1248,14 +1257,7 @@ mod tests {
             let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let port = closed.local_addr().unwrap().port();
             drop(closed);
-            let refused = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(
-                "127.0.0.1",
-            )
-            .port(port)
-            .build::<lettre::Tokio1Executor>()
-            .test_connection()
-            .await
-            .unwrap_err();
+            let refused = connecting(port).await;
             assert!(no_connection(&refused), "{refused:?}");
             // A server that accepts and hangs up at once: a connection was made, then broke.
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1265,14 +1267,7 @@ mod tests {
                     drop(socket);
                 }
             });
-            let broken = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(
-                "127.0.0.1",
-            )
-            .port(port)
-            .build::<lettre::Tokio1Executor>()
-            .test_connection()
-            .await
-            .unwrap_err();
+            let broken = connecting(port).await;
             assert!(!no_connection(&broken), "{broken:?}");
         });
     }
