@@ -436,7 +436,10 @@ pub fn scan(
                     .to_datetime()
                     .format(&human)
                     .unwrap_or_else(|_| expires.clone());
-                let (expires, human) = (Value::from(expires), Value::from(human));
+                let (expires, human) = (
+                    template::ExpiryText::value(&expires, &human),
+                    Value::from(human),
+                );
                 *texts = Some((minted.expiry, expires.clone(), human.clone()));
                 (expires, human)
             }

@@ -331,6 +331,43 @@ impl Object for Vars {
     }
 }
 
+/// `expires`: the codes' expiry, written as RFC 3339 (`{{ expires }}`), with the same
+/// instant as a human date in `{{ expires.human }}` (and `{{ expires.rfc3339 }}`).
+#[derive(Debug)]
+pub struct ExpiryText {
+    rfc3339: Value,
+    human: Value,
+}
+
+impl ExpiryText {
+    /// The two forms of one expiry, as a template value.
+    #[must_use]
+    pub fn value(rfc3339: &str, human: &str) -> Value {
+        Value::from_object(Self {
+            rfc3339: Value::from(rfc3339),
+            human: Value::from(human),
+        })
+    }
+}
+
+impl Object for ExpiryText {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        match key.as_str()? {
+            "rfc3339" => Some(self.rfc3339.clone()),
+            "human" => Some(self.human.clone()),
+            _ => None,
+        }
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Str(&["human", "rfc3339"])
+    }
+
+    fn render(self: &Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.rfc3339, f)
+    }
+}
+
 /// `row`: a message's cells by their headers as written.
 #[derive(Debug)]
 struct Row(Arc<Vars>);
@@ -494,6 +531,10 @@ mod tests {
         vars.set("code", "243Q1-PYRG0-DVPFF-Z9H9F-NDX66");
         vars.set("kind", "email");
         vars.set("audience", "z@contoso.com");
+        vars.set(
+            "expires",
+            ExpiryText::value("2026-12-31T23:59:00Z", "31 December 2026, 23:59 UTC"),
+        );
         vars.set("expires_human", "31 December 2026, 23:59 UTC");
         vars.set("sign_up_url", "");
         vars
@@ -552,7 +593,7 @@ mod tests {
         assert_eq!((template.as_str(), line, column), ("invite.txt", 2, 15));
         assert!(
             reason.starts_with("undefined value: `cdoe` is not a column or a variable")
-                && reason.contains("code, email, expires_human, first_name"),
+                && reason.contains("code, email, expires, expires_human, first_name"),
             "{reason}"
         );
         // A guarded unset name does not take the blame for the one that failed.
@@ -604,6 +645,20 @@ mod tests {
         let text = TemplateSource::new("invite.txt", "Dear {{ row[\"First Name\"] }}");
         let templates = Templates::new(None, Some(text), None).unwrap();
         assert_eq!(templates.render(vars()).unwrap().text, "Dear Zoë");
+    }
+
+    #[test]
+    fn expires_is_rfc_3339_with_a_human_date_beside_it() {
+        let text = TemplateSource::new(
+            "invite.txt",
+            "{{ expires }} | {{ expires.human }} | {{ expires.rfc3339 }} | {{ expires_human }}",
+        );
+        let templates = Templates::new(None, Some(text), None).unwrap();
+        assert_eq!(
+            templates.render(vars()).unwrap().text,
+            "2026-12-31T23:59:00Z | 31 December 2026, 23:59 UTC | 2026-12-31T23:59:00Z | 31 \
+             December 2026, 23:59 UTC"
+        );
     }
 
     #[test]
