@@ -912,7 +912,7 @@ fn a_server_refusing_the_sender_stops_the_run_and_rejects_no_row() {
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("messages in a row for reasons not the recipients'")
+        err.contains("messages in a row, none accepted between, for reasons not the recipients'")
             && err.contains("5.7.60")
             && err.contains("to resume, run the same command again"),
         "{err}"

@@ -425,9 +425,9 @@ pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
                 Stop::Interrupted => "interrupted".to_owned(),
                 Stop::ServerLost(reply) => format!("the server is gone ({reply})"),
                 Stop::ServerRefuses(rows, reply) => format!(
-                    "the server refused {rows} messages in a row for reasons not the \
-                     recipients' (last: {reply}); check the login, the sender and the \
-                     account's sending limits"
+                    "the server refused or put off {rows} messages in a row, none accepted \
+                     between, for reasons not the recipients' (last: {reply}); check the \
+                     login, the sender and the account's sending limits, or try again later"
                 ),
             };
             eprintln!(
