@@ -1159,3 +1159,56 @@ fn a_paced_message_is_dated_when_it_leaves_not_when_it_was_prepared() {
         );
     }
 }
+
+#[test]
+fn a_server_that_stops_answering_is_timed_out_not_waited_for() {
+    // Accepts connections and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for socket in silent.incoming() {
+            held.push(socket);
+        }
+    });
+    let campaign = Campaign::new(&recipients(3));
+    let start = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_invitegate"))
+        .current_dir(campaign.dir.path())
+        .args(["send", "recipients.csv", "--keys-file", "keys.txt"])
+        .args(["--expires-in", "14d", "--from", "invites@contoso.com"])
+        .args(["--smtp", &format!("smtp://127.0.0.1:{port}")])
+        .args(["--smtp-tls", "none", "--smtp-timeout", "1"])
+        .output()
+        .unwrap();
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(err.contains("the server does not answer"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(20));
+
+    // A server that stalls mid-run: the stalled message is timed out, tried again on a new
+    // connection, and the run stops with the row uncertain.
+    let server = Server::start(campaign.dir.path(), &["--stall-after", "1"]);
+    let output = campaign.run(
+        &server,
+        &[
+            "--smtp-tls",
+            "none",
+            "--rate",
+            "off",
+            "--concurrency",
+            "1",
+            "--smtp-timeout",
+            "1",
+        ],
+    );
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no answer from the server within 1 s")
+            && err.contains("stopped: the server is gone"),
+        "{err}"
+    );
+    assert_eq!(server.received().len(), 1);
+    assert_eq!(lines_last(&campaign.journal(), "handed"), [3]);
+}

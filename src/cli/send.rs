@@ -60,6 +60,10 @@ pub struct SendArgs {
     /// when offered. Default: as the URL says (STARTTLS required for smtp://).
     #[arg(long, value_name = "MODE", value_parser = ["required", "opportunistic", "none"])]
     smtp_tls: Option<String>,
+    /// Seconds a message's exchange with the server may take (connecting and logging in
+    /// included) before the attempt counts as a broken connection and is retried.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    smtp_timeout: u64,
     /// A PEM file of CA certificates to trust besides the usual web roots (a private CA).
     #[arg(long, env = "INVITEGATE_SMTP_CA_FILE", value_name = "FILE")]
     smtp_ca_file: Option<PathBuf>,
@@ -256,6 +260,10 @@ fn smtp_settings(args: &SendArgs) -> anyhow::Result<SmtpSettings> {
         settings.ca_pem = Some(pem);
     }
     settings.pool_size = u32::try_from(args.concurrency).unwrap_or(4);
+    if args.smtp_timeout == 0 {
+        bail!("--smtp-timeout takes at least 1 second");
+    }
+    settings.timeout = Duration::from_secs(args.smtp_timeout);
     Ok(settings)
 }
 

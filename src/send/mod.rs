@@ -623,10 +623,16 @@ pub fn deliver<R: std::io::Read + Send>(
     let _entered = runtime.enter();
     let transport = &smtp.transport()?;
     runtime.block_on(async {
-        match transport.test_connection().await {
+        match tokio::time::timeout(smtp.timeout, transport.test_connection())
+            .await
+            .unwrap_or(Ok(false))
+        {
             Ok(true) => Ok(()),
             Ok(false) => Err(Error::Smtp {
-                reason: "the server does not answer NOOP".to_owned(),
+                reason: format!(
+                    "the server does not answer (no greeting, login or NOOP reply within {} s)",
+                    smtp.timeout.as_secs_f64()
+                ),
             }),
             Err(err) => Err(Error::Smtp {
                 reason: format!(
@@ -694,7 +700,7 @@ pub fn deliver<R: std::io::Read + Send>(
             rx,
             options,
             journal,
-            transport,
+            (transport, smtp),
             shutdown,
             &mut on_event,
         ));
@@ -722,7 +728,7 @@ async fn dispatch(
     rx: tokio::sync::mpsc::Receiver<Vec<Job>>,
     options: &SendOptions,
     journal: &Arc<Journal>,
-    transport: &Transport,
+    (transport, smtp): (&Transport, &SmtpSettings),
     shutdown: impl Future<Output = ()>,
     on_event: &mut impl FnMut(Event<'_>),
 ) -> Result<Summary, Error> {
@@ -735,7 +741,8 @@ async fn dispatch(
         stopping: AtomicBool::new(false),
         stop: tokio::sync::Notify::new(),
         journal: Arc::clone(journal),
-        transport: transport.clone(),
+        transport: std::sync::Mutex::new((0, transport.clone())),
+        smtp: smtp.clone(),
         retry: options.retry,
         durable: options.rate.is_some(),
         deferred_in_a_row: AtomicU64::new(0),
@@ -861,7 +868,10 @@ struct Senders {
     stopping: AtomicBool,
     stop: tokio::sync::Notify,
     journal: Arc<Journal>,
-    transport: Transport,
+    /// The pooled transport, and how many times it was replaced.
+    transport: std::sync::Mutex<(u64, Transport)>,
+    /// To build a new transport when one holds a stalled connection.
+    smtp: SmtpSettings,
     retry: Retry,
     /// Whether each `handed` record is synced to disk before its message goes (a paced run).
     durable: bool,
@@ -872,6 +882,24 @@ struct Senders {
 }
 
 impl Senders {
+    /// The transport to send through, and its generation.
+    fn transport(&self) -> Option<(u64, Transport)> {
+        self.transport.lock().ok().map(|current| current.clone())
+    }
+
+    /// Replaces the transport of generation `stalled` (unless another sender has): an attempt
+    /// that timed out leaves its connection mid-exchange, and lettre would park it in the
+    /// pool for the next message, whose replies it would then mix up. The old pool goes
+    /// with the last message still using it.
+    fn renew_transport(&self, stalled: u64) {
+        if let Ok(mut current) = self.transport.lock()
+            && current.0 == stalled
+            && let Ok(fresh) = self.smtp.transport()
+        {
+            *current = (stalled + 1, fresh);
+        }
+    }
+
     /// No sender takes a new job; those in flight finish without further retries.
     fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
@@ -1026,8 +1054,19 @@ async fn send_one(mut job: Job, shared: &Senders) -> Done {
     // Whether an attempt broke off where the server may have taken the message.
     let mut may_have_gone = false;
     let failure = loop {
-        let err = match shared.transport.send_raw(&job.envelope, &job.bytes).await {
-            Ok(response) => {
+        let Some((generation, transport)) = shared.transport() else {
+            break Failure::GaveUp {
+                reply: "the transport is unusable".to_owned(),
+                uncertain: may_have_gone,
+            };
+        };
+        let attempt = tokio::time::timeout(
+            shared.smtp.timeout,
+            transport.send_raw(&job.envelope, &job.bytes),
+        )
+        .await;
+        let err = match attempt {
+            Ok(Ok(response)) => {
                 let mut reply = response.code().to_string();
                 for part in response.message() {
                     reply.push(' ');
@@ -1048,21 +1087,37 @@ async fn send_one(mut job: Job, shared: &Senders) -> Done {
                     result,
                 };
             }
-            Err(err) => err,
+            Ok(Err(err)) => Some(err),
+            Err(_) => None,
         };
-        let reply = describe(&err);
-        if err.is_permanent() {
-            let (code, text) = reply_of(&err);
-            break match blame(code, &text) {
-                Blame::Recipient => Failure::Rejected(reply),
-                Blame::Sender => Failure::Deferred(reply),
-            };
-        }
-        if err.is_client() || err.is_response() {
-            // lettre could not build the exchange or read the reply: no retry mends that.
-            break Failure::Deferred(reply);
-        }
-        may_have_gone |= !err.is_transient() && !no_connection(&err);
+        let (reply, put_off) = match err {
+            Some(err) => {
+                let reply = describe(&err);
+                if err.is_permanent() {
+                    let (code, text) = reply_of(&err);
+                    break match blame(code, &text) {
+                        Blame::Recipient => Failure::Rejected(reply),
+                        Blame::Sender => Failure::Deferred(reply),
+                    };
+                }
+                if err.is_client() || err.is_response() {
+                    // lettre could not build the exchange or read the reply: no retry mends it.
+                    break Failure::Deferred(reply);
+                }
+                may_have_gone |= !err.is_transient() && !no_connection(&err);
+                (reply, err.is_transient())
+            }
+            None => {
+                // A stalled server: the message may have gone before it stopped answering.
+                shared.renew_transport(generation);
+                may_have_gone = true;
+                let waited = shared.smtp.timeout.as_secs_f64();
+                (
+                    format!("no answer from the server within {waited} s"),
+                    false,
+                )
+            }
+        };
         let last = retried + 1 >= retry.attempts;
         if !last && !shared.stopping.load(Ordering::Acquire) {
             retried += 1;
@@ -1079,7 +1134,7 @@ async fn send_one(mut job: Job, shared: &Senders) -> Done {
         }
         // A 4xx reply means the server did not take it; a broken connection leaves the
         // `handed` record, so a resumed run lists the row.
-        break if err.is_transient() {
+        break if put_off {
             Failure::Deferred(reply)
         } else {
             Failure::GaveUp {

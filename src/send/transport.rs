@@ -10,8 +10,9 @@ use zeroize::Zeroizing;
 
 use crate::Error;
 
-/// How long one SMTP command may take before the connection counts as lost.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long connecting may take, and by default ([`SmtpSettings::timeout`]) a message's whole
+/// exchange: lettre's async transport times out only the connection itself.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The pooled transport the campaign sends through.
 pub type Transport = AsyncSmtpTransport<Tokio1Executor>;
@@ -62,6 +63,9 @@ pub struct SmtpSettings {
     pub ca_pem: Option<Vec<u8>>,
     /// Connections kept open at most.
     pub pool_size: u32,
+    /// How long one message's exchange (with connecting and logging in, if a new connection
+    /// is needed) may take before the attempt counts as a broken connection.
+    pub timeout: Duration,
 }
 
 impl SmtpSettings {
@@ -132,6 +136,7 @@ impl SmtpSettings {
             credentials: None,
             ca_pem: None,
             pool_size: 4,
+            timeout: DEFAULT_TIMEOUT,
         })
     }
 
@@ -162,7 +167,7 @@ impl SmtpSettings {
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&self.host)
             .port(self.port)
             .tls(tls)
-            .timeout(Some(COMMAND_TIMEOUT))
+            .timeout(Some(self.timeout.min(DEFAULT_TIMEOUT)))
             .pool_config(PoolConfig::new().max_size(self.pool_size.max(1)));
         if let Some((user, password)) = &self.credentials {
             builder = builder.credentials(Credentials::new(

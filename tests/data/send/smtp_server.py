@@ -6,7 +6,8 @@ accepts connections. Every message accepted is appended to --out as one JSON lin
 {"from": ..., "to": [...], "data": "<the message as received>"}.
 
 Options make it behave like a real provider: --reject ADDR answers 550 to that recipient,
---tempfail-once ADDR answers 451 the first time only, --tempfail-always ADDR answers 450 every
+--tempfail-once ADDR answers 451 the first time only, --stall-after N stops answering after
+N messages (the connection left open), --tempfail-always ADDR answers 450 every
 time (a mailbox that stays busy), --mail-from-reply REPLY refuses every sender (an account
 that may not send as that sender), --tls CERT KEY offers STARTTLS and then requires it,
 together with AUTH (--user/--password), before any mail; with --implicit-tls the whole
@@ -29,6 +30,7 @@ class Handler:
         self.args = args
         self.out = open(args.out, "a", encoding="utf-8")
         self.failed_once = set()
+        self.taken = 0
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         if self.args.mail_from_reply:
@@ -51,6 +53,11 @@ class Handler:
     async def handle_DATA(self, server, session, envelope):
         if self.args.delay:
             await asyncio.sleep(self.args.delay)
+        if self.args.stall_after is not None:
+            if self.taken >= self.args.stall_after:
+                # A server that stops answering mid-transaction, connection left open.
+                await asyncio.sleep(3600)
+            self.taken += 1
         record = {
             "from": envelope.mail_from,
             "to": envelope.rcpt_tos,
@@ -95,6 +102,7 @@ async def main():
     parser.add_argument("--implicit-tls", action="store_true")
     parser.add_argument("--auth-mechanism")
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--stall-after", type=int)
     parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     parser.add_argument("--user", default="campaign")
     parser.add_argument("--password", default="")
