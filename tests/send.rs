@@ -1212,3 +1212,57 @@ fn a_server_that_stops_answering_is_timed_out_not_waited_for() {
     assert_eq!(server.received().len(), 1);
     assert_eq!(lines_last(&campaign.journal(), "handed"), [3]);
 }
+
+#[test]
+fn a_connection_broken_after_the_message_leaves_the_row_uncertain() {
+    let campaign = Campaign::new(&recipients(2));
+    let server = Server::start(campaign.dir.path(), &["--hang-up-after-data"]);
+    let output = campaign.run(
+        &server,
+        &["--smtp-tls", "none", "--rate", "off", "--concurrency", "1"],
+    );
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    // The server took it (each attempt), but no reply came: not known to be sent or not.
+    assert!(!server.received().is_empty());
+    assert!(err.contains("may or may not have gone"), "{err}");
+    assert_eq!(lines_last(&campaign.journal(), "handed"), [2]);
+}
+
+#[test]
+fn the_rejects_file_is_checked_before_sending_and_removed_when_stale() {
+    let campaign = Campaign::new(&recipients(3));
+    let server = Server::start(campaign.dir.path(), &["--reject", "p1@contoso.com"]);
+    let none = ["--smtp-tls", "none", "--rate", "off"];
+    // The input itself, or a folder that is not there: refused before any message.
+    for (rejects, says) in [
+        ("recipients.csv", "is the same file as"),
+        ("missing/rejects.csv", "--rejects missing/rejects.csv"),
+    ] {
+        let output = campaign.run(&server, &[&none[..], &["--rejects", rejects]].concat());
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{err}");
+        assert!(err.contains(says), "{err}");
+        assert!(server.received().is_empty(), "{err}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(campaign.path("recipients.csv")).unwrap(),
+        recipients(3)
+    );
+    let output = campaign.run(&server, &none);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let rejects = campaign.path("recipients.csv.rejects.csv");
+    assert!(
+        std::fs::read_to_string(&rejects)
+            .unwrap()
+            .contains("line 3: permanent error (550)")
+    );
+    // Once the refused row is sent, the old rejects file would mislead: it goes.
+    drop(server);
+    let server = Server::start(campaign.dir.path(), &[]);
+    let output = campaign.run(&server, &[&none[..], &["--retry-rejected"]].concat());
+    let err = stderr(&output);
+    assert!(output.status.success(), "{err}");
+    assert!(err.contains("no row is refused now"), "{err}");
+    assert!(!rejects.exists());
+}

@@ -21,7 +21,7 @@ use lettre::message::Mailbox;
 use time::OffsetDateTime;
 
 use super::batch::{ReadArgs, RowMintArgs};
-use super::output::{Rejects, Sink, count};
+use super::output::{Named, Rejects, Sink, count};
 use super::{KeySource, Status, keys};
 
 /// The password's environment variable; it has no flag, so it stays out of shell history.
@@ -80,10 +80,18 @@ pub struct SendArgs {
     #[arg(long, value_name = "URL")]
     sign_up_url: Option<String>,
     /// Write each message as FOLDER/LINE-ADDRESS.eml and send nothing.
-    #[arg(long, value_name = "FOLDER")]
+    #[arg(
+        long,
+        value_name = "FOLDER",
+        conflicts_with_all = ["smtp_tls", "smtp_timeout", "concurrency", "rate", "rejects"]
+    )]
     dry_run: Option<PathBuf>,
     /// Send every message to this one mailbox (a test run; no journal is kept).
-    #[arg(long, value_name = "ADDRESS")]
+    #[arg(
+        long,
+        value_name = "ADDRESS",
+        conflicts_with_all = ["journal", "skip_uncertain", "retry_rejected"]
+    )]
     to_one: Option<String>,
     /// The journal that makes the run resumable. Default: INPUT.journal beside the input.
     #[arg(long, value_name = "FILE")]
@@ -284,6 +292,15 @@ pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
         (None, Some(path)) => path.clone(),
         (None, None) => beside(&args.input, ".journal"),
     };
+    let rejects_path = args.rejects_path();
+    check_files(
+        args,
+        scratch.is_none().then_some(&journal_path),
+        &rejects_path,
+    )?;
+    // Made now, beside where it goes: a rejects file that cannot be written stops the run
+    // before any message, not after all of them.
+    let rejects_sink = Sink::create("--rejects", &rejects_path, Privacy::Private)?;
     let asked = plan.options.mint.default_expiry;
     let (journal, state) = Journal::open(&journal_path, asked, plan.now)?;
     if state.resumed {
@@ -352,6 +369,10 @@ pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
         let signalled = std::cell::Cell::new(None);
         let shutdown = async {
             signalled.set(Some(stop_signal().await));
+            eprintln!(
+                "invitegate: stopping: no new message is taken; those in flight finish (signal \
+                 again to stop at once)"
+            );
             // A second signal does not wait for the messages in flight: their rows stay
             // `handed` in the journal, and the next run lists them.
             tokio::spawn(async {
@@ -414,7 +435,8 @@ pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
              uncertain ({} sent again), {} refused earlier, {} invalid, {}",
             summary.sent,
             summary.rejected,
-            summary.deferred,
+            // Rows given up without a byte sent are journalled deferred, and counted so.
+            summary.deferred + summary.gave_up - summary.uncertain,
             summary.retried,
             check.already_sent,
             check.uncertain + summary.uncertain,
@@ -427,7 +449,7 @@ pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
             status = Status::NotVerified;
         }
         if let Some(stop) = &summary.stopped {
-            write_rejects(&input, &args.rejects_path(), &plan, &rejects)?;
+            write_rejects(&input, rejects_sink, &plan, &rejects)?;
             eprintln!("invitegate: send: {summary_line}");
             let why = match stop {
                 Stop::Interrupted => "interrupted".to_owned(),
@@ -468,7 +490,7 @@ pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
             );
         }
     }
-    write_rejects(&input, &args.rejects_path(), &plan, &rejects)?;
+    write_rejects(&input, rejects_sink, &plan, &rejects)?;
     eprintln!("invitegate: send: {summary_line}");
     Ok(status)
 }
@@ -535,7 +557,12 @@ fn check_rows(
                      earlier run; left alone (--skip-uncertain)"
                 );
             }
-            RowOutcome::RejectedEarlier { line, to, record } => {
+            RowOutcome::RejectedEarlier {
+                line,
+                to,
+                reply,
+                record,
+            } => {
                 named.insert(recipient_key(&to));
                 check.rejected_earlier += 1;
                 eprintln!(
@@ -544,7 +571,7 @@ fn check_rows(
                 );
                 check.rejects.push((
                     record,
-                    format!("line {line}: refused by the server in an earlier run"),
+                    format!("line {line}: refused by the server in an earlier run: {reply}"),
                 ));
             }
             RowOutcome::Invalid {
@@ -695,19 +722,57 @@ fn dry_run(args: &SendArgs, plan: &Plan, dir: &Path) -> anyhow::Result<Status> {
     })
 }
 
+/// Refuses a journal or rejects file that is an input (the recipients file, the keys, a
+/// template, the password file) or the other: by device and inode, as `batch` does.
+fn check_files(args: &SendArgs, journal: Option<&PathBuf>, rejects: &Path) -> anyhow::Result<()> {
+    let mut inputs = vec![Named::path("the input", &args.input)?];
+    if let Some(path) = args.keys.file() {
+        inputs.push(Named::path("the keys file", &path)?);
+    }
+    for (label, path) in [
+        ("--text-template", &args.text_template),
+        ("--html-template", &args.html_template),
+        ("--smtp-password-file", &args.smtp_password_file),
+        ("--smtp-ca-file", &args.smtp_ca_file),
+    ] {
+        if let Some(path) = path {
+            inputs.push(Named::path(label, path)?);
+        }
+    }
+    let mut outputs = vec![Named::path("--rejects", rejects)?];
+    if let Some(path) = journal {
+        outputs.push(Named::path("--journal", path)?);
+    }
+    super::output::check_distinct(&inputs, &outputs)
+}
+
 fn write_rejects(
     input: &[u8],
-    path: &Path,
+    sink: Sink,
     plan: &Plan,
     rejects: &[(csv::ByteRecord, String)],
 ) -> anyhow::Result<()> {
+    let path = sink.target().map(Path::to_owned).unwrap_or_default();
     if rejects.is_empty() {
+        // Nothing refused now: a rejects file of an earlier run of this campaign would list
+        // rows that have since gone. Only a rejects file is removed: its header ends with
+        // the `error` column.
+        let ours = std::fs::read(&path).is_ok_and(|text| {
+            let first = text.split(|&b| b == b'\n').next().unwrap_or_default();
+            first.trim_ascii_end().ends_with(b"error")
+        });
+        if ours && std::fs::remove_file(&path).is_ok() {
+            eprintln!(
+                "invitegate: removed {}: no row is refused now",
+                path.display()
+            );
+        }
         return Ok(());
     }
     // The header and dialect as the rows were read, for a rejects file laid out like batch's.
     let reader = invitegate::batch::Recipients::open(input, &plan.options.read)?;
     let (header, dialect) = (reader.header(), reader.dialect());
-    let mut writer = Rejects::new(Sink::create("--rejects", path, Privacy::Private)?, false);
+    let mut writer = Rejects::new(sink, false);
     for (record, error) in rejects {
         writer
             .write(dialect, header, record, error)

@@ -102,6 +102,8 @@ pub struct RowRecord {
     pub to: String,
     /// The code's fingerprint, from the `handed` record.
     pub code: String,
+    /// The server's last reply, if one was recorded.
+    pub reply: String,
 }
 
 /// A row's last event.
@@ -384,12 +386,17 @@ impl JournalState {
                         status: RowStatus::Uncertain,
                         to,
                         code,
+                        reply: String::new(),
                     },
                 );
             }
-            Record::Sent { line, row, .. } => self.set(line, row, RowStatus::Sent)?,
-            Record::Rejected { line, row, .. } => self.set(line, row, RowStatus::Rejected)?,
-            Record::Deferred { line, row, .. } => self.set(line, row, RowStatus::Deferred)?,
+            Record::Sent { line, row, reply } => self.set(line, row, RowStatus::Sent, reply)?,
+            Record::Rejected { line, row, reply } => {
+                self.set(line, row, RowStatus::Rejected, reply)?;
+            }
+            Record::Deferred { line, row, reply } => {
+                self.set(line, row, RowStatus::Deferred, reply)?;
+            }
         }
         if !self.resumed {
             return Err("the first line is not the campaign record".to_owned());
@@ -398,7 +405,13 @@ impl JournalState {
     }
 
     /// A result for the row on `line`: it follows that row's `handed` record in the same run.
-    fn set(&mut self, line: u64, row: String, status: RowStatus) -> Result<(), String> {
+    fn set(
+        &mut self,
+        line: u64,
+        row: String,
+        status: RowStatus,
+        reply: String,
+    ) -> Result<(), String> {
         let entry = self
             .handed_lines
             .get(&line)
@@ -406,6 +419,7 @@ impl JournalState {
             .filter(|entry| entry.row == row)
             .ok_or_else(|| format!("a result for line {line} follows no record of handing it"))?;
         entry.status = status;
+        entry.reply = reply;
         Ok(())
     }
 }

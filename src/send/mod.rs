@@ -174,6 +174,8 @@ pub enum RowOutcome {
         line: u64,
         /// The recipient, as journalled.
         to: String,
+        /// The server's reply then.
+        reply: String,
         /// The fields.
         record: csv::ByteRecord,
     },
@@ -414,6 +416,7 @@ pub fn scan(
                         if on_row(RowOutcome::RejectedEarlier {
                             line,
                             to: seen.to.clone(),
+                            reply: seen.reply.clone(),
                             record: record.clone(),
                         }) {
                             continue;
@@ -1100,11 +1103,14 @@ async fn send_one(mut job: Job, shared: &Senders) -> Done {
                         Blame::Sender => Failure::Deferred(reply),
                     };
                 }
-                if err.is_client() || err.is_response() {
-                    // lettre could not build the exchange or read the reply: no retry mends it.
+                if err.is_client() {
+                    // lettre could not make the exchange (no AUTH mechanism in common, no
+                    // SMTPUTF8): no retry mends that, and nothing was sent.
                     break Failure::Deferred(reply);
                 }
-                may_have_gone |= !err.is_transient() && !no_connection(&err);
+                // A reply cut short or garbled (`incomplete response`) may follow a message
+                // the server took: as a broken connection.
+                may_have_gone |= err.is_response() || (!err.is_transient() && !no_connection(&err));
                 (reply, err.is_transient())
             }
             None => {
@@ -1178,10 +1184,17 @@ async fn send_one(mut job: Job, shared: &Senders) -> Done {
 
 /// What to do about a connection error, where the error alone does not say.
 fn hint(err: &lettre::transport::smtp::Error) -> &'static str {
-    if describe(err).contains("STARTTLS is not supported") {
+    let text = describe(err);
+    if text.contains("STARTTLS is not supported") {
         " (the server offers no STARTTLS: use smtps:// if it takes TLS from the first byte, \
          usually on port 465; only on a network you trust, ?tls=opportunistic or --smtp-tls \
          none)"
+    } else if text.contains("UnknownIssuer") {
+        " (the server's certificate is not signed by a CA this machine trusts: give a private \
+         CA's certificate with --smtp-ca-file)"
+    } else if text.contains("InvalidContentType") || text.contains("corrupt message") {
+        " (no TLS from the first byte on this port: for a server that starts in plain text \
+         and offers STARTTLS, usually on port 587, use smtp://)"
     } else {
         ""
     }

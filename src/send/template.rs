@@ -457,13 +457,17 @@ fn write_html_escaped(out: &mut minijinja::Output<'_>, text: &str) -> Result<(),
     out.write_str(rest).map_err(minijinja::Error::from)
 }
 
-/// A header as a template variable name: `First Name` -> `first_name`.
+/// A header as a template variable name: `First Name` -> `first_name`, `Prénom` ->
+/// `prenom`. minijinja names are ASCII: accents are dropped (the letters decomposed, their
+/// marks left out), and any other character is a `_`; `row["Header"]` reaches every column.
 #[must_use]
 pub fn identifier(header: &str) -> String {
+    use unicode_normalization::UnicodeNormalization as _;
+    use unicode_normalization::char::is_combining_mark;
     let mut name = String::with_capacity(header.len());
-    for c in header.chars() {
-        if c.is_alphanumeric() {
-            name.extend(c.to_lowercase());
+    for c in header.nfd().filter(|c| !is_combining_mark(*c)) {
+        if c.is_ascii_alphanumeric() {
+            name.push(c.to_ascii_lowercase());
         } else if !name.ends_with('_') {
             name.push('_');
         }
@@ -674,6 +678,20 @@ mod tests {
         assert_eq!(identifier("E-mail Address"), "e_mail_address");
         assert_eq!(identifier("2nd"), "_2nd");
         assert_eq!(identifier("---"), "");
+        // Names a template can use: ASCII, accents dropped.
+        assert_eq!(identifier("Prénom"), "prenom");
+        assert_eq!(identifier("Société / Ünit"), "societe_unit");
+        assert_eq!(identifier("名前"), "");
+        let templates = Templates::new(
+            Some(TemplateSource::new("--subject", "Bonjour {{ prenom }}")),
+            Some(TemplateSource::new("invite.txt", "{{ code }}")),
+            None,
+        )
+        .unwrap();
+        let columns = Columns::new(["Prénom", "email"]);
+        let mut vars = Vars::new(&columns, ["Zoë", "z@contoso.com"]);
+        vars.set("code", "x");
+        assert_eq!(templates.render(vars).unwrap().subject, "Bonjour Zoë");
     }
 
     #[test]

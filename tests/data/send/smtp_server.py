@@ -69,6 +69,9 @@ class Handler:
         }
         self.out.write(json.dumps(record) + "\n")
         self.out.flush()
+        if self.args.hang_up_after_data:
+            # Took the message, then the connection breaks before the reply.
+            server.transport.close()
         return "250 2.0.0 queued"
 
 
@@ -103,6 +106,7 @@ async def main():
     parser.add_argument("--auth-mechanism")
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--stall-after", type=int)
+    parser.add_argument("--hang-up-after-data", action="store_true")
     parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     parser.add_argument("--user", default="campaign")
     parser.add_argument("--password", default="")
