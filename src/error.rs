@@ -66,8 +66,9 @@ pub enum Error {
     /// The key ring text holds no entries.
     #[error("the key ring has no keys; make one with `invitegate keygen`")]
     EmptyKeyRing,
-    /// A batch could not be read or written (a bad row is not an error; it is reported).
-    #[error("batch: {reason}")]
+    /// A recipients file (of `batch` or `send`) could not be read or used (a bad row is not an
+    /// error; it is reported).
+    #[error("recipients file: {reason}")]
     Batch {
         /// What went wrong, with the CSV line where known.
         reason: String,

@@ -1036,12 +1036,13 @@ async fn send_one(mut job: Job, shared: &Senders) -> Done {
     if written.is_ok() && shared.durable {
         // On disk before the message goes: a power cut then leaves no more unknown rows
         // than a killed process. The sync also covers this sender's previous reply.
-        let journal = Arc::clone(journal);
-        written = tokio::task::spawn_blocking(move || journal.sync())
+        let syncing = Arc::clone(journal);
+        written = tokio::task::spawn_blocking(move || syncing.sync())
             .await
             .unwrap_or_else(|_| {
-                Err(Error::Batch {
-                    reason: "the journal's syncing task failed".to_owned(),
+                Err(Error::Journal {
+                    path: journal.path().display().to_string(),
+                    reason: "its syncing task failed".to_owned(),
                 })
             });
     }
