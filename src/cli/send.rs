@@ -531,6 +531,13 @@ fn check_rows(
     // The journal's recipients this file still names.
     let mut named = std::collections::HashSet::new();
     invitegate::send::scan(&campaign, input, |outcome| {
+        // Each row left out is named; rows already sent are only counted (a resumed run of a
+        // large campaign has thousands).
+        if !matches!(outcome, RowOutcome::AlreadySent { .. })
+            && let Some(why) = left_out(&outcome)
+        {
+            eprintln!("invitegate: {why}");
+        }
         match outcome {
             RowOutcome::Ready { prepared, again } => {
                 named.insert(recipient_key(prepared.to.as_ref()));
@@ -549,13 +556,9 @@ fn check_rows(
                 named.insert(recipient_key(&to));
                 check.already_sent += 1;
             }
-            RowOutcome::SkippedUncertain { line, to, code } => {
+            RowOutcome::SkippedUncertain { to, .. } => {
                 named.insert(recipient_key(&to));
                 check.uncertain += 1;
-                eprintln!(
-                    "invitegate: line {line}: {to} (code fingerprint {code}) may have been sent by an \
-                     earlier run; left alone (--skip-uncertain)"
-                );
             }
             RowOutcome::RejectedEarlier {
                 line,
@@ -565,10 +568,6 @@ fn check_rows(
             } => {
                 named.insert(recipient_key(&to));
                 check.rejected_earlier += 1;
-                eprintln!(
-                    "invitegate: line {line}: {to} was refused by the server in an earlier run; \
-                     left out (correct the row, or pass --retry-rejected)"
-                );
                 check.rejects.push((
                     record,
                     format!("line {line}: refused by the server in an earlier run: {reply}"),
@@ -591,11 +590,10 @@ fn check_rows(
                 record,
             } => {
                 check.duplicates += 1;
-                let reason = format!("the same recipient as line {first}: left out");
-                eprintln!("invitegate: line {line}: {reason}");
-                check
-                    .rejects
-                    .push((record, format!("line {line}: {reason}")));
+                check.rejects.push((
+                    record,
+                    format!("line {line}: the same recipient as line {first}: left out"),
+                ));
             }
             _ => {}
         }
@@ -620,6 +618,28 @@ fn check_rows(
         );
     }
     Ok(check)
+}
+
+/// Why a row that is valid is left out of a run, in the words a run and a dry run share;
+/// `None` for a row that is sent or invalid.
+fn left_out(outcome: &RowOutcome) -> Option<String> {
+    Some(match outcome {
+        RowOutcome::AlreadySent { line, to } => {
+            format!("line {line}: {to} was sent a message by an earlier run; left out")
+        }
+        RowOutcome::SkippedUncertain { line, to, code } => format!(
+            "line {line}: {to} (code fingerprint {code}) may have been sent by an earlier run; \
+             left alone (--skip-uncertain)"
+        ),
+        RowOutcome::RejectedEarlier { line, to, .. } => format!(
+            "line {line}: {to} was refused by the server in an earlier run; left out (correct \
+             the row, or pass --retry-rejected)"
+        ),
+        RowOutcome::Duplicate { line, first, .. } => {
+            format!("line {line}: the same recipient as line {first}; left out")
+        }
+        _ => return None,
+    })
 }
 
 fn dry_run(args: &SendArgs, plan: &Plan, dir: &Path) -> anyhow::Result<Status> {
@@ -687,24 +707,9 @@ fn dry_run(args: &SendArgs, plan: &Plan, dir: &Path) -> anyhow::Result<Status> {
             }
             other => {
                 skipped += 1;
-                let why = match other {
-                    RowOutcome::AlreadySent { line, to } => {
-                        format!("line {line}: {to} was sent a message by an earlier run")
-                    }
-                    RowOutcome::SkippedUncertain { line, to, .. } => format!(
-                        "line {line}: {to} may have been sent a message by an earlier run \
-                         (--skip-uncertain)"
-                    ),
-                    RowOutcome::RejectedEarlier { line, to, .. } => format!(
-                        "line {line}: {to} was refused by the server in an earlier run \
-                         (--retry-rejected sends it)"
-                    ),
-                    RowOutcome::Duplicate { line, first, .. } => {
-                        format!("line {line}: the same recipient as line {first}")
-                    }
-                    _ => return,
-                };
-                eprintln!("invitegate: {why}; left out");
+                if let Some(why) = left_out(other) {
+                    eprintln!("invitegate: {why}");
+                }
             }
         },
     )?;

@@ -637,13 +637,12 @@ pub fn deliver<R: std::io::Read + Send>(
                     smtp.timeout.as_secs_f64()
                 ),
             }),
-            Err(err) => Err(Error::Smtp {
-                reason: format!(
-                    "cannot connect and log in: {}{}",
-                    describe(&err),
-                    hint(&err)
-                ),
-            }),
+            Err(err) => {
+                let error = describe(&err);
+                Err(Error::Smtp {
+                    reason: format!("cannot connect and log in: {error}{}", hint(&error)),
+                })
+            }
         }
     })?;
     // Jobs go over in batches: one wake-up of the reading thread a batch, not a message.
@@ -1183,9 +1182,9 @@ async fn send_one(mut job: Job, shared: &Senders) -> Done {
     }
 }
 
-/// What to do about a connection error, where the error alone does not say.
-fn hint(err: &lettre::transport::smtp::Error) -> &'static str {
-    let text = describe(err);
+/// What to do about a connection error (as [`describe`] writes it), where the error alone
+/// does not say.
+fn hint(text: &str) -> &'static str {
     if text.contains("STARTTLS is not supported") {
         " (the server offers no STARTTLS: use smtps:// if it takes TLS from the first byte, \
          usually on port 465; only on a network you trust, ?tls=opportunistic or --smtp-tls \
