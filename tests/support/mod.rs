@@ -3,9 +3,10 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write as _;
+use std::io::{Read, Write as _};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub const KEY_7: &str = "7:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 pub const KEY_8: &str = "8:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
@@ -31,8 +32,13 @@ pub fn invitegate(dir: &Path) -> Command {
     command
 }
 
+/// How long a test waits for a child process it expects to finish by itself: far beyond what
+/// any command here needs (a debug build on a busy two-core machine included), and far below
+/// CI's limit, so a regression that hangs is a failure with a message, not a stalled run.
+pub const DEADLINE: Duration = Duration::from_secs(120);
+
 pub fn run(command: &mut Command) -> Output {
-    command.output().expect("the binary runs")
+    output_within(command, DEADLINE)
 }
 
 pub fn run_with_stdin(command: &mut Command, input: impl AsRef<[u8]>) -> Output {
@@ -45,7 +51,60 @@ pub fn run_with_stdin(command: &mut Command, input: impl AsRef<[u8]>) -> Output 
     let mut stdin = child.stdin.take().unwrap();
     let _ = stdin.write_all(input.as_ref());
     drop(stdin);
-    child.wait_with_output().unwrap()
+    wait_with_output_within(child, DEADLINE)
+}
+
+/// `Command::output` with a deadline: the child is killed past it and the test fails, naming
+/// the command. Standard input is what the command was given (`invitegate` and `shell` give
+/// none).
+pub fn output_within(command: &mut Command, deadline: Duration) -> Output {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{command:?} does not start: {e}"));
+    wait_with_output_within(child, deadline)
+}
+
+/// `Child::wait_with_output` with a deadline: stdout and stderr are read on their own threads
+/// (a full pipe never blocks the child), and the child is killed past the deadline.
+pub fn wait_with_output_within(mut child: Child, deadline: Duration) -> Output {
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let status = wait_within(&mut child, deadline);
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+/// `Child::wait` with a deadline: past it the child is killed and the test fails.
+pub fn wait_within(child: &mut Child, deadline: Duration) -> ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "process {} did not exit within {deadline:?}; killed it",
+                child.id()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Runs a shell command line in `dir`, with the binary as `$INVITEGATE`.
