@@ -73,11 +73,12 @@ fn batch(c: &mut Criterion) {
 criterion_group!(benches, batch);
 
 fn main() {
+    let run = common::Run::start();
     benches();
     Criterion::default().configure_from_args().final_summary();
     let (Some(mint_ns), Some(batch_ns)) = (
-        common::median_ns(GROUP, "mint_email"),
-        common::median_ns(GROUP, "batch_100k_rows"),
+        run.median_ns(GROUP, "mint_email"),
+        run.median_ns(GROUP, "batch_100k_rows"),
     ) else {
         println!("ratios: run both benchmarks to compare them");
         return;

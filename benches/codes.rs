@@ -150,9 +150,10 @@ fn dns_bounds(c: &mut Criterion) {
 criterion_group!(benches, codes, dns_bounds);
 
 fn main() {
+    let run = common::Run::start();
     benches();
     Criterion::default().configure_from_args().final_summary();
-    common::print_ratios(
+    run.print_ratios(
         GROUP,
         "hmac_baseline",
         &[
@@ -163,7 +164,7 @@ fn main() {
             "parse",
         ],
     );
-    common::print_ratios(
+    run.print_ratios(
         DNS_GROUP,
         "best_a_at_contoso",
         &[

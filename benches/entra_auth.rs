@@ -82,7 +82,8 @@ fn entra_auth(c: &mut Criterion) {
 criterion_group!(benches, entra_auth);
 
 fn main() {
+    let run = common::Run::start();
     benches();
     Criterion::default().configure_from_args().final_summary();
-    common::print_ratios(GROUP, "sha256_token", &["check_cached", "check_uncached"]);
+    run.print_ratios(GROUP, "sha256_token", &["check_cached", "check_uncached"]);
 }

@@ -87,6 +87,7 @@ fn handlers(c: &mut Criterion) {
 criterion_group!(benches, handlers);
 
 fn main() {
+    let run = common::Run::start();
     let log_dir = tempfile::tempdir().unwrap();
     let log_file = std::fs::File::create(log_dir.path().join("invitegate.log")).unwrap();
     let log_on = std::env::var("INVITEGATE_BENCH_LOG").map_or(true, |v| v != "off");
@@ -97,10 +98,10 @@ fn main() {
     let signer = DevSigner::generate().unwrap();
     for case in endpoints::cases(&signer) {
         let (name, bare_name) = names(case.name);
-        common::print_ratios(GROUP, &bare_name, &[&name]);
+        run.print_ratios(GROUP, &bare_name, &[&name]);
         if let (Some(ours), Some(bare)) = (
-            common::median_ns(GROUP, &name),
-            common::median_ns(GROUP, &bare_name),
+            run.median_ns(GROUP, &name),
+            run.median_ns(GROUP, &bare_name),
         ) {
             println!("  {name} adds {:.0} ns a request", ours - bare);
         }
