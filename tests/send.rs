@@ -1,181 +1,32 @@
 //! `invitegate send` against a real SMTP server: Python's aiosmtpd, started per test on a free
-//! loopback port with the handler in tests/data/send/smtp_server.py (`.ci/run` installs it).
+//! loopback port with the handler in tests/data/send/smtp_server.py (tests/support/smtp.rs
+//! installs aiosmtpd under the target folder when the machine's Python lacks it). Every process
+//! a test starts is waited for with a deadline and killed past it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/smtp.rs"]
+mod smtp;
+mod support;
 
 use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use invitegate::{KeyRing, UnixTime, VerifyOptions, verify};
+use smtp::{PASSWORD, Received, Server, data, quoted_printable_decode};
+use support::{DEADLINE, output_within, wait_with_output_within, wait_within};
 
 const KEYS: &str = "5:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n";
-const PASSWORD: &str = "correct horse battery staple";
-
-fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/send")
-        .join(name)
-}
-
-/// A running aiosmtpd; killed when dropped.
-struct Server {
-    child: Child,
-    _stdin: ChildStdin,
-    port: u16,
-    out: PathBuf,
-    /// TLS from the first byte: smtps://.
-    implicit_tls: bool,
-}
-
-impl Server {
-    fn start(dir: &Path, extra: &[&str]) -> Self {
-        // One file a server, so that a test can start a second one in the same folder.
-        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let out = dir.join(format!("received-{n}.jsonl"));
-        let mut child = Command::new("python3")
-            .arg(data("smtp_server.py"))
-            .arg("--out")
-            .arg(&out)
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 runs (the tests need python3 with aiosmtpd: pip install aiosmtpd)");
-        let stdin = child.stdin.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .strip_prefix("PORT ")
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| {
-                panic!("the SMTP server did not start (is aiosmtpd installed?): {line:?}")
-            });
-        Self {
-            child,
-            _stdin: stdin,
-            port,
-            out,
-            implicit_tls: extra.contains(&"--implicit-tls"),
-        }
-    }
-
-    fn start_tls(dir: &Path, extra: &[&str]) -> Self {
-        let cert = data("server.pem");
-        let key = data("server-key.pem");
-        let mut args = vec![
-            "--tls",
-            cert.to_str().unwrap(),
-            key.to_str().unwrap(),
-            "--password",
-            PASSWORD,
-        ];
-        args.extend_from_slice(extra);
-        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        Self::start(dir, &refs)
-    }
-
-    fn url(&self) -> String {
-        let scheme = if self.implicit_tls { "smtps" } else { "smtp" };
-        format!("{scheme}://127.0.0.1:{}", self.port)
-    }
-
-    /// The messages received so far.
-    fn received(&self) -> Vec<Received> {
-        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
-        text.lines()
-            .filter(|l| l.ends_with('}'))
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                Received {
-                    to: v["to"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|t| t.as_str().unwrap().to_owned())
-                        .collect(),
-                    data: v["data"].as_str().unwrap().to_owned(),
-                    tls: v["tls"].as_bool().unwrap(),
-                    auth: v["auth"].as_bool().unwrap(),
-                    mechanisms: v["auth_mechanisms"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|m| m.as_str().unwrap().to_owned())
-                        .collect(),
-                    received_at: v["received_at"].as_f64().unwrap(),
-                }
-            })
-            .collect()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[derive(Debug)]
-struct Received {
-    to: Vec<String>,
-    data: String,
-    tls: bool,
-    auth: bool,
-    /// The AUTH mechanisms the connection logged in with.
-    mechanisms: Vec<String>,
-    /// When the server took it (Unix seconds).
-    received_at: f64,
-}
-
-impl Received {
-    /// The code after `CODE: ` (the tests' templates), from the quoted-printable body if
-    /// the message was encoded so.
-    fn code(&self) -> String {
-        let body = quoted_printable_decode(&self.data);
-        let start = body.find("CODE: ").expect("a code in the message") + 6;
-        body[start..start + 29].to_owned()
-    }
-}
-
-/// Enough of quoted-printable for the tests: soft line breaks and `=XX` escapes.
-fn quoted_printable_decode(text: &str) -> String {
-    let text = text.replace("=\r\n", "").replace("=\n", "");
-    let mut out = Vec::new();
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'=', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 /// A campaign folder: keys, recipients, a text template.
 struct Campaign {
     dir: tempfile::TempDir,
-    /// The `--expires-in` the runs give.
-    expires_in: std::cell::Cell<&'static str>,
+    /// The expiry flag and its value the runs give (`--expires-in 14d` unless set).
+    expiry: std::cell::Cell<[&'static str; 2]>,
 }
 
 impl Campaign {
@@ -183,11 +34,7 @@ impl Campaign {
         let dir = tempfile::tempdir().unwrap();
         let keys = dir.path().join("keys.txt");
         std::fs::write(&keys, KEYS).unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
-        }
+        support::set_mode(&keys, 0o600);
         std::fs::write(dir.path().join("recipients.csv"), recipients).unwrap();
         std::fs::write(
             dir.path().join("invite.txt"),
@@ -196,7 +43,7 @@ impl Campaign {
         .unwrap();
         Self {
             dir,
-            expires_in: std::cell::Cell::new("14d"),
+            expiry: std::cell::Cell::new(["--expires-in", "14d"]),
         }
     }
 
@@ -207,17 +54,11 @@ impl Campaign {
     /// `invitegate send` with the campaign's files and the given flags, TLS through the test
     /// CA.
     fn command(&self, server: &Server, extra: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_invitegate"));
+        let mut command = Command::new(support::binary());
         command
             .current_dir(self.dir.path())
-            .args([
-                "send",
-                "recipients.csv",
-                "--keys-file",
-                "keys.txt",
-                "--expires-in",
-                self.expires_in.get(),
-            ])
+            .args(["send", "recipients.csv", "--keys-file", "keys.txt"])
+            .args(self.expiry.get())
             .args(["--from", "Contoso Invitations <invites@contoso.com>"])
             .args(["--text-template", "invite.txt", "--retry-delay-ms", "50"])
             .arg("--smtp")
@@ -225,28 +66,110 @@ impl Campaign {
             .env_remove("INVITEGATE_SMTP_PASSWORD")
             .env_remove("INVITEGATE_SMTP_USERNAME")
             .env("INVITEGATE_SMTP_CA_FILE", data("ca.pem"))
+            .stdin(Stdio::null())
             .args(extra);
         command
     }
 
     fn run(&self, server: &Server, extra: &[&str]) -> Output {
-        self.command(server, extra).output().unwrap()
+        output_within(&mut self.command(server, extra), DEADLINE)
     }
 
     fn run_tls(&self, server: &Server, extra: &[&str]) -> Output {
-        self.command(server, extra)
-            .args(["--smtp-username", "campaign"])
-            .env("INVITEGATE_SMTP_PASSWORD", PASSWORD)
-            .output()
-            .unwrap()
+        output_within(
+            self.command(server, extra)
+                .args(["--smtp-username", "campaign"])
+                .env("INVITEGATE_SMTP_PASSWORD", PASSWORD),
+            DEADLINE,
+        )
     }
 
+    /// The records of the journal at its default place.
     fn journal(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.path("recipients.csv.journal"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        read_journal(&self.path("recipients.csv.journal"))
+    }
+}
+
+/// A journal's records; none when there is no journal. A record still being written (no line
+/// end yet) is left for the next read.
+fn read_journal(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A `send` run in the background whose standard error is read line by line as it comes: to
+/// signal it at a known point.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    /// The lines read so far.
+    err: Vec<String>,
+}
+
+impl Running {
+    fn spawn(command: &mut Command) -> Self {
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pipe = child.stderr.take().unwrap();
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            err: Vec::new(),
+        }
+    }
+
+    /// Waits for a line of standard error that is `line`.
+    fn wait_for_line(&mut self, line: &str) {
+        let start = Instant::now();
+        while !self.err.iter().any(|l| l == line) {
+            let left = DEADLINE.saturating_sub(start.elapsed());
+            match self.lines.recv_timeout(left) {
+                Ok(next) => self.err.push(next),
+                Err(_) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    panic!(
+                        "no line {line:?} on standard error; there was: {:?}",
+                        self.err
+                    );
+                }
+            }
+        }
+    }
+
+    /// Sends `signal` (`INT`, `TERM`, `HUP`) to the run.
+    fn signal(&self, signal: &str) {
+        let kill = output_within(
+            Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]),
+            DEADLINE,
+        );
+        assert!(kill.status.success(), "kill -{signal}: {kill:?}");
+    }
+
+    /// Waits at most `deadline` for the run to end; its exit status and whole standard error.
+    fn finish_within(mut self, deadline: Duration) -> (ExitStatus, String) {
+        let status = wait_within(&mut self.child, deadline);
+        // The pipe closed with the process: the reader ends.
+        while let Ok(line) = self.lines.recv_timeout(DEADLINE) {
+            self.err.push(line);
+        }
+        (status, self.err.join("\n"))
     }
 }
 
@@ -339,12 +262,13 @@ fn every_row_arrives_once_over_starttls_with_auth_and_a_code_that_verifies() {
 fn a_wrong_password_or_an_untrusted_certificate_stops_before_any_row() {
     let campaign = Campaign::new(&recipients(2));
     let server = Server::start_tls(campaign.dir.path(), &[]);
-    let output = campaign
-        .command(&server, &[])
-        .args(["--smtp-username", "campaign"])
-        .env("INVITEGATE_SMTP_PASSWORD", "wrong")
-        .output()
-        .unwrap();
+    let output = output_within(
+        campaign
+            .command(&server, &[])
+            .args(["--smtp-username", "campaign"])
+            .env("INVITEGATE_SMTP_PASSWORD", "wrong"),
+        DEADLINE,
+    );
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("cannot connect and log in"),
@@ -353,13 +277,14 @@ fn a_wrong_password_or_an_untrusted_certificate_stops_before_any_row() {
     );
     assert!(!stderr(&output).contains("wrong"), "{}", stderr(&output));
     // Without the test CA, the self-signed certificate is refused: verification stays on.
-    let output = campaign
-        .command(&server, &[])
-        .env_remove("INVITEGATE_SMTP_CA_FILE")
-        .args(["--smtp-username", "campaign"])
-        .env("INVITEGATE_SMTP_PASSWORD", PASSWORD)
-        .output()
-        .unwrap();
+    let output = output_within(
+        campaign
+            .command(&server, &[])
+            .env_remove("INVITEGATE_SMTP_CA_FILE")
+            .args(["--smtp-username", "campaign"])
+            .env("INVITEGATE_SMTP_PASSWORD", PASSWORD),
+        DEADLINE,
+    );
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("cannot connect"),
@@ -697,13 +622,9 @@ fn killed_halfway_then_resumed_delivers_every_row_with_few_duplicates() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while server.received().len() < ROWS / 3 {
-        assert!(start.elapsed() < Duration::from_secs(30), "no progress");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    server.wait_for(ROWS / 3);
     child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    wait_within(&mut child, DEADLINE);
     let before = server.received().len();
     assert!(before < ROWS, "killed too late to test anything");
     let journal = campaign.journal();
@@ -783,24 +704,31 @@ fn the_password_never_comes_from_a_flag_or_the_url() {
     let server = Server::start(campaign.dir.path(), &[]);
     let output = campaign.run(&server, &["--smtp-password", "x"]);
     assert_eq!(output.status.code(), Some(2));
-    let output = Command::new(env!("CARGO_BIN_EXE_invitegate"))
-        .current_dir(campaign.dir.path())
-        .args([
-            "send",
-            "recipients.csv",
-            "--keys-file",
-            "keys.txt",
-            "--expires-in",
-            "1d",
-        ])
-        .args([
-            "--from",
-            "a@contoso.com",
-            "--smtp",
-            "smtp://u:hunter2@127.0.0.1:1",
-        ])
-        .output()
-        .unwrap();
+    assert!(
+        stderr(&output).contains("unexpected argument '--smtp-password'"),
+        "{}",
+        stderr(&output)
+    );
+    let output = output_within(
+        Command::new(support::binary())
+            .current_dir(campaign.dir.path())
+            .args([
+                "send",
+                "recipients.csv",
+                "--keys-file",
+                "keys.txt",
+                "--expires-in",
+                "1d",
+            ])
+            .args([
+                "--from",
+                "a@contoso.com",
+                "--smtp",
+                "smtp://u:hunter2@127.0.0.1:1",
+            ])
+            .stdin(Stdio::null()),
+        DEADLINE,
+    );
     assert_eq!(output.status.code(), Some(2));
     assert!(
         stderr(&output).contains("INVITEGATE_SMTP_PASSWORD"),
@@ -882,7 +810,7 @@ fn a_mailbox_that_stays_busy_is_deferred_and_the_run_goes_on() {
     // Later the mailbox takes mail: the same command sends that row only.
     drop(server);
     let server = Server::start(campaign.dir.path(), &[]);
-    campaign.expires_in.set("7d");
+    campaign.expiry.set(["--expires-in", "7d"]);
     let again = campaign.run(&server, &["--smtp-tls", "none", "--rate", "off"]);
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(
@@ -944,17 +872,14 @@ fn losing_the_server_stops_the_run_and_the_same_command_sends_the_rest() {
     let args = ["--smtp-tls", "none", "--rate", "30/s", "--concurrency", "4"];
     let child = campaign
         .command(&server, &args)
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while server.received().len() < ROWS / 4 {
-        assert!(start.elapsed() < Duration::from_secs(30), "no progress");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let first = server.received();
-    drop(server); // the server dies: every connection breaks, none opens again
-    let output = child.wait_with_output().unwrap();
+    server.wait_for(ROWS / 4);
+    // The server dies: every connection breaks, none opens again.
+    let first = server.stop();
+    let output = wait_with_output_within(child, DEADLINE);
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{err}");
     assert!(
@@ -1016,39 +941,30 @@ fn a_refused_row_is_not_sent_again_unless_changed_or_asked() {
     assert_eq!(received[0].to, ["p1@contoso.com"]);
 }
 
+/// What a run says as soon as a signal reaches it.
+const STOPPING: &str = "invitegate: stopping: no new message is taken; those in flight finish \
+                        (signal again to stop at once)";
+
 #[test]
 fn ctrl_c_sigterm_and_sighup_stop_a_run_finishing_the_messages_in_flight() {
     // Ctrl-C; what `docker stop`, systemd and `timeout` send; a closed terminal.
     for (signal, number) in [("INT", 2), ("TERM", 15), ("HUP", 1)] {
         let campaign = Campaign::new(&recipients(40));
         let server = Server::start(campaign.dir.path(), &["--delay", "0.2"]);
-        let child = campaign
-            .command(
-                &server,
-                &["--smtp-tls", "none", "--rate", "off", "--concurrency", "4"],
-            )
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while server.received().len() < 4 {
-            assert!(start.elapsed() < Duration::from_secs(30), "no progress");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let killed = Command::new("kill")
-            .args([&format!("-{signal}"), &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        let output = child.wait_with_output().unwrap();
-        let err = stderr(&output);
-        assert_eq!(
-            output.status.code(),
-            Some(128 + number),
-            "SIG{signal}: {err}"
-        );
+        let mut run = Running::spawn(&mut campaign.command(
+            &server,
+            &["--smtp-tls", "none", "--rate", "off", "--concurrency", "4"],
+        ));
+        server.wait_for(4);
+        run.signal(signal);
+        run.wait_for_line(STOPPING);
+        let (status, err) = run.finish_within(DEADLINE);
+        assert_eq!(status.code(), Some(128 + number), "SIG{signal}: {err}");
         assert!(
-            err.contains("stopped: interrupted") && err.contains("to resume, run the same command"),
+            err.contains(
+                "invitegate: stopped: interrupted; the journal recipients.csv.journal is up to \
+                 date; to resume, run the same command again"
+            ),
             "SIG{signal}: {err}"
         );
         // The messages in flight finished and have their replies: none is left uncertain.
@@ -1101,21 +1017,23 @@ fn settings_come_from_the_environment_and_the_password_from_a_file() {
     let campaign = Campaign::new(&recipients(2));
     let server = Server::start_tls(campaign.dir.path(), &[]);
     std::fs::write(campaign.path("smtp-password"), format!("{PASSWORD}\n")).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_invitegate"))
-        .current_dir(campaign.dir.path())
-        .args(["send", "recipients.csv", "--keys-file", "keys.txt"])
-        .args(["--expires-in", "14d", "--rate", "off"])
-        .args(["--smtp-password-file", "smtp-password"])
-        .env("INVITEGATE_SMTP_URL", server.url())
-        .env(
-            "INVITEGATE_SMTP_FROM",
-            "Contoso Invitations <invites@contoso.com>",
-        )
-        .env("INVITEGATE_SMTP_USERNAME", "campaign")
-        .env("INVITEGATE_SMTP_CA_FILE", data("ca.pem"))
-        .env_remove("INVITEGATE_SMTP_PASSWORD")
-        .output()
-        .unwrap();
+    let output = output_within(
+        Command::new(support::binary())
+            .current_dir(campaign.dir.path())
+            .args(["send", "recipients.csv", "--keys-file", "keys.txt"])
+            .args(["--expires-in", "14d", "--rate", "off"])
+            .args(["--smtp-password-file", "smtp-password"])
+            .env("INVITEGATE_SMTP_URL", server.url())
+            .env(
+                "INVITEGATE_SMTP_FROM",
+                "Contoso Invitations <invites@contoso.com>",
+            )
+            .env("INVITEGATE_SMTP_USERNAME", "campaign")
+            .env("INVITEGATE_SMTP_CA_FILE", data("ca.pem"))
+            .env_remove("INVITEGATE_SMTP_PASSWORD")
+            .stdin(Stdio::null()),
+        DEADLINE,
+    );
     assert!(output.status.success(), "{}", stderr(&output));
     let received = server.received();
     assert_eq!(received.len(), 2);
@@ -1172,19 +1090,20 @@ fn a_server_that_stops_answering_is_timed_out_not_waited_for() {
         }
     });
     let campaign = Campaign::new(&recipients(3));
-    let start = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_invitegate"))
-        .current_dir(campaign.dir.path())
-        .args(["send", "recipients.csv", "--keys-file", "keys.txt"])
-        .args(["--expires-in", "14d", "--from", "invites@contoso.com"])
-        .args(["--smtp", &format!("smtp://127.0.0.1:{port}")])
-        .args(["--smtp-tls", "none", "--smtp-timeout", "1"])
-        .output()
-        .unwrap();
+    // A run that waited for the server would be killed past this, failing the test.
+    let output = output_within(
+        Command::new(support::binary())
+            .current_dir(campaign.dir.path())
+            .args(["send", "recipients.csv", "--keys-file", "keys.txt"])
+            .args(["--expires-in", "14d", "--from", "invites@contoso.com"])
+            .args(["--smtp", &format!("smtp://127.0.0.1:{port}")])
+            .args(["--smtp-tls", "none", "--smtp-timeout", "1"])
+            .stdin(Stdio::null()),
+        Duration::from_secs(20),
+    );
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{err}");
     assert!(err.contains("the server does not answer"), "{err}");
-    assert!(start.elapsed() < Duration::from_secs(20));
 
     // A server that stalls mid-run: the stalled message is timed out, tried again on a new
     // connection, and the run stops with the row uncertain.
