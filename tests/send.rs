@@ -954,38 +954,70 @@ fn losing_the_server_stops_the_run_and_the_same_command_sends_the_rest() {
 
 #[test]
 fn a_refused_row_is_not_sent_again_unless_changed_or_asked() {
-    let campaign = Campaign::new(&recipients(3));
-    let server = Server::start(campaign.dir.path(), &["--reject", "p1@contoso.com"]);
-    let output = campaign.run(&server, &["--smtp-tls", "none", "--rate", "off"]);
+    let campaign = Campaign::new(&recipients(4));
+    let none = ["--smtp-tls", "none", "--rate", "off"];
+    let server = Server::start(
+        campaign.dir.path(),
+        &["--reject", "p1@contoso.com", "--reject", "p2@contoso.com"],
+    );
+    let output = campaign.run(&server, &none);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert_eq!(server.received().len(), 2);
 
-    // Run again: the refused row is left out and stays in the rejects file.
+    // Run again: the refused rows are left out and stay in the rejects file.
     drop(server);
     let server = Server::start(campaign.dir.path(), &[]);
-    let again = campaign.run(&server, &["--smtp-tls", "none", "--rate", "off"]);
+    let again = campaign.run(&server, &none);
     let err = stderr(&again);
     assert_eq!(again.status.code(), Some(1), "{err}");
     assert!(server.received().is_empty(), "{err}");
-    assert!(
-        err.contains("line 3: p1@contoso.com was refused by the server in an earlier run"),
-        "{err}"
-    );
+    for (line, to) in [(3, "p1@contoso.com"), (4, "p2@contoso.com")] {
+        assert!(
+            err.contains(&format!(
+                "invitegate: line {line}: {to} was refused by the server in an earlier run; left \
+                 out (correct the row, or pass --retry-rejected)"
+            )),
+            "{err}"
+        );
+    }
     let rejects = std::fs::read_to_string(campaign.path("recipients.csv.rejects.csv")).unwrap();
-    assert!(
-        rejects.contains("P1,p1@contoso.com,t1,line 3: refused"),
-        "{rejects}"
+    assert_eq!(
+        rejects,
+        "First Name,email,team,error\n\
+         P1,p1@contoso.com,t1,line 3: refused by the server in an earlier run: permanent \
+         error (550): 5.1.1 <p1@contoso.com>: mailbox unavailable\n\
+         P2,p2@contoso.com,t2,line 4: refused by the server in an earlier run: permanent \
+         error (550): 5.1.1 <p2@contoso.com>: mailbox unavailable\n"
     );
 
-    // Asked to: it goes.
-    let retried = campaign.run(
-        &server,
-        &["--smtp-tls", "none", "--rate", "off", "--retry-rejected"],
+    // A row whose cells changed (its owner's name corrected) is sent again; the other stays
+    // left out.
+    let changed = recipients(4).replace("P1,p1@", "Paula,p1@");
+    std::fs::write(campaign.path("recipients.csv"), changed).unwrap();
+    let corrected = campaign.run(&server, &none);
+    let err = stderr(&corrected);
+    assert_eq!(corrected.status.code(), Some(1), "{err}");
+    let received = server.received();
+    assert_eq!(received.len(), 1, "{err}");
+    assert_eq!(received[0].to, ["p1@contoso.com"]);
+    assert!(
+        quoted_printable_decode(&received[0].data).contains("Hello Paula,"),
+        "{}",
+        received[0].data
     );
+    assert_eq!(
+        summary(&err),
+        "1 sent, 0 rejected, 0 deferred, 0 retried, 2 skipped as already sent, 0 uncertain \
+         (0 sent again), 1 refused earlier, 0 invalid, 0 duplicates"
+    );
+
+    // Asked to: the unchanged one goes too.
+    let retried = campaign.run(&server, &[&none[..], &["--retry-rejected"]].concat());
     assert!(retried.status.success(), "{}", stderr(&retried));
     let received = server.received();
-    assert_eq!(received.len(), 1);
-    assert_eq!(received[0].to, ["p1@contoso.com"]);
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[1].to, ["p2@contoso.com"]);
+    assert!(!campaign.path("recipients.csv.rejects.csv").exists());
 }
 
 /// What a run says as soon as a signal reaches it.
