@@ -88,6 +88,25 @@ impl Campaign {
     fn journal(&self) -> Vec<serde_json::Value> {
         read_journal(&self.path("recipients.csv.journal"))
     }
+
+    /// Waits until the journal at its default place satisfies `done`, and returns it.
+    fn wait_for_journal(
+        &self,
+        done: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let start = Instant::now();
+        loop {
+            let journal = self.journal();
+            if done(&journal) {
+                return journal;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the journal did not get there within {DEADLINE:?}: {journal:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 /// A journal's records; none when there is no journal. A record still being written (no line
@@ -1053,6 +1072,39 @@ fn ctrl_c_sigterm_and_sighup_stop_a_run_finishing_the_messages_in_flight() {
         assert_eq!(sent, server.received().len());
         assert!(sent < 40, "SIG{signal} stopped too late to test anything");
     }
+}
+
+#[test]
+fn a_second_signal_stops_at_once_leaving_the_messages_in_flight_uncertain() {
+    const CONCURRENCY: usize = 4;
+    let campaign = Campaign::new(&recipients(20));
+    // The server holds each message a minute before it answers: a run that waited for the
+    // messages in flight would outlast the wait below many times over.
+    let server = Server::start(campaign.dir.path(), &["--delay", "60"]);
+    let mut run = Running::spawn(&mut campaign.command(
+        &server,
+        &["--smtp-tls", "none", "--rate", "off", "--concurrency", "4"],
+    ));
+    // One message in flight on each connection, none answered.
+    campaign.wait_for_journal(|j| lines_last(j, "handed").len() == CONCURRENCY);
+    run.signal("INT");
+    run.wait_for_line(STOPPING);
+    // The run listens for a second signal only once it has printed that line: a signal in
+    // between would be taken for the first one again.
+    std::thread::sleep(Duration::from_millis(200));
+    // Another signal than the first: the exit status says which one stopped the run.
+    run.signal("TERM");
+    let (status, err) = run.finish_within(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(128 + 15), "{err}");
+    assert!(
+        err.ends_with(
+            "invitegate: stopped at once; messages in flight are left uncertain in the journal"
+        ),
+        "{err}"
+    );
+    // The four messages in flight never got a reply: their rows are uncertain.
+    assert_eq!(lines_last(&campaign.journal(), "handed"), [2, 3, 4, 5]);
+    assert!(server.received().is_empty());
 }
 
 #[test]
