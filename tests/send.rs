@@ -1319,3 +1319,36 @@ fn the_rejects_file_is_checked_before_sending_and_removed_when_stale() {
     assert!(err.contains("no row is refused now"), "{err}");
     assert!(!rejects.exists());
 }
+
+#[test]
+fn rate_spaces_the_messages_as_the_server_receives_them() {
+    const ROWS: usize = 8;
+    // 4/s: a message every 250 ms at most, whatever the concurrency.
+    const INTERVAL: f64 = 0.250;
+    // What the way from the pacer to the server (a journal sync, the SMTP exchange, a busy
+    // machine's scheduling) can shift one message against the next. Only a lower bound is
+    // checked: how fast the messages go is not this test's business.
+    const SLACK: f64 = 0.100;
+    let campaign = Campaign::new(&recipients(ROWS));
+    let server = Server::start(campaign.dir.path(), &[]);
+    let output = campaign.run(
+        &server,
+        &["--smtp-tls", "none", "--rate", "4/s", "--concurrency", "4"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let mut times: Vec<f64> = server.received().iter().map(|m| m.received_at).collect();
+    assert_eq!(times.len(), ROWS);
+    times.sort_by(f64::total_cmp);
+    let gaps: Vec<f64> = times.windows(2).map(|pair| pair[1] - pair[0]).collect();
+    // No two messages closer than the interval allows...
+    assert!(
+        gaps.iter().all(|&gap| gap >= INTERVAL - SLACK),
+        "gaps (s): {gaps:?}"
+    );
+    // ... nor all of them: the slack is not taken again and again.
+    let span = times[ROWS - 1] - times[0];
+    assert!(
+        span >= (ROWS - 1) as f64 * INTERVAL - SLACK,
+        "{ROWS} messages over {span:.3} s; gaps (s): {gaps:?}"
+    );
+}
