@@ -1352,3 +1352,18 @@ fn rate_spaces_the_messages_as_the_server_receives_them() {
         "{ROWS} messages over {span:.3} s; gaps (s): {gaps:?}"
     );
 }
+
+#[test]
+fn the_journal_and_the_rejects_file_are_0600_whatever_the_umask() {
+    let campaign = Campaign::new(&recipients(3));
+    let server = Server::start(campaign.dir.path(), &["--reject", "p1@contoso.com"]);
+    let output = output_within(
+        &mut with_umask_000(&campaign.command(&server, &["--smtp-tls", "none", "--rate", "off"])),
+        DEADLINE,
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(server.received().len(), 2);
+    // Each holds the campaign's recipients; the journal, the codes' fingerprints too.
+    assert_eq!(mode(&campaign.path("recipients.csv.journal")), 0o600);
+    assert_eq!(mode(&campaign.path("recipients.csv.rejects.csv")), 0o600);
+}
