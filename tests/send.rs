@@ -1367,3 +1367,55 @@ fn the_journal_and_the_rejects_file_are_0600_whatever_the_umask() {
     assert_eq!(mode(&campaign.path("recipients.csv.journal")), 0o600);
     assert_eq!(mode(&campaign.path("recipients.csv.rejects.csv")), 0o600);
 }
+
+#[test]
+fn journal_puts_the_journal_there_and_a_resume_with_the_same_flag_reads_it() {
+    let campaign = Campaign::new(&recipients(3));
+    std::fs::create_dir(campaign.path("state")).unwrap();
+    let flags = [
+        "--smtp-tls",
+        "none",
+        "--rate",
+        "off",
+        "--journal",
+        "state/campaign.journal",
+    ];
+    let server = Server::start(
+        campaign.dir.path(),
+        &["--tempfail-always", "p1@contoso.com"],
+    );
+    let output = campaign.run(&server, &flags);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(server.received().len(), 2);
+    let journal = read_journal(&campaign.path("state/campaign.journal"));
+    assert_eq!(journal[0]["event"], "campaign");
+    assert_eq!(lines_last(&journal, "sent"), [2, 4]);
+    assert_eq!(lines_last(&journal, "deferred"), [3]);
+    assert!(!campaign.path("recipients.csv.journal").exists());
+
+    // The mailbox takes mail again: the same command reads that journal and sends the row it
+    // left, only.
+    drop(server);
+    let server = Server::start(campaign.dir.path(), &[]);
+    let again = campaign.run(&server, &flags);
+    let err = stderr(&again);
+    assert!(again.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "invitegate: resuming the campaign in state/campaign.journal (codes expire at {})",
+            journal[0]["expires_at"].as_str().unwrap()
+        )),
+        "{err}"
+    );
+    let received = server.received();
+    assert_eq!(received.len(), 1, "{err}");
+    assert_eq!(received[0].to, ["p1@contoso.com"]);
+    assert_eq!(
+        lines_last(
+            &read_journal(&campaign.path("state/campaign.journal")),
+            "sent"
+        ),
+        [2, 3, 4]
+    );
+    assert!(!campaign.path("recipients.csv.journal").exists());
+}
