@@ -1419,3 +1419,56 @@ fn journal_puts_the_journal_there_and_a_resume_with_the_same_flag_reads_it() {
     );
     assert!(!campaign.path("recipients.csv.journal").exists());
 }
+
+#[test]
+fn a_different_expires_at_on_resume_is_refused_and_the_same_one_resumes() {
+    let campaign = Campaign::new(&recipients(3));
+    let none = ["--smtp-tls", "none", "--rate", "off"];
+    campaign.expiry.set(["--expires-at", "2030-01-01"]);
+    let server = Server::start(
+        campaign.dir.path(),
+        &["--tempfail-always", "p1@contoso.com"],
+    );
+    let output = campaign.run(&server, &none);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(server.received().len(), 2);
+    drop(server);
+
+    // Another instant: refused before any message, the campaign's own named.
+    let server = Server::start(campaign.dir.path(), &[]);
+    campaign.expiry.set(["--expires-at", "2031-01-01"]);
+    let refused = campaign.run(&server, &none);
+    let err = stderr(&refused);
+    assert_eq!(refused.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(
+            "invitegate: --expires-at differs from the campaign's expiry in \
+             recipients.csv.journal (2030-01-01T23:59:59Z); drop the flag to resume, or start a \
+             new campaign with another --journal"
+        ),
+        "{err}"
+    );
+    assert!(server.received().is_empty());
+
+    // The campaign's own: it resumes, and the row left gets a code of that expiry.
+    campaign.expiry.set(["--expires-at", "2030-01-01"]);
+    let resumed = campaign.run(&server, &none);
+    let err = stderr(&resumed);
+    assert!(resumed.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "invitegate: resuming the campaign in recipients.csv.journal (codes expire at \
+             2030-01-01T23:59:59Z)"
+        ),
+        "{err}"
+    );
+    let received = server.received();
+    assert_eq!(received.len(), 1, "{err}");
+    assert_eq!(received[0].to, ["p1@contoso.com"]);
+    assert!(
+        quoted_printable_decode(&received[0].data).contains("valid until 2030-01-01T23:59:59Z"),
+        "{}",
+        received[0].data
+    );
+    assert_verifies(&received[0]);
+}
