@@ -1,181 +1,32 @@
 //! `invitegate send` against a real SMTP server: Python's aiosmtpd, started per test on a free
-//! loopback port with the handler in tests/data/send/smtp_server.py (`.ci/run` installs it).
+//! loopback port with the handler in tests/data/send/smtp_server.py (tests/support/smtp.rs
+//! installs aiosmtpd under the target folder when the machine's Python lacks it). Every process
+//! a test starts is waited for with a deadline and killed past it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/smtp.rs"]
+mod smtp;
+mod support;
 
 use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use invitegate::{KeyRing, UnixTime, VerifyOptions, verify};
+use smtp::{PASSWORD, Received, Server, data, quoted_printable_decode};
+use support::{DEADLINE, mode, output_within, wait_with_output_within, wait_within};
 
 const KEYS: &str = "5:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n";
-const PASSWORD: &str = "correct horse battery staple";
-
-fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/send")
-        .join(name)
-}
-
-/// A running aiosmtpd; killed when dropped.
-struct Server {
-    child: Child,
-    _stdin: ChildStdin,
-    port: u16,
-    out: PathBuf,
-    /// TLS from the first byte: smtps://.
-    implicit_tls: bool,
-}
-
-impl Server {
-    fn start(dir: &Path, extra: &[&str]) -> Self {
-        // One file a server, so that a test can start a second one in the same folder.
-        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let out = dir.join(format!("received-{n}.jsonl"));
-        let mut child = Command::new("python3")
-            .arg(data("smtp_server.py"))
-            .arg("--out")
-            .arg(&out)
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 runs (the tests need python3 with aiosmtpd: pip install aiosmtpd)");
-        let stdin = child.stdin.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .strip_prefix("PORT ")
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| {
-                panic!("the SMTP server did not start (is aiosmtpd installed?): {line:?}")
-            });
-        Self {
-            child,
-            _stdin: stdin,
-            port,
-            out,
-            implicit_tls: extra.contains(&"--implicit-tls"),
-        }
-    }
-
-    fn start_tls(dir: &Path, extra: &[&str]) -> Self {
-        let cert = data("server.pem");
-        let key = data("server-key.pem");
-        let mut args = vec![
-            "--tls",
-            cert.to_str().unwrap(),
-            key.to_str().unwrap(),
-            "--password",
-            PASSWORD,
-        ];
-        args.extend_from_slice(extra);
-        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        Self::start(dir, &refs)
-    }
-
-    fn url(&self) -> String {
-        let scheme = if self.implicit_tls { "smtps" } else { "smtp" };
-        format!("{scheme}://127.0.0.1:{}", self.port)
-    }
-
-    /// The messages received so far.
-    fn received(&self) -> Vec<Received> {
-        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
-        text.lines()
-            .filter(|l| l.ends_with('}'))
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                Received {
-                    to: v["to"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|t| t.as_str().unwrap().to_owned())
-                        .collect(),
-                    data: v["data"].as_str().unwrap().to_owned(),
-                    tls: v["tls"].as_bool().unwrap(),
-                    auth: v["auth"].as_bool().unwrap(),
-                    mechanisms: v["auth_mechanisms"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|m| m.as_str().unwrap().to_owned())
-                        .collect(),
-                    received_at: v["received_at"].as_f64().unwrap(),
-                }
-            })
-            .collect()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[derive(Debug)]
-struct Received {
-    to: Vec<String>,
-    data: String,
-    tls: bool,
-    auth: bool,
-    /// The AUTH mechanisms the connection logged in with.
-    mechanisms: Vec<String>,
-    /// When the server took it (Unix seconds).
-    received_at: f64,
-}
-
-impl Received {
-    /// The code after `CODE: ` (the tests' templates), from the quoted-printable body if
-    /// the message was encoded so.
-    fn code(&self) -> String {
-        let body = quoted_printable_decode(&self.data);
-        let start = body.find("CODE: ").expect("a code in the message") + 6;
-        body[start..start + 29].to_owned()
-    }
-}
-
-/// Enough of quoted-printable for the tests: soft line breaks and `=XX` escapes.
-fn quoted_printable_decode(text: &str) -> String {
-    let text = text.replace("=\r\n", "").replace("=\n", "");
-    let mut out = Vec::new();
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'=', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 /// A campaign folder: keys, recipients, a text template.
 struct Campaign {
     dir: tempfile::TempDir,
-    /// The `--expires-in` the runs give.
-    expires_in: std::cell::Cell<&'static str>,
+    /// The expiry flag and its value the runs give (`--expires-in 14d` unless set).
+    expiry: std::cell::Cell<[&'static str; 2]>,
 }
 
 impl Campaign {
@@ -183,11 +34,7 @@ impl Campaign {
         let dir = tempfile::tempdir().unwrap();
         let keys = dir.path().join("keys.txt");
         std::fs::write(&keys, KEYS).unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
-        }
+        support::set_mode(&keys, 0o600);
         std::fs::write(dir.path().join("recipients.csv"), recipients).unwrap();
         std::fs::write(
             dir.path().join("invite.txt"),
@@ -196,7 +43,7 @@ impl Campaign {
         .unwrap();
         Self {
             dir,
-            expires_in: std::cell::Cell::new("14d"),
+            expiry: std::cell::Cell::new(["--expires-in", "14d"]),
         }
     }
 
@@ -207,17 +54,11 @@ impl Campaign {
     /// `invitegate send` with the campaign's files and the given flags, TLS through the test
     /// CA.
     fn command(&self, server: &Server, extra: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_invitegate"));
+        let mut command = Command::new(support::binary());
         command
             .current_dir(self.dir.path())
-            .args([
-                "send",
-                "recipients.csv",
-                "--keys-file",
-                "keys.txt",
-                "--expires-in",
-                self.expires_in.get(),
-            ])
+            .args(["send", "recipients.csv", "--keys-file", "keys.txt"])
+            .args(self.expiry.get())
             .args(["--from", "Contoso Invitations <invites@contoso.com>"])
             .args(["--text-template", "invite.txt", "--retry-delay-ms", "50"])
             .arg("--smtp")
@@ -225,33 +66,162 @@ impl Campaign {
             .env_remove("INVITEGATE_SMTP_PASSWORD")
             .env_remove("INVITEGATE_SMTP_USERNAME")
             .env("INVITEGATE_SMTP_CA_FILE", data("ca.pem"))
+            .stdin(Stdio::null())
             .args(extra);
         command
     }
 
     fn run(&self, server: &Server, extra: &[&str]) -> Output {
-        self.command(server, extra).output().unwrap()
+        output_within(&mut self.command(server, extra), DEADLINE)
     }
 
     fn run_tls(&self, server: &Server, extra: &[&str]) -> Output {
-        self.command(server, extra)
-            .args(["--smtp-username", "campaign"])
-            .env("INVITEGATE_SMTP_PASSWORD", PASSWORD)
-            .output()
-            .unwrap()
+        output_within(
+            self.command(server, extra)
+                .args(["--smtp-username", "campaign"])
+                .env("INVITEGATE_SMTP_PASSWORD", PASSWORD),
+            DEADLINE,
+        )
     }
 
+    /// The records of the journal at its default place.
     fn journal(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.path("recipients.csv.journal"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        read_journal(&self.path("recipients.csv.journal"))
+    }
+
+    /// Waits until the journal at its default place satisfies `done`, and returns it.
+    fn wait_for_journal(
+        &self,
+        done: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let start = Instant::now();
+        loop {
+            let journal = self.journal();
+            if done(&journal) {
+                return journal;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the journal did not get there within {DEADLINE:?}: {journal:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// A journal's records; none when there is no journal. A record still being written (no line
+/// end yet) is left for the next read.
+fn read_journal(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `command` run by `sh` with umask 000: a file the program makes without choosing its mode is
+/// then readable and writable by everyone, so a check for 0600 can fail.
+fn with_umask_000(command: &Command) -> Command {
+    let mut wrapped = Command::new("sh");
+    wrapped
+        .args(["-c", "umask 000 && exec \"$@\"", "sh"])
+        .arg(command.get_program())
+        .args(command.get_args())
+        .stdin(Stdio::null());
+    if let Some(dir) = command.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    wrapped
+}
+
+/// A `send` run in the background whose standard error is read line by line as it comes: to
+/// signal it at a known point.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    /// The lines read so far.
+    err: Vec<String>,
+}
+
+impl Running {
+    fn spawn(command: &mut Command) -> Self {
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pipe = child.stderr.take().unwrap();
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            err: Vec::new(),
+        }
+    }
+
+    /// Waits for a line of standard error that is `line`.
+    fn wait_for_line(&mut self, line: &str) {
+        let start = Instant::now();
+        while !self.err.iter().any(|l| l == line) {
+            let left = DEADLINE.saturating_sub(start.elapsed());
+            match self.lines.recv_timeout(left) {
+                Ok(next) => self.err.push(next),
+                Err(_) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    panic!(
+                        "no line {line:?} on standard error; there was: {:?}",
+                        self.err
+                    );
+                }
+            }
+        }
+    }
+
+    /// Sends `signal` (`INT`, `TERM`, `HUP`) to the run.
+    fn signal(&self, signal: &str) {
+        let kill = output_within(
+            Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]),
+            DEADLINE,
+        );
+        assert!(kill.status.success(), "kill -{signal}: {kill:?}");
+    }
+
+    /// Waits at most `deadline` for the run to end; its exit status and whole standard error.
+    fn finish_within(mut self, deadline: Duration) -> (ExitStatus, String) {
+        let status = wait_within(&mut self.child, deadline);
+        // The pipe closed with the process: the reader ends.
+        while let Ok(line) = self.lines.recv_timeout(DEADLINE) {
+            self.err.push(line);
+        }
+        (status, self.err.join("\n"))
     }
 }
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The summary line a run ends with, without its `invitegate: send: ` prefix.
+fn summary(err: &str) -> &str {
+    err.lines()
+        .find_map(|l| l.strip_prefix("invitegate: send: "))
+        .unwrap_or_else(|| panic!("no summary line: {err}"))
 }
 
 fn recipients(n: usize) -> String {
@@ -287,12 +257,9 @@ fn every_row_arrives_once_over_starttls_with_auth_and_a_code_that_verifies() {
     assert!(output.status.success(), "{}", stderr(&output));
     let received = server.received();
     assert_eq!(received.len(), 12, "{}", stderr(&output));
-    let mut seen = HashMap::new();
     for message in &received {
         assert!(message.tls && message.auth, "{message:?}");
         assert_eq!(message.to.len(), 1);
-        *seen.entry(message.to[0].clone()).or_insert(0) += 1;
-        assert_verifies(message);
         assert!(
             message
                 .data
@@ -302,14 +269,15 @@ fn every_row_arrives_once_over_starttls_with_auth_and_a_code_that_verifies() {
         );
         assert!(message.data.contains(&format!("To: {}", message.to[0])));
     }
-    for i in 0..12 {
-        assert_eq!(seen.get(&format!("p{i}@contoso.com")), Some(&1), "p{i}");
-    }
+    let once: HashMap<String, usize> = (0..12).map(|i| (format!("p{i}@contoso.com"), 1)).collect();
+    assert_eq!(arrivals(&received), once);
     // The journal has the campaign, then handed + sent for each row, and no whole code.
     let journal = campaign.journal();
+    assert_eq!(journal.len(), 1 + 2 * 12, "{journal:?}");
     assert_eq!(journal[0]["event"], "campaign");
-    let sent = journal.iter().filter(|r| r["event"] == "sent").count();
-    assert_eq!(sent, 12);
+    assert_eq!(lines_last(&journal, "sent"), (2..14).collect::<Vec<u64>>());
+    let handed = journal.iter().filter(|r| r["event"] == "handed").count();
+    assert_eq!(handed, 12, "{journal:?}");
     let text = std::fs::read_to_string(campaign.path("recipients.csv.journal")).unwrap();
     for message in &received {
         assert!(
@@ -318,20 +286,19 @@ fn every_row_arrives_once_over_starttls_with_auth_and_a_code_that_verifies() {
         );
     }
     assert!(!text.contains(PASSWORD) && !stderr(&output).contains(PASSWORD));
-    assert!(
-        stderr(&output).contains("12 sent, 0 rejected"),
-        "{}",
-        stderr(&output)
+    assert_eq!(
+        summary(&stderr(&output)),
+        "12 sent, 0 rejected, 0 deferred, 0 retried, 0 skipped as already sent, 0 uncertain \
+         (0 sent again), 0 refused earlier, 0 invalid, 0 duplicates"
     );
 
     // Running it again sends nothing more.
     let again = campaign.run_tls(&server, &["--rate", "off"]);
     assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(server.received().len(), 12);
-    assert!(
-        stderr(&again).contains("12 already sent"),
-        "{}",
-        stderr(&again)
+    assert_eq!(
+        summary(&stderr(&again)),
+        "0 to send, 12 already sent, 0 uncertain, 0 refused earlier, 0 invalid, 0 duplicates"
     );
 }
 
@@ -339,12 +306,13 @@ fn every_row_arrives_once_over_starttls_with_auth_and_a_code_that_verifies() {
 fn a_wrong_password_or_an_untrusted_certificate_stops_before_any_row() {
     let campaign = Campaign::new(&recipients(2));
     let server = Server::start_tls(campaign.dir.path(), &[]);
-    let output = campaign
-        .command(&server, &[])
-        .args(["--smtp-username", "campaign"])
-        .env("INVITEGATE_SMTP_PASSWORD", "wrong")
-        .output()
-        .unwrap();
+    let output = output_within(
+        campaign
+            .command(&server, &[])
+            .args(["--smtp-username", "campaign"])
+            .env("INVITEGATE_SMTP_PASSWORD", "wrong"),
+        DEADLINE,
+    );
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("cannot connect and log in"),
@@ -353,13 +321,14 @@ fn a_wrong_password_or_an_untrusted_certificate_stops_before_any_row() {
     );
     assert!(!stderr(&output).contains("wrong"), "{}", stderr(&output));
     // Without the test CA, the self-signed certificate is refused: verification stays on.
-    let output = campaign
-        .command(&server, &[])
-        .env_remove("INVITEGATE_SMTP_CA_FILE")
-        .args(["--smtp-username", "campaign"])
-        .env("INVITEGATE_SMTP_PASSWORD", PASSWORD)
-        .output()
-        .unwrap();
+    let output = output_within(
+        campaign
+            .command(&server, &[])
+            .env_remove("INVITEGATE_SMTP_CA_FILE")
+            .args(["--smtp-username", "campaign"])
+            .env("INVITEGATE_SMTP_PASSWORD", PASSWORD),
+        DEADLINE,
+    );
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("cannot connect"),
@@ -465,17 +434,15 @@ fn a_550_goes_to_rejects_and_a_451_is_retried() {
     );
     let rejects = std::fs::read_to_string(campaign.path("recipients.csv.rejects.csv")).unwrap();
     // Laid out like batch's: the header with an `error` column, then the row as it was read.
-    assert_eq!(rejects.lines().count(), 2, "{rejects}");
-    assert!(
-        rejects.starts_with(
-            "First Name,email,team,error\nP1,p1@contoso.com,t1,line 3: permanent error (550)"
-        ),
-        "{rejects}"
+    assert_eq!(
+        rejects,
+        "First Name,email,team,error\nP1,p1@contoso.com,t1,line 3: permanent error (550): \
+         5.1.1 <p1@contoso.com>: mailbox unavailable\n"
     );
-    assert!(
-        stderr(&output).contains("4 sent, 1 rejected, 0 deferred, 1 retried"),
-        "{}",
-        stderr(&output)
+    assert_eq!(
+        summary(&stderr(&output)),
+        "4 sent, 1 rejected, 0 deferred, 1 retried, 0 skipped as already sent, 0 uncertain \
+         (0 sent again), 0 refused earlier, 0 invalid, 0 duplicates"
     );
 }
 
@@ -497,7 +464,10 @@ fn a_template_error_sends_nothing_and_says_where() {
     );
     assert!(stderr(&output).contains("undefined"), "{}", stderr(&output));
     assert!(server.received().is_empty());
-    assert!(campaign.journal().iter().all(|r| r["event"] == "campaign"));
+    // Nothing is recorded but the campaign: the next run starts over.
+    let journal = campaign.journal();
+    assert_eq!(journal.len(), 1, "{journal:?}");
+    assert_eq!(journal[0]["event"], "campaign");
 
     // A template that fails for one row only names that row, and still nothing goes.
     std::fs::write(
@@ -516,6 +486,9 @@ fn a_template_error_sends_nothing_and_says_where() {
         "{err}"
     );
     assert!(server.received().is_empty());
+    let journal = campaign.journal();
+    assert_eq!(journal.len(), 1, "{journal:?}");
+    assert_eq!(journal[0]["event"], "campaign");
 }
 
 #[test]
@@ -532,18 +505,36 @@ fn invalid_rows_stop_the_run_unless_skipped() {
     assert!(server.received().is_empty());
     let output = campaign.run(&server, &["--smtp-tls", "none", "--skip-invalid"]);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    assert_eq!(server.received().len(), 1);
+    let received = server.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].to, ["a@contoso.com"]);
+    assert_eq!(
+        std::fs::read_to_string(campaign.path("recipients.csv.rejects.csv")).unwrap(),
+        "First Name,email,error\nB,not-an-address,line 3: invalid email address: it has no `@`\n"
+    );
 }
 
 #[test]
 fn a_dry_run_writes_eml_files_and_sends_nothing() {
     let campaign = Campaign::new(&recipients(3));
+    // A fixed expiry: the lines printed are known to the letter.
+    campaign.expiry.set(["--expires-at", "2030-01-01"]);
     let server = Server::start(campaign.dir.path(), &[]);
-    let output = campaign.run(&server, &["--dry-run", "out"]);
+    let output = output_within(
+        &mut with_umask_000(&campaign.command(&server, &["--dry-run", "out"])),
+        DEADLINE,
+    );
     assert!(output.status.success(), "{}", stderr(&output));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(stdout.lines().count(), 3, "{stdout}");
-    assert!(stdout.contains("to p0@contoso.com"), "{stdout}");
+    let expected: String = [(2, "p0"), (3, "p1"), (4, "p2")]
+        .iter()
+        .map(|(line, to)| {
+            format!(
+                "line {line}: to {to}@contoso.com: \"Your invitation code\" (key 5, expires \
+                 2030-01-01T23:59:59Z) -> out/00000{line}-{to}@contoso.com.eml\n"
+            )
+        })
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&output.stdout), expected);
     let mut files: Vec<_> = std::fs::read_dir(campaign.path("out"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -566,11 +557,8 @@ fn a_dry_run_writes_eml_files_and_sends_nothing() {
         "{eml}"
     );
     // Each file holds a working code: its owner's to read, no one else's.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let meta = std::fs::metadata(campaign.path("out/000002-p0@contoso.com.eml")).unwrap();
-        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    for file in &files {
+        assert_eq!(mode(&campaign.path("out").join(file)), 0o600, "{file}");
     }
     assert!(server.received().is_empty());
     assert!(!campaign.path("recipients.csv.journal").exists());
@@ -672,13 +660,16 @@ fn rows_added_moved_or_readdressed_between_runs_send_to_nobody_twice() {
             "q1@contoso.com"
         ]
     );
+    assert_eq!(
+        summary(&err),
+        "2 sent, 0 rejected, 0 deferred, 0 retried, 2 skipped as already sent, 0 uncertain \
+         (0 sent again), 0 refused earlier, 0 invalid, 0 duplicates"
+    );
     assert!(
-        err.contains("2 sent")
-            && err.contains("2 skipped as already sent")
-            && err.contains(
-                "note: p1@contoso.com (line 3 when an earlier run sent it a message) is no \
-                 longer in the recipients file"
-            ),
+        err.contains(
+            "note: p1@contoso.com (line 3 when an earlier run sent it a message) is no longer in \
+             the recipients file"
+        ),
         "{err}"
     );
 }
@@ -697,28 +688,13 @@ fn killed_halfway_then_resumed_delivers_every_row_with_few_duplicates() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while server.received().len() < ROWS / 3 {
-        assert!(start.elapsed() < Duration::from_secs(30), "no progress");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    server.wait_for(ROWS / 3);
     child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    wait_within(&mut child, DEADLINE);
     let before = server.received().len();
     assert!(before < ROWS, "killed too late to test anything");
     let journal = campaign.journal();
-    let mut last: HashMap<u64, String> = HashMap::new();
-    for record in journal.iter().skip(1) {
-        last.insert(
-            record["line"].as_u64().unwrap(),
-            record["event"].as_str().unwrap().to_owned(),
-        );
-    }
-    let uncertain: Vec<u64> = last
-        .iter()
-        .filter(|(_, e)| *e == "handed")
-        .map(|(l, _)| *l)
-        .collect();
+    let uncertain = lines_last(&journal, "handed");
     // Messages were in flight when the process died (40/s against 50 ms a message).
     assert!(
         !uncertain.is_empty() && uncertain.len() <= CONCURRENCY,
@@ -726,40 +702,47 @@ fn killed_halfway_then_resumed_delivers_every_row_with_few_duplicates() {
     );
     eprintln!("killed after {before} messages; uncertain lines: {uncertain:?}");
 
-    // Resumed later: a relative --expires-in must not move the expiry.
+    // Resumed later (a second on, so that a relative --expires-in would give another
+    // instant): the expiry must not move.
     std::thread::sleep(Duration::from_millis(1100));
     let output = campaign.run(&server, &["--smtp-tls", "none", "--rate", "off"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let err = stderr(&output);
-    assert!(err.contains("resuming the campaign"), "{err}");
+    let expires_at = journal[0]["expires_at"].as_str().unwrap();
+    assert!(
+        err.contains(&format!(
+            "invitegate: resuming the campaign in recipients.csv.journal (codes expire at \
+             {expires_at})"
+        )),
+        "{err}"
+    );
     for line in &uncertain {
         assert!(
-            err.contains(&format!("line {line}: ")),
+            err.contains(&format!(
+                "invitegate: line {line}: p{}@contoso.com (code fingerprint ",
+                line - 2
+            )),
             "uncertain line {line} not listed: {err}"
         );
     }
+    // Every row arrived; once, but for the uncertain ones, sent again, which may have arrived
+    // before the kill too.
     let received = server.received();
-    let mut count: HashMap<&str, usize> = HashMap::new();
-    for message in &received {
-        *count.entry(message.to[0].as_str()).or_default() += 1;
-        assert_verifies(message);
-    }
+    let count = arrivals(&received);
     for i in 0..ROWS {
-        assert!(
-            count.contains_key(format!("p{i}@contoso.com").as_str()),
-            "p{i} never arrived"
-        );
+        let line = i as u64 + 2;
+        let n = count.get(&format!("p{i}@contoso.com")).copied();
+        let expected = if uncertain.contains(&line) {
+            [Some(1), Some(2)].as_slice()
+        } else {
+            [Some(1)].as_slice()
+        };
+        assert!(expected.contains(&n), "line {line}: {n:?}, {uncertain:?}");
     }
-    let duplicates = received.len() - ROWS;
-    assert!(duplicates <= CONCURRENCY, "{duplicates} duplicates");
-    assert!(
-        duplicates <= uncertain.len(),
-        "{duplicates} duplicates, {uncertain:?} uncertain"
-    );
     // One expiry instant for the whole campaign, in both runs.
     let journal = campaign.journal();
     let expiries = campaign_journal_expiries(&journal);
-    assert_eq!(expiries.len(), 1, "{expiries:?}");
+    assert_eq!(expiries, [expires_at].into(), "{expiries:?}");
     // A duplicate carries the same code as the first message: codes are deterministic.
     let mut codes: HashMap<&str, String> = HashMap::new();
     for message in &received {
@@ -783,24 +766,31 @@ fn the_password_never_comes_from_a_flag_or_the_url() {
     let server = Server::start(campaign.dir.path(), &[]);
     let output = campaign.run(&server, &["--smtp-password", "x"]);
     assert_eq!(output.status.code(), Some(2));
-    let output = Command::new(env!("CARGO_BIN_EXE_invitegate"))
-        .current_dir(campaign.dir.path())
-        .args([
-            "send",
-            "recipients.csv",
-            "--keys-file",
-            "keys.txt",
-            "--expires-in",
-            "1d",
-        ])
-        .args([
-            "--from",
-            "a@contoso.com",
-            "--smtp",
-            "smtp://u:hunter2@127.0.0.1:1",
-        ])
-        .output()
-        .unwrap();
+    assert!(
+        stderr(&output).contains("unexpected argument '--smtp-password'"),
+        "{}",
+        stderr(&output)
+    );
+    let output = output_within(
+        Command::new(support::binary())
+            .current_dir(campaign.dir.path())
+            .args([
+                "send",
+                "recipients.csv",
+                "--keys-file",
+                "keys.txt",
+                "--expires-in",
+                "1d",
+            ])
+            .args([
+                "--from",
+                "a@contoso.com",
+                "--smtp",
+                "smtp://u:hunter2@127.0.0.1:1",
+            ])
+            .stdin(Stdio::null()),
+        DEADLINE,
+    );
     assert_eq!(output.status.code(), Some(2));
     assert!(
         stderr(&output).contains("INVITEGATE_SMTP_PASSWORD"),
@@ -871,9 +861,13 @@ fn a_mailbox_that_stays_busy_is_deferred_and_the_run_goes_on() {
     assert!(!count.contains_key("p2@contoso.com"));
     assert!(
         err.contains("p2@contoso.com deferred: transient error (450)")
-            && err.contains("5 sent, 0 rejected, 1 deferred, 4 retried")
             && err.contains("run the same command again later to send it"),
         "{err}"
+    );
+    assert_eq!(
+        summary(&err),
+        "5 sent, 0 rejected, 1 deferred, 4 retried, 0 skipped as already sent, 0 uncertain \
+         (0 sent again), 0 refused earlier, 0 invalid, 0 duplicates"
     );
     // Not the recipient's fault for good: no rejects file, and the journal says deferred.
     assert!(!campaign.path("recipients.csv.rejects.csv").exists());
@@ -882,7 +876,7 @@ fn a_mailbox_that_stays_busy_is_deferred_and_the_run_goes_on() {
     // Later the mailbox takes mail: the same command sends that row only.
     drop(server);
     let server = Server::start(campaign.dir.path(), &[]);
-    campaign.expires_in.set("7d");
+    campaign.expiry.set(["--expires-in", "7d"]);
     let again = campaign.run(&server, &["--smtp-tls", "none", "--rate", "off"]);
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(
@@ -944,17 +938,14 @@ fn losing_the_server_stops_the_run_and_the_same_command_sends_the_rest() {
     let args = ["--smtp-tls", "none", "--rate", "30/s", "--concurrency", "4"];
     let child = campaign
         .command(&server, &args)
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while server.received().len() < ROWS / 4 {
-        assert!(start.elapsed() < Duration::from_secs(30), "no progress");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let first = server.received();
-    drop(server); // the server dies: every connection breaks, none opens again
-    let output = child.wait_with_output().unwrap();
+    server.wait_for(ROWS / 4);
+    // The server dies: every connection breaks, none opens again.
+    let first = server.stop();
+    let output = wait_with_output_within(child, DEADLINE);
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{err}");
     assert!(
@@ -982,39 +973,75 @@ fn losing_the_server_stops_the_run_and_the_same_command_sends_the_rest() {
 
 #[test]
 fn a_refused_row_is_not_sent_again_unless_changed_or_asked() {
-    let campaign = Campaign::new(&recipients(3));
-    let server = Server::start(campaign.dir.path(), &["--reject", "p1@contoso.com"]);
-    let output = campaign.run(&server, &["--smtp-tls", "none", "--rate", "off"]);
+    let campaign = Campaign::new(&recipients(4));
+    let none = ["--smtp-tls", "none", "--rate", "off"];
+    let server = Server::start(
+        campaign.dir.path(),
+        &["--reject", "p1@contoso.com", "--reject", "p2@contoso.com"],
+    );
+    let output = campaign.run(&server, &none);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert_eq!(server.received().len(), 2);
 
-    // Run again: the refused row is left out and stays in the rejects file.
+    // Run again: the refused rows are left out and stay in the rejects file.
     drop(server);
     let server = Server::start(campaign.dir.path(), &[]);
-    let again = campaign.run(&server, &["--smtp-tls", "none", "--rate", "off"]);
+    let again = campaign.run(&server, &none);
     let err = stderr(&again);
     assert_eq!(again.status.code(), Some(1), "{err}");
     assert!(server.received().is_empty(), "{err}");
-    assert!(
-        err.contains("line 3: p1@contoso.com was refused by the server in an earlier run"),
-        "{err}"
-    );
+    for (line, to) in [(3, "p1@contoso.com"), (4, "p2@contoso.com")] {
+        assert!(
+            err.contains(&format!(
+                "invitegate: line {line}: {to} was refused by the server in an earlier run; left \
+                 out (correct the row, or pass --retry-rejected)"
+            )),
+            "{err}"
+        );
+    }
     let rejects = std::fs::read_to_string(campaign.path("recipients.csv.rejects.csv")).unwrap();
-    assert!(
-        rejects.contains("P1,p1@contoso.com,t1,line 3: refused"),
-        "{rejects}"
+    assert_eq!(
+        rejects,
+        "First Name,email,team,error\n\
+         P1,p1@contoso.com,t1,line 3: refused by the server in an earlier run: permanent \
+         error (550): 5.1.1 <p1@contoso.com>: mailbox unavailable\n\
+         P2,p2@contoso.com,t2,line 4: refused by the server in an earlier run: permanent \
+         error (550): 5.1.1 <p2@contoso.com>: mailbox unavailable\n"
     );
 
-    // Asked to: it goes.
-    let retried = campaign.run(
-        &server,
-        &["--smtp-tls", "none", "--rate", "off", "--retry-rejected"],
+    // A row whose cells changed (its owner's name corrected) is sent again; the other stays
+    // left out.
+    let changed = recipients(4).replace("P1,p1@", "Paula,p1@");
+    std::fs::write(campaign.path("recipients.csv"), changed).unwrap();
+    let corrected = campaign.run(&server, &none);
+    let err = stderr(&corrected);
+    assert_eq!(corrected.status.code(), Some(1), "{err}");
+    let received = server.received();
+    assert_eq!(received.len(), 1, "{err}");
+    assert_eq!(received[0].to, ["p1@contoso.com"]);
+    assert!(
+        quoted_printable_decode(&received[0].data).contains("Hello Paula,"),
+        "{}",
+        received[0].data
     );
+    assert_eq!(
+        summary(&err),
+        "1 sent, 0 rejected, 0 deferred, 0 retried, 2 skipped as already sent, 0 uncertain \
+         (0 sent again), 1 refused earlier, 0 invalid, 0 duplicates"
+    );
+
+    // Asked to: the unchanged one goes too.
+    let retried = campaign.run(&server, &[&none[..], &["--retry-rejected"]].concat());
     assert!(retried.status.success(), "{}", stderr(&retried));
     let received = server.received();
-    assert_eq!(received.len(), 1);
-    assert_eq!(received[0].to, ["p1@contoso.com"]);
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[1].to, ["p2@contoso.com"]);
+    assert!(!campaign.path("recipients.csv.rejects.csv").exists());
 }
+
+/// What a run says as soon as a signal reaches it.
+const STOPPING: &str = "invitegate: stopping: no new message is taken; those in flight finish \
+                        (signal again to stop at once)";
 
 #[test]
 fn ctrl_c_sigterm_and_sighup_stop_a_run_finishing_the_messages_in_flight() {
@@ -1022,33 +1049,20 @@ fn ctrl_c_sigterm_and_sighup_stop_a_run_finishing_the_messages_in_flight() {
     for (signal, number) in [("INT", 2), ("TERM", 15), ("HUP", 1)] {
         let campaign = Campaign::new(&recipients(40));
         let server = Server::start(campaign.dir.path(), &["--delay", "0.2"]);
-        let child = campaign
-            .command(
-                &server,
-                &["--smtp-tls", "none", "--rate", "off", "--concurrency", "4"],
-            )
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while server.received().len() < 4 {
-            assert!(start.elapsed() < Duration::from_secs(30), "no progress");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let killed = Command::new("kill")
-            .args([&format!("-{signal}"), &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        let output = child.wait_with_output().unwrap();
-        let err = stderr(&output);
-        assert_eq!(
-            output.status.code(),
-            Some(128 + number),
-            "SIG{signal}: {err}"
-        );
+        let mut run = Running::spawn(&mut campaign.command(
+            &server,
+            &["--smtp-tls", "none", "--rate", "off", "--concurrency", "4"],
+        ));
+        server.wait_for(4);
+        run.signal(signal);
+        run.wait_for_line(STOPPING);
+        let (status, err) = run.finish_within(DEADLINE);
+        assert_eq!(status.code(), Some(128 + number), "SIG{signal}: {err}");
         assert!(
-            err.contains("stopped: interrupted") && err.contains("to resume, run the same command"),
+            err.contains(
+                "invitegate: stopped: interrupted; the journal recipients.csv.journal is up to \
+                 date; to resume, run the same command again"
+            ),
             "SIG{signal}: {err}"
         );
         // The messages in flight finished and have their replies: none is left uncertain.
@@ -1058,6 +1072,39 @@ fn ctrl_c_sigterm_and_sighup_stop_a_run_finishing_the_messages_in_flight() {
         assert_eq!(sent, server.received().len());
         assert!(sent < 40, "SIG{signal} stopped too late to test anything");
     }
+}
+
+#[test]
+fn a_second_signal_stops_at_once_leaving_the_messages_in_flight_uncertain() {
+    const CONCURRENCY: usize = 4;
+    let campaign = Campaign::new(&recipients(20));
+    // The server holds each message a minute before it answers: a run that waited for the
+    // messages in flight would outlast the wait below many times over.
+    let server = Server::start(campaign.dir.path(), &["--delay", "60"]);
+    let mut run = Running::spawn(&mut campaign.command(
+        &server,
+        &["--smtp-tls", "none", "--rate", "off", "--concurrency", "4"],
+    ));
+    // One message in flight on each connection, none answered.
+    campaign.wait_for_journal(|j| lines_last(j, "handed").len() == CONCURRENCY);
+    run.signal("INT");
+    run.wait_for_line(STOPPING);
+    // The run listens for a second signal only once it has printed that line: a signal in
+    // between would be taken for the first one again.
+    std::thread::sleep(Duration::from_millis(200));
+    // Another signal than the first: the exit status says which one stopped the run.
+    run.signal("TERM");
+    let (status, err) = run.finish_within(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(128 + 15), "{err}");
+    assert!(
+        err.ends_with(
+            "invitegate: stopped at once; messages in flight are left uncertain in the journal"
+        ),
+        "{err}"
+    );
+    // The four messages in flight never got a reply: their rows are uncertain.
+    assert_eq!(lines_last(&campaign.journal(), "handed"), [2, 3, 4, 5]);
+    assert!(server.received().is_empty());
 }
 
 #[test]
@@ -1101,21 +1148,23 @@ fn settings_come_from_the_environment_and_the_password_from_a_file() {
     let campaign = Campaign::new(&recipients(2));
     let server = Server::start_tls(campaign.dir.path(), &[]);
     std::fs::write(campaign.path("smtp-password"), format!("{PASSWORD}\n")).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_invitegate"))
-        .current_dir(campaign.dir.path())
-        .args(["send", "recipients.csv", "--keys-file", "keys.txt"])
-        .args(["--expires-in", "14d", "--rate", "off"])
-        .args(["--smtp-password-file", "smtp-password"])
-        .env("INVITEGATE_SMTP_URL", server.url())
-        .env(
-            "INVITEGATE_SMTP_FROM",
-            "Contoso Invitations <invites@contoso.com>",
-        )
-        .env("INVITEGATE_SMTP_USERNAME", "campaign")
-        .env("INVITEGATE_SMTP_CA_FILE", data("ca.pem"))
-        .env_remove("INVITEGATE_SMTP_PASSWORD")
-        .output()
-        .unwrap();
+    let output = output_within(
+        Command::new(support::binary())
+            .current_dir(campaign.dir.path())
+            .args(["send", "recipients.csv", "--keys-file", "keys.txt"])
+            .args(["--expires-in", "14d", "--rate", "off"])
+            .args(["--smtp-password-file", "smtp-password"])
+            .env("INVITEGATE_SMTP_URL", server.url())
+            .env(
+                "INVITEGATE_SMTP_FROM",
+                "Contoso Invitations <invites@contoso.com>",
+            )
+            .env("INVITEGATE_SMTP_USERNAME", "campaign")
+            .env("INVITEGATE_SMTP_CA_FILE", data("ca.pem"))
+            .env_remove("INVITEGATE_SMTP_PASSWORD")
+            .stdin(Stdio::null()),
+        DEADLINE,
+    );
     assert!(output.status.success(), "{}", stderr(&output));
     let received = server.received();
     assert_eq!(received.len(), 2);
@@ -1172,19 +1221,20 @@ fn a_server_that_stops_answering_is_timed_out_not_waited_for() {
         }
     });
     let campaign = Campaign::new(&recipients(3));
-    let start = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_invitegate"))
-        .current_dir(campaign.dir.path())
-        .args(["send", "recipients.csv", "--keys-file", "keys.txt"])
-        .args(["--expires-in", "14d", "--from", "invites@contoso.com"])
-        .args(["--smtp", &format!("smtp://127.0.0.1:{port}")])
-        .args(["--smtp-tls", "none", "--smtp-timeout", "1"])
-        .output()
-        .unwrap();
+    // A run that waited for the server would be killed past this, failing the test.
+    let output = output_within(
+        Command::new(support::binary())
+            .current_dir(campaign.dir.path())
+            .args(["send", "recipients.csv", "--keys-file", "keys.txt"])
+            .args(["--expires-in", "14d", "--from", "invites@contoso.com"])
+            .args(["--smtp", &format!("smtp://127.0.0.1:{port}")])
+            .args(["--smtp-tls", "none", "--smtp-timeout", "1"])
+            .stdin(Stdio::null()),
+        Duration::from_secs(20),
+    );
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{err}");
     assert!(err.contains("the server does not answer"), "{err}");
-    assert!(start.elapsed() < Duration::from_secs(20));
 
     // A server that stalls mid-run: the stalled message is timed out, tried again on a new
     // connection, and the run stops with the row uncertain.
@@ -1223,8 +1273,11 @@ fn a_connection_broken_after_the_message_leaves_the_row_uncertain() {
     );
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{err}");
-    // The server took it (each attempt), but no reply came: not known to be sent or not.
-    assert!(!server.received().is_empty());
+    // The server took it at each of the five attempts, but no reply came: not known to be
+    // sent or not.
+    let received = server.received();
+    assert_eq!(received.len(), 5);
+    assert!(received.iter().all(|m| m.to == ["p0@contoso.com"]));
     assert!(err.contains("may or may not have gone"), "{err}");
     assert_eq!(lines_last(&campaign.journal(), "handed"), [2]);
 }
@@ -1265,4 +1318,157 @@ fn the_rejects_file_is_checked_before_sending_and_removed_when_stale() {
     assert!(output.status.success(), "{err}");
     assert!(err.contains("no row is refused now"), "{err}");
     assert!(!rejects.exists());
+}
+
+#[test]
+fn rate_spaces_the_messages_as_the_server_receives_them() {
+    const ROWS: usize = 8;
+    // 4/s: a message every 250 ms at most, whatever the concurrency.
+    const INTERVAL: f64 = 0.250;
+    // What the way from the pacer to the server (a journal sync, the SMTP exchange, a busy
+    // machine's scheduling) can shift one message against the next. Only a lower bound is
+    // checked: how fast the messages go is not this test's business.
+    const SLACK: f64 = 0.100;
+    let campaign = Campaign::new(&recipients(ROWS));
+    let server = Server::start(campaign.dir.path(), &[]);
+    let output = campaign.run(
+        &server,
+        &["--smtp-tls", "none", "--rate", "4/s", "--concurrency", "4"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let mut times: Vec<f64> = server.received().iter().map(|m| m.received_at).collect();
+    assert_eq!(times.len(), ROWS);
+    times.sort_by(f64::total_cmp);
+    let gaps: Vec<f64> = times.windows(2).map(|pair| pair[1] - pair[0]).collect();
+    // No two messages closer than the interval allows...
+    assert!(
+        gaps.iter().all(|&gap| gap >= INTERVAL - SLACK),
+        "gaps (s): {gaps:?}"
+    );
+    // ... nor all of them: the slack is not taken again and again.
+    let span = times[ROWS - 1] - times[0];
+    assert!(
+        span >= (ROWS - 1) as f64 * INTERVAL - SLACK,
+        "{ROWS} messages over {span:.3} s; gaps (s): {gaps:?}"
+    );
+}
+
+#[test]
+fn the_journal_and_the_rejects_file_are_0600_whatever_the_umask() {
+    let campaign = Campaign::new(&recipients(3));
+    let server = Server::start(campaign.dir.path(), &["--reject", "p1@contoso.com"]);
+    let output = output_within(
+        &mut with_umask_000(&campaign.command(&server, &["--smtp-tls", "none", "--rate", "off"])),
+        DEADLINE,
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(server.received().len(), 2);
+    // Each holds the campaign's recipients; the journal, the codes' fingerprints too.
+    assert_eq!(mode(&campaign.path("recipients.csv.journal")), 0o600);
+    assert_eq!(mode(&campaign.path("recipients.csv.rejects.csv")), 0o600);
+}
+
+#[test]
+fn journal_puts_the_journal_there_and_a_resume_with_the_same_flag_reads_it() {
+    let campaign = Campaign::new(&recipients(3));
+    std::fs::create_dir(campaign.path("state")).unwrap();
+    let flags = [
+        "--smtp-tls",
+        "none",
+        "--rate",
+        "off",
+        "--journal",
+        "state/campaign.journal",
+    ];
+    let server = Server::start(
+        campaign.dir.path(),
+        &["--tempfail-always", "p1@contoso.com"],
+    );
+    let output = campaign.run(&server, &flags);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(server.received().len(), 2);
+    let journal = read_journal(&campaign.path("state/campaign.journal"));
+    assert_eq!(journal[0]["event"], "campaign");
+    assert_eq!(lines_last(&journal, "sent"), [2, 4]);
+    assert_eq!(lines_last(&journal, "deferred"), [3]);
+    assert!(!campaign.path("recipients.csv.journal").exists());
+
+    // The mailbox takes mail again: the same command reads that journal and sends the row it
+    // left, only.
+    drop(server);
+    let server = Server::start(campaign.dir.path(), &[]);
+    let again = campaign.run(&server, &flags);
+    let err = stderr(&again);
+    assert!(again.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "invitegate: resuming the campaign in state/campaign.journal (codes expire at {})",
+            journal[0]["expires_at"].as_str().unwrap()
+        )),
+        "{err}"
+    );
+    let received = server.received();
+    assert_eq!(received.len(), 1, "{err}");
+    assert_eq!(received[0].to, ["p1@contoso.com"]);
+    assert_eq!(
+        lines_last(
+            &read_journal(&campaign.path("state/campaign.journal")),
+            "sent"
+        ),
+        [2, 3, 4]
+    );
+    assert!(!campaign.path("recipients.csv.journal").exists());
+}
+
+#[test]
+fn a_different_expires_at_on_resume_is_refused_and_the_same_one_resumes() {
+    let campaign = Campaign::new(&recipients(3));
+    let none = ["--smtp-tls", "none", "--rate", "off"];
+    campaign.expiry.set(["--expires-at", "2030-01-01"]);
+    let server = Server::start(
+        campaign.dir.path(),
+        &["--tempfail-always", "p1@contoso.com"],
+    );
+    let output = campaign.run(&server, &none);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(server.received().len(), 2);
+    drop(server);
+
+    // Another instant: refused before any message, the campaign's own named.
+    let server = Server::start(campaign.dir.path(), &[]);
+    campaign.expiry.set(["--expires-at", "2031-01-01"]);
+    let refused = campaign.run(&server, &none);
+    let err = stderr(&refused);
+    assert_eq!(refused.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(
+            "invitegate: --expires-at differs from the campaign's expiry in \
+             recipients.csv.journal (2030-01-01T23:59:59Z); drop the flag to resume, or start a \
+             new campaign with another --journal"
+        ),
+        "{err}"
+    );
+    assert!(server.received().is_empty());
+
+    // The campaign's own: it resumes, and the row left gets a code of that expiry.
+    campaign.expiry.set(["--expires-at", "2030-01-01"]);
+    let resumed = campaign.run(&server, &none);
+    let err = stderr(&resumed);
+    assert!(resumed.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "invitegate: resuming the campaign in recipients.csv.journal (codes expire at \
+             2030-01-01T23:59:59Z)"
+        ),
+        "{err}"
+    );
+    let received = server.received();
+    assert_eq!(received.len(), 1, "{err}");
+    assert_eq!(received[0].to, ["p1@contoso.com"]);
+    assert!(
+        quoted_printable_decode(&received[0].data).contains("valid until 2030-01-01T23:59:59Z"),
+        "{}",
+        received[0].data
+    );
+    assert_verifies(&received[0]);
 }
