@@ -69,6 +69,11 @@ pub fn output_within(command: &mut Command, deadline: Duration) -> Output {
 /// `Child::wait_with_output` with a deadline: stdout and stderr are read on their own threads
 /// (a full pipe never blocks the child), and the child is killed past the deadline.
 pub fn wait_with_output_within(mut child: Child, deadline: Duration) -> Output {
+    output_of(&mut child, deadline)
+}
+
+/// [`wait_with_output_within`] for a child the caller keeps (one in a [`KillOnDrop`]).
+pub fn output_of(child: &mut Child, deadline: Duration) -> Output {
     fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
         std::thread::spawn(move || {
             let mut bytes = Vec::new();
@@ -80,7 +85,7 @@ pub fn wait_with_output_within(mut child: Child, deadline: Duration) -> Output {
     }
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
-    let status = wait_within(&mut child, deadline);
+    let status = wait_within(child, deadline);
     Output {
         status,
         stdout: stdout.join().unwrap(),
