@@ -561,7 +561,7 @@ fn dev_mode_ignores_production_settings() {
     let commands = curl_commands(&server.banner);
     let output = support::run(Command::new("sh").args(["-c", &commands[0]]));
     let _ = server.process.kill();
-    let stderr = server.log.to_end_within(support::DEADLINE);
+    let stderr = server.log.rest_within(support::DEADLINE);
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("Continue"),
         "{}\n{stderr}\n{output:?}",

@@ -256,8 +256,9 @@ impl Lines {
         }
     }
 
-    /// Every line up to the end of the stream (the process exits or closes the pipe).
-    pub fn to_end_within(&mut self, deadline: Duration) -> String {
+    /// Reads to the end of the stream (the process exits or closes the pipe) and returns
+    /// every line, those read before included.
+    pub fn rest_within(&mut self, deadline: Duration) -> String {
         let started = Instant::now();
         while self
             .next_within(deadline.saturating_sub(started.elapsed()))
