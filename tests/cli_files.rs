@@ -231,34 +231,43 @@ fn a_symbolic_link_is_refused_for_the_merge_file() {
     assert!(!dir.path().join("elsewhere.csv").exists());
 }
 
-#[test]
-fn an_interrupted_batch_leaves_no_output() {
+/// Starts a batch that reads its recipients from standard input, waits until it has begun its
+/// output (the temporary file beside `merge.csv` exists) and is waiting for more input, sends
+/// it `signal` and returns what it said and how it ended.
+fn batch_stopped_by(signal: &str) -> (tempfile::TempDir, std::process::Output) {
     let dir = with_keys();
-    let mut child = invitegate(dir.path())
-        .args(batch_args(&["-", "-o", "merge.csv"]))
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        invitegate(dir.path())
+            .args(batch_args(&["-", "-o", "merge.csv"]))
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut stdin = child.stdin.take().unwrap();
     use std::io::Write as _;
     stdin
         .write_all(b"email\na@contoso.com\nb@contoso.com\n")
         .unwrap();
     stdin.flush().unwrap();
-    // Wait for the temporary output to exist: the run is under way, waiting for more input.
     let started = std::time::Instant::now();
     while !names(dir.path()).iter().any(|n| n.ends_with(".tmp")) {
-        assert!(started.elapsed().as_secs() < 20, "{:?}", names(dir.path()));
+        assert!(
+            started.elapsed() < DEADLINE,
+            "no output begun: {:?}",
+            names(dir.path())
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let killed = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let out = child.wait_with_output().unwrap();
+    support::signal(child.id(), signal);
+    let out = output_of(&mut child, DEADLINE);
     drop(stdin);
+    (dir, out)
+}
+
+#[test]
+fn an_interrupted_batch_leaves_no_output() {
+    let (dir, out) = batch_stopped_by("INT");
     assert_eq!(status(&out), 130, "{}", stderr(&out));
     assert!(
         stderr(&out).contains("interrupted; no output was written"),
@@ -266,6 +275,22 @@ fn an_interrupted_batch_leaves_no_output() {
         stderr(&out)
     );
     assert_eq!(names(dir.path()), ["keys.txt"]);
+}
+
+/// SIGTERM (what `kill`, systemd and container platforms send) and SIGHUP (a closed terminal)
+/// stop a batch as Ctrl-C does, with 128 + the signal as the exit status.
+#[test]
+fn a_terminated_or_hung_up_batch_leaves_no_output() {
+    for (signal, code) in [("TERM", 143), ("HUP", 129)] {
+        let (dir, out) = batch_stopped_by(signal);
+        assert_eq!(status(&out), code, "SIG{signal}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("interrupted; no output was written"),
+            "SIG{signal}: {}",
+            stderr(&out)
+        );
+        assert_eq!(names(dir.path()), ["keys.txt"], "SIG{signal}");
+    }
 }
 
 /// Runs `args` with standard output a pipe whose reading end is already closed.
@@ -282,7 +307,7 @@ fn into_closed_pipe(dir: &Path, args: &[&str], input: Option<&str>) -> std::proc
         use std::io::Write as _;
         let _ = stdin.write_all(input.as_bytes());
     }
-    child.wait_with_output().unwrap()
+    wait_with_output_within(child, DEADLINE)
 }
 
 #[test]

@@ -23,16 +23,19 @@ fn concurrent_keygens_lose_no_key() {
     let dir = tempfile::tempdir().unwrap();
     let children: Vec<_> = (0..RUNS)
         .map(|_| {
-            invitegate(dir.path())
-                .args(["keygen", "--add-to", "keys.txt"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+            KillOnDrop(
+                invitegate(dir.path())
+                    .args(["keygen", "--add-to", "keys.txt"])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap(),
+            )
         })
         .collect();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
+    // Each is killed if the test fails before it is waited for.
+    for mut child in children {
+        let out = output_of(&mut child, DEADLINE);
         assert_eq!(status(&out), 0, "{}", stderr(&out));
     }
     let text = std::fs::read_to_string(dir.path().join("keys.txt")).unwrap();

@@ -4,11 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -56,15 +57,31 @@ fn sign_up(code: &str) -> Vec<u8> {
     )
 }
 
-/// Sends one request on `stream` and returns the status and body.
-async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Option<(u16, String)> {
-    stream.write_all(request).await.ok()?;
+/// What became of one request on a keep-alive connection.
+#[derive(Debug)]
+enum Exchange {
+    /// The status and body, and whether the server said `Connection: close`.
+    Answered(u16, String, bool),
+    /// The write failed: the server had closed the connection before the request was sent.
+    NotSent,
+    /// The request was written but the connection closed before its answer: a lost request.
+    Lost(String),
+}
+
+/// Sends one request on `stream` and reads its answer.
+async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Exchange {
+    if stream.write_all(request).await.is_err() {
+        return Exchange::NotSent;
+    }
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        let n = stream.read(&mut chunk).await.ok()?;
+        let n = match stream.read(&mut chunk).await {
+            Ok(n) => n,
+            Err(error) => return Exchange::Lost(error.to_string()),
+        };
         if n == 0 {
-            return None;
+            return Exchange::Lost(format!("closed after {} bytes of the answer", buffer.len()));
         }
         buffer.extend_from_slice(&chunk[..n]);
         let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
@@ -76,9 +93,10 @@ async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Option<(u16, String
             .find_map(|l| l.strip_prefix("content-length:"))
             .map_or(0, |v| v.trim().parse().unwrap());
         if buffer.len() >= end + 4 + length {
-            let status = head.get(9..12)?.parse().ok()?;
+            let status = head.get(9..12).unwrap().parse().unwrap();
             let body = String::from_utf8_lossy(&buffer[end + 4..end + 4 + length]).into_owned();
-            return Some((status, body));
+            let close = head.lines().any(|l| l == "connection: close");
+            return Exchange::Answered(status, body, close);
         }
     }
 }
@@ -86,10 +104,17 @@ async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Option<(u16, String
 /// One request on a new connection.
 async fn ask(addr: SocketAddr, request: &[u8]) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    exchange(&mut stream, request).await.unwrap()
+    match exchange(&mut stream, request).await {
+        Exchange::Answered(status, body, _) => (status, body),
+        other => panic!("no answer on a new connection: {other:?}"),
+    }
 }
 
-/// Asks until `done` holds for the answer, for at most 5 s.
+/// How long a test waits for a reload the server should make within its 100 ms interval: far
+/// beyond that on a busy machine, so that passing it means the reload did not happen.
+const RELOAD_WITHIN: Duration = Duration::from_secs(30);
+
+/// Asks until `done` holds for the answer, for at most [`RELOAD_WITHIN`].
 async fn until(addr: SocketAddr, request: &[u8], done: impl Fn(&str) -> bool) -> String {
     let started = Instant::now();
     loop {
@@ -98,19 +123,98 @@ async fn until(addr: SocketAddr, request: &[u8], done: impl Fn(&str) -> bool) ->
             return body;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "still {body} after 5 s"
+            started.elapsed() < RELOAD_WITHIN,
+            "still {body} after {RELOAD_WITHIN:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-fn sighup(pid: u32) {
-    let status = Command::new("sh")
-        .args(["-c", &format!("kill -HUP {pid}")])
-        .status()
-        .unwrap();
-    assert!(status.success());
+/// The value of `invitegate_reloads_total{result="..."}` in a scrape of `/metrics`.
+fn reloads(metrics: &str, result: &str) -> u64 {
+    let prefix = format!(r#"invitegate_reloads_total{{result="{result}"}} "#);
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {prefix} in {metrics}"))
+        .parse()
+        .unwrap()
+}
+
+async fn scrape(addr: SocketAddr) -> String {
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("b2c:{PASSWORD}"));
+    let request =
+        format!("GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n\r\n");
+    let (status, metrics) = ask(addr, request.as_bytes()).await;
+    assert_eq!(status, 200, "{metrics}");
+    metrics
+}
+
+/// Waits until the count of reloads with `result` exceeds `before`, for at most
+/// [`RELOAD_WITHIN`].
+async fn reloaded(addr: SocketAddr, result: &str, before: u64) {
+    let started = Instant::now();
+    loop {
+        let metrics = scrape(addr).await;
+        if reloads(&metrics, result) > before {
+            return;
+        }
+        assert!(
+            started.elapsed() < RELOAD_WITHIN,
+            "no {result} reload after {RELOAD_WITHIN:?}: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What one load task saw: requests written and answered as expected, and the first few that
+/// were answered otherwise (a 5xx or not JSON) or lost (written, then the connection closed
+/// without an answer).
+#[derive(Debug, Default)]
+struct Tally {
+    sent: usize,
+    answered: usize,
+    failures: Vec<String>,
+}
+
+impl Tally {
+    fn failure(&mut self, what: String) {
+        if self.failures.len() < 5 {
+            self.failures.push(what);
+        }
+    }
+}
+
+/// Sends `request` on keep-alive connections until `running` is cleared. A new connection is
+/// made when the server announces a close (`Connection: close`) or closed one before a request
+/// was written; a request written and never answered is lost.
+async fn load(addr: SocketAddr, request: Vec<u8>, running: Arc<AtomicBool>) -> Tally {
+    let mut tally = Tally::default();
+    while running.load(Ordering::Relaxed) {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        while running.load(Ordering::Relaxed) {
+            match exchange(&mut stream, &request).await {
+                Exchange::NotSent => break,
+                Exchange::Lost(why) => {
+                    tally.sent += 1;
+                    tally.failure(format!("lost: {why}"));
+                    break;
+                }
+                Exchange::Answered(status, body, close) => {
+                    tally.sent += 1;
+                    if status < 500 && body.starts_with('{') {
+                        tally.answered += 1;
+                    } else {
+                        tally.failure(format!("{status} {body}"));
+                    }
+                    if close {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    tally
 }
 
 #[test]
@@ -120,121 +224,71 @@ fn keys_and_deny_list_reload_under_load_without_a_failed_request() {
     let deny = dir.path().join("deny.txt");
     std::fs::write(&keys, format!("{KEY_7}\n")).unwrap();
     std::fs::write(&deny, "# revoked codes\n").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_invitegate"))
-        .args([
-            "serve",
-            "--listen",
-            &port.to_string(),
-            "--reload-interval",
-            "100ms",
-        ])
-        .arg("--keys-file")
-        .arg(&keys)
-        .arg("--deny-list")
-        .arg(&deny)
-        .env("BASIC_AUTH_USERNAME", "b2c")
-        .env("BASIC_AUTH_PASSWORD", PASSWORD)
-        .env_remove("INVITEGATE_KEYS")
-        .env_remove("INVITEGATE_KEYS_FILE")
-        .env("INVITEGATE_LOG", "warn")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let server = support::serve(
+        support::invitegate(dir.path())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--reload-interval",
+                "100ms",
+            ])
+            .arg("--keys-file")
+            .arg(&keys)
+            .arg("--deny-list")
+            .arg(&deny)
+            .env("BASIC_AUTH_USERNAME", "b2c")
+            .env("BASIC_AUTH_PASSWORD", PASSWORD)
+            .env("INVITEGATE_LOG", support::START_UP_LOG),
+    );
+    let addr = server.addr;
+    let pid = server.process.id();
     let old = code(KEY_7);
     let new = code(KEY_8);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (answered, failures, metrics) = runtime.block_on(async {
-        for _ in 0..200 {
-            if TcpStream::connect(addr).await.is_ok() {
-                break;
+    let tallies = runtime.block_on(async {
+        tokio::time::timeout(support::DEADLINE, async {
+            // Load through every reload: every request gets a JSON answer that is not a 5xx.
+            let running = Arc::new(AtomicBool::new(true));
+            let tasks: Vec<_> = (0..4)
+                .map(|_| tokio::spawn(load(addr, sign_up(&old), Arc::clone(&running))))
+                .collect();
+            let (_, body) = ask(addr, &sign_up(&new)).await;
+            assert!(body.contains("not valid"), "{body}");
+            assert!(ask(addr, &sign_up(&old)).await.1.contains("Continue"));
+
+            // A new signing key, by SIGHUP.
+            replace(&keys, &format!("{KEY_8}\n{KEY_7}\n"));
+            support::signal(pid, "HUP");
+            until(addr, &sign_up(&new), |body| body.contains("Continue")).await;
+
+            // A revoked code, from the file's change alone.
+            replace(&deny, &format!("# revoked codes\n{old}\n"));
+            until(addr, &sign_up(&old), |body| body.contains("withdrawn")).await;
+
+            // A broken key ring: the reload fails and the previous state stays.
+            let failed = reloads(&scrape(addr).await, "failed");
+            replace(&keys, "8:not-base64!!\n");
+            support::signal(pid, "HUP");
+            reloaded(addr, "failed", failed).await;
+            assert!(ask(addr, &sign_up(&new)).await.1.contains("Continue"));
+            assert!(ask(addr, &sign_up(&old)).await.1.contains("withdrawn"));
+
+            running.store(false, Ordering::Relaxed);
+            let mut tallies = Vec::new();
+            for task in tasks {
+                tallies.push(task.await.unwrap());
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        // Load through every reload: every request gets a JSON answer that is not a 5xx.
-        let running = Arc::new(AtomicBool::new(true));
-        let answered = Arc::new(AtomicUsize::new(0));
-        let failures = Arc::new(AtomicUsize::new(0));
-        let load: Vec<_> = (0..4)
-            .map(|_| {
-                let (running, answered, failures) = (
-                    Arc::clone(&running),
-                    Arc::clone(&answered),
-                    Arc::clone(&failures),
-                );
-                let request = sign_up(&old);
-                tokio::spawn(async move {
-                    while running.load(Ordering::Relaxed) {
-                        let mut stream = TcpStream::connect(addr).await.unwrap();
-                        while running.load(Ordering::Relaxed) {
-                            match exchange(&mut stream, &request).await {
-                                Some((status, body)) if status < 500 && body.starts_with('{') => {
-                                    answered.fetch_add(1, Ordering::Relaxed);
-                                }
-                                // The server closed an idle or old connection: reconnect.
-                                None => break,
-                                Some(_) => {
-                                    failures.fetch_add(1, Ordering::Relaxed);
-                                }
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        let (_, body) = ask(addr, &sign_up(&new)).await;
-        assert!(body.contains("not valid"), "{body}");
-        assert!(ask(addr, &sign_up(&old)).await.1.contains("Continue"));
-
-        // A new signing key, by SIGHUP.
-        replace(&keys, &format!("{KEY_8}\n{KEY_7}\n"));
-        sighup(server.id());
-        until(addr, &sign_up(&new), |body| body.contains("Continue")).await;
-
-        // A revoked code, from the file's change alone.
-        replace(&deny, &format!("# revoked codes\n{old}\n"));
-        until(addr, &sign_up(&old), |body| body.contains("withdrawn")).await;
-
-        // A broken key ring: the reload fails and the previous state stays.
-        replace(&keys, "8:not-base64!!\n");
-        sighup(server.id());
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        assert!(ask(addr, &sign_up(&new)).await.1.contains("Continue"));
-        assert!(ask(addr, &sign_up(&old)).await.1.contains("withdrawn"));
-
-        running.store(false, Ordering::Relaxed);
-        for task in load {
-            task.await.unwrap();
-        }
-        let auth = base64::engine::general_purpose::STANDARD.encode(format!("b2c:{PASSWORD}"));
-        let scrape =
-            format!("GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n\r\n");
-        let (_, metrics) = ask(addr, scrape.as_bytes()).await;
-        (
-            answered.load(Ordering::Relaxed),
-            failures.load(Ordering::Relaxed),
-            metrics,
-        )
+            let metrics = scrape(addr).await;
+            assert!(reloads(&metrics, "ok") >= 2, "{metrics}");
+            tallies
+        })
+        .await
+        .expect("the test finishes within its deadline")
     });
-    let _ = server.kill();
-    let _ = server.wait();
-    assert!(answered > 100, "the load ran: {answered}");
-    assert_eq!(failures, 0);
-    let count = |result: &str| -> u64 {
-        let prefix = format!(r#"invitegate_reloads_total{{result="{result}"}} "#);
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(prefix.as_str()))
-            .unwrap_or_else(|| panic!("no {prefix} in {metrics}"))
-            .parse()
-            .unwrap()
-    };
-    // The broken ring may be seen by the signal and by the file check alike.
-    assert!(count("failed") >= 1, "{metrics}");
-    assert!(count("ok") >= 2, "{metrics}");
+    for tally in &tallies {
+        assert!(tally.answered > 0, "the load ran: {tallies:?}");
+        // Every request written was answered, none with a 5xx and none lost.
+        assert_eq!(tally.sent, tally.answered, "{tally:?}");
+    }
 }

@@ -3,10 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead as _, BufReader};
+mod support;
+
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use invitegate::connector::AttributeNames;
@@ -69,12 +70,29 @@ async fn start() -> (
     (addr, stop, task)
 }
 
+/// How long a test waits for an answer or a shutdown that should take a moment: far beyond
+/// that on a busy machine, and below CI's limit, so a hang is a failure with a message.
+const WITHIN: Duration = Duration::from_secs(30);
+
+/// Stops a server started by [`start`] and waits, with a deadline, for it to finish.
+async fn stop_and_wait(
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    stop.send(()).unwrap();
+    tokio::time::timeout(WITHIN, task)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
+}
+
 /// Reads one HTTP/1.1 response: status and body (content-length framed).
 async fn read_response(stream: &mut TcpStream) -> (u16, String) {
     let mut buffer = Vec::new();
     let mut byte = [0u8; 1];
     while !buffer.ends_with(b"\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte))
+        let n = tokio::time::timeout(WITHIN, stream.read(&mut byte))
             .await
             .unwrap()
             .unwrap();
@@ -97,7 +115,7 @@ async fn read_response(stream: &mut TcpStream) -> (u16, String) {
         })
         .expect("content-length");
     let mut body = vec![0u8; length];
-    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut body))
+    tokio::time::timeout(WITHIN, stream.read_exact(&mut body))
         .await
         .unwrap()
         .unwrap();
@@ -131,8 +149,7 @@ async fn keep_alive_serves_several_requests_on_one_connection() {
             "{status} {body}"
         );
     }
-    stop.send(()).unwrap();
-    task.await.unwrap().unwrap();
+    stop_and_wait(stop, task).await;
 }
 
 #[tokio::test]
@@ -162,8 +179,7 @@ async fn chunked_body_is_read() {
     stream.write_all(request.as_bytes()).await.unwrap();
     let (status, _) = read_response(&mut stream).await;
     assert_eq!(status, 413);
-    stop.send(()).unwrap();
-    task.await.unwrap().unwrap();
+    stop_and_wait(stop, task).await;
 }
 
 #[tokio::test]
@@ -176,7 +192,7 @@ async fn oversized_head_is_refused() {
     );
     let _ = stream.write_all(request.as_bytes()).await;
     let mut reply = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply))
+    let _ = tokio::time::timeout(WITHIN, stream.read_to_end(&mut reply))
         .await
         .unwrap();
     let reply = String::from_utf8_lossy(&reply);
@@ -185,8 +201,7 @@ async fn oversized_head_is_refused() {
     assert!(head.contains("content-type: application/json"), "{head}");
     let json: serde_json::Value = serde_json::from_str(body).unwrap();
     assert_eq!(json["error"], "headers_too_large", "{body}");
-    stop.send(()).unwrap();
-    task.await.unwrap().unwrap();
+    stop_and_wait(stop, task).await;
 }
 
 /// Requests hyper cannot parse are answered before any route sees them: still a JSON body.
@@ -205,8 +220,7 @@ async fn unparsable_requests_get_a_json_400() {
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(json["error"], "bad_request", "{body}");
     }
-    stop.send(()).unwrap();
-    task.await.unwrap().unwrap();
+    stop_and_wait(stop, task).await;
 }
 
 #[tokio::test]
@@ -217,20 +231,25 @@ async fn shutdown_finishes_the_request_in_flight_and_refuses_new_ones() {
     let (head, rest) = request.split_at(request.len() - 20);
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(head.as_bytes()).await.unwrap();
+    // Time for the server to read the head (it gives no sign of that), so that the request is
+    // in flight when the shutdown starts.
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop.send(()).unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    // The listener is closed: a new connection is refused.
-    assert!(
-        TcpStream::connect(addr).await.is_err(),
-        "new connections refused after shutdown"
-    );
+    // The listener closes: new connections are refused.
+    let started = Instant::now();
+    while TcpStream::connect(addr).await.is_ok() {
+        assert!(
+            started.elapsed() < WITHIN,
+            "new connections still accepted {WITHIN:?} after shutdown"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // The request in flight completes.
     stream.write_all(rest.as_bytes()).await.unwrap();
     let (status, reply) = read_response(&mut stream).await;
     assert_eq!(status, 200, "{reply}");
     assert!(reply.contains("Continue"));
-    tokio::time::timeout(Duration::from_secs(5), task)
+    tokio::time::timeout(WITHIN, task)
         .await
         .unwrap()
         .unwrap()
@@ -241,26 +260,18 @@ async fn shutdown_finishes_the_request_in_flight_and_refuses_new_ones() {
 #[test]
 fn cli_mints_and_the_served_connector_validates() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = env!("CARGO_BIN_EXE_invitegate");
-    let keygen = Command::new(bin)
-        .current_dir(dir.path())
-        .args(["keygen", "--add-to", "keys.txt"])
-        .output()
-        .unwrap();
-    assert!(keygen.status.success());
-    let mint = Command::new(bin)
-        .current_dir(dir.path())
-        .args([
-            "mint",
-            "--keys-file",
-            "keys.txt",
-            "--email",
-            "carol@fabrikam.com",
-            "--expires-in",
-            "1h",
-        ])
-        .output()
-        .unwrap();
+    let keygen =
+        support::run(support::invitegate(dir.path()).args(["keygen", "--add-to", "keys.txt"]));
+    assert!(keygen.status.success(), "{keygen:?}");
+    let mint = support::run(support::invitegate(dir.path()).args([
+        "mint",
+        "--keys-file",
+        "keys.txt",
+        "--email",
+        "carol@fabrikam.com",
+        "--expires-in",
+        "1h",
+    ]));
     assert!(
         mint.status.success(),
         "{}",
@@ -268,34 +279,18 @@ fn cli_mints_and_the_served_connector_validates() {
     );
     let code = String::from_utf8(mint.stdout).unwrap().trim().to_owned();
 
-    let mut server = Command::new(bin)
-        .current_dir(dir.path())
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .env("INVITEGATE_KEYS_FILE", "keys.txt")
-        .env_remove("INVITEGATE_KEYS")
-        .env("BASIC_AUTH_USERNAME", "b2c")
-        .env("BASIC_AUTH_PASSWORD", "pw")
-        .env(
-            "B2C_EXTENSIONS_APP_ID",
-            "93fd07aa-333c-409d-955d-96008fd08dd9",
-        )
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut logs = BufReader::new(server.stderr.take().unwrap());
-    let mut addr = None;
-    for _ in 0..20 {
-        let mut line = String::new();
-        if logs.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        let json: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if json["message"] == "invitegate serving" {
-            addr = json["address"].as_str().map(str::to_owned);
-            break;
-        }
-    }
-    let addr: SocketAddr = addr.expect("the server logs its address").parse().unwrap();
+    let mut server = support::serve(
+        support::invitegate(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .env("INVITEGATE_KEYS_FILE", "keys.txt")
+            .env("BASIC_AUTH_USERNAME", "b2c")
+            .env("BASIC_AUTH_PASSWORD", "pw")
+            .env(
+                "B2C_EXTENSIONS_APP_ID",
+                "93fd07aa-333c-409d-955d-96008fd08dd9",
+            ),
+    );
+    let addr = server.addr;
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let answer = |email: &str| {
@@ -318,8 +313,10 @@ fn cli_mints_and_the_served_connector_validates() {
     assert_eq!(status, 400, "{body}");
 
     // One log line per request, with the code's fingerprint and the email's domain only.
-    let mut line = String::new();
-    logs.read_line(&mut line).unwrap();
+    let line = server
+        .log
+        .next_within(support::DEADLINE)
+        .expect("a log line");
     let json: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(json["outcome"], "valid", "{line}");
     assert_eq!(json["email"], "fabrikam.com", "{line}");
@@ -328,13 +325,8 @@ fn cli_mints_and_the_served_connector_validates() {
     assert!(!line.contains(&code) && !line.contains("carol"), "{line}");
 
     // SIGTERM stops it cleanly.
-    // The shell's builtin kill: no procps needed on the machine.
-    let status = Command::new("sh")
-        .args(["-c", &format!("kill -TERM {}", server.id())])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = server.wait().unwrap();
+    support::signal(server.process.id(), "TERM");
+    let exit = support::wait_within(&mut server.process, support::DEADLINE);
     assert!(exit.success(), "{exit:?}");
 }
 
@@ -342,12 +334,12 @@ fn cli_mints_and_the_served_connector_validates() {
 fn a_taken_port_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_invitegate"))
-        .args(["serve", "--insecure-no-auth", "--listen", &addr])
-        .env("INVITEGATE_KEYS", KEYS)
-        .env_remove("INVITEGATE_KEYS_FILE")
-        .output()
-        .unwrap();
+    let out = support::run(
+        Command::new(env!("CARGO_BIN_EXE_invitegate"))
+            .args(["serve", "--insecure-no-auth", "--listen", &addr])
+            .env("INVITEGATE_KEYS", KEYS)
+            .env_remove("INVITEGATE_KEYS_FILE"),
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("binding {addr}")), "{err}");
@@ -368,7 +360,7 @@ fn serve_refuses_to_start_without_credentials_or_keys() {
             command.env_remove(name);
         }
         command.envs(envs.iter().copied());
-        command.output().unwrap()
+        support::run(&mut command)
     };
     let no_auth = run(&[("INVITEGATE_KEYS", KEYS)]);
     assert_eq!(no_auth.status.code(), Some(2));
@@ -418,37 +410,38 @@ fn azure_functions_custom_handler_contract() {
         .local_addr()
         .unwrap()
         .port();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_invitegate"))
-        .args(["serve", "--insecure-no-auth"])
-        .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-        .env("INVITEGATE_KEYS", KEYS)
-        .env_remove("INVITEGATE_KEYS_FILE")
-        .env_remove("INVITEGATE_LISTEN")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let server = support::serve(
+        Command::new(env!("CARGO_BIN_EXE_invitegate"))
+            .args(["serve", "--insecure-no-auth"])
+            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+            .env("INVITEGATE_KEYS", KEYS)
+            .env_remove("INVITEGATE_KEYS_FILE")
+            .env_remove("INVITEGATE_LISTEN")
+            .env("INVITEGATE_LOG", support::START_UP_LOG),
+    );
+    assert_eq!(server.addr.port(), port, "listens where the host says");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let answer = runtime.block_on(async {
-        for _ in 0..100 {
-            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await {
-                stream
-                    .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-                    .await
-                    .unwrap();
-                return Some(read_response(&mut stream).await);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        None
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        read_response(&mut stream).await
     });
-    let _ = server.kill();
-    let _ = server.wait();
-    assert_eq!(answer, Some((200, r#"{"status":"ok"}"#.to_owned())));
+    assert_eq!(answer, (200, r#"{"status":"ok"}"#.to_owned()));
 }
 
-/// Starts `serve --dev` with `env` added, and returns the process and its banner (between two
-/// rule lines of `=`).
-fn start_dev(env: &[(&str, &str)]) -> (std::process::Child, String) {
+/// A `serve --dev` process: killed when dropped, its banner (between two rule lines of `=`)
+/// and its log.
+struct Dev {
+    process: support::KillOnDrop,
+    banner: String,
+    log: support::Lines,
+}
+
+/// Starts `serve --dev` with `env` added, and waits for its banner.
+fn start_dev(env: &[(&str, &str)]) -> Dev {
     let mut command = Command::new(env!("CARGO_BIN_EXE_invitegate"));
     command.args(["serve", "--dev"]);
     // A listen address exported in the shell is a production setting too: then the port
@@ -468,19 +461,22 @@ fn start_dev(env: &[(&str, &str)]) -> (std::process::Child, String) {
     for (name, value) in env {
         command.env(name, value);
     }
-    let mut server = command.spawn().unwrap();
-    let mut banner = String::new();
-    let mut stdout = BufReader::new(server.stdout.take().unwrap());
+    let mut process = support::KillOnDrop(command.spawn().unwrap());
+    let log = support::Lines::new(process.stderr.take().unwrap());
+    let mut stdout = support::Lines::new(process.stdout.take().unwrap());
     let mut rules = 0;
-    while rules < 2 {
-        let mut line = String::new();
-        if stdout.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        rules += usize::from(line.starts_with("====="));
-        banner.push_str(&line);
+    stdout.wait_for(
+        |line| {
+            rules += usize::from(line.starts_with("====="));
+            rules == 2
+        },
+        support::DEADLINE,
+    );
+    Dev {
+        process,
+        banner: stdout.seen(),
+        log,
     }
-    (server, banner)
 }
 
 /// The banner's curl commands, each with its continuation lines joined.
@@ -507,14 +503,15 @@ fn curl_commands(banner: &str) -> Vec<String> {
 /// works as printed, run by a real shell and a real curl.
 #[test]
 fn dev_mode_banner_works_as_printed() {
-    let (mut server, banner) = start_dev(&[]);
+    let server = start_dev(&[]);
+    let banner = &server.banner;
     assert!(banner.contains("DEVELOPMENT ONLY"), "{banner}");
-    let commands = curl_commands(&banner);
+    let commands = curl_commands(banner);
     assert_eq!(commands.len(), 3, "{banner}");
     let mut answers = Vec::new();
     for command in &commands {
         assert!(command.contains("http://127.0.0.1:"), "{command}");
-        let output = Command::new("sh").args(["-c", command]).output().unwrap();
+        let output = support::run(Command::new("sh").args(["-c", command]));
         assert!(output.status.success(), "{command}: {output:?}");
         answers.push(String::from_utf8(output.stdout).unwrap());
     }
@@ -538,45 +535,37 @@ fn dev_mode_banner_works_as_printed() {
             .replace("-u 'dev:", "-u 'nobody:")
             .replace("x-functions-key:", "x-other:")
             .replace("Authorization: Bearer", "Authorization: Bearer x");
-        let output = Command::new("sh")
-            .args([
-                "-c",
-                &format!("{anonymous} -o /dev/null -w '%{{http_code}}'"),
-            ])
-            .output()
-            .unwrap();
+        let output = support::run(Command::new("sh").args([
+            "-c",
+            &format!("{anonymous} -o /dev/null -w '%{{http_code}}'"),
+        ]));
         assert_eq!(
             String::from_utf8_lossy(&output.stdout),
             "401",
             "{anonymous}"
         );
     }
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 }
 
 /// `--dev` ignores production credentials exported in the shell, and says so.
 #[test]
 fn dev_mode_ignores_production_settings() {
-    let (mut server, banner) = start_dev(&[
+    let mut server = start_dev(&[
         ("BASIC_AUTH_USERNAME", "prod-user"),
         ("BASIC_AUTH_PASSWORD", "prod-password-long-enough"),
         ("INVITEGATE_KEYS", KEYS),
         ("INVITEGATE_LISTEN", "0.0.0.0:7071"),
         ("FUNCTIONS_CUSTOMHANDLER_PORT", "0"),
     ]);
-    let commands = curl_commands(&banner);
-    let output = Command::new("sh")
-        .args(["-c", &commands[0]])
-        .output()
-        .unwrap();
-    let _ = server.kill();
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut stderr).unwrap();
-    let _ = server.wait();
+    let commands = curl_commands(&server.banner);
+    let output = support::run(Command::new("sh").args(["-c", &commands[0]]));
+    let _ = server.process.kill();
+    let stderr = server.log.rest_within(support::DEADLINE);
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("Continue"),
-        "{banner}\n{stderr}\n{output:?}"
+        "{}\n{stderr}\n{output:?}",
+        server.banner
     );
     assert!(
         stderr.contains("--dev ignores these production settings: BASIC_AUTH_USERNAME, BASIC_AUTH_PASSWORD, INVITEGATE_KEYS, INVITEGATE_LISTEN"),
@@ -590,11 +579,11 @@ fn dev_mode_stays_on_loopback() {
     // Development mode refuses to listen beyond loopback.
     // Given as a flag, even one that repeats an exported INVITEGATE_LISTEN (which alone
     // would be ignored as a production setting).
-    let public = Command::new(env!("CARGO_BIN_EXE_invitegate"))
-        .args(["serve", "--dev", "--listen", "0.0.0.0:0"])
-        .env("INVITEGATE_LISTEN", "0.0.0.0:0")
-        .output()
-        .unwrap();
+    let public = support::run(
+        Command::new(env!("CARGO_BIN_EXE_invitegate"))
+            .args(["serve", "--dev", "--listen", "0.0.0.0:0"])
+            .env("INVITEGATE_LISTEN", "0.0.0.0:0"),
+    );
     assert_eq!(public.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&public.stderr).contains("--dev listens on loopback only"),
@@ -606,18 +595,19 @@ fn dev_mode_stays_on_loopback() {
 /// 1 when nothing answers.
 #[test]
 fn healthcheck_probes_a_running_server() {
-    let (mut server, banner) = start_dev(&[]);
-    let url = curl_commands(&banner)[0]
+    let server = start_dev(&[]);
+    let url = curl_commands(&server.banner)[0]
         .split_whitespace()
         .find(|word| word.starts_with("http://"))
         .unwrap()
         .to_owned();
     let health = url.replace("/api/b2c/user-flow", "/healthz");
     let probe = |url: &str| {
-        Command::new(env!("CARGO_BIN_EXE_invitegate"))
-            .args(["healthcheck", "--url", url])
-            .output()
-            .unwrap()
+        support::run(Command::new(env!("CARGO_BIN_EXE_invitegate")).args([
+            "healthcheck",
+            "--url",
+            url,
+        ]))
     };
     let up = probe(&health);
     let wrong_path = probe(&url.replace("/api/b2c/user-flow", "/nothing"));
@@ -626,13 +616,12 @@ fn healthcheck_probes_a_running_server() {
     let port = health
         .trim_start_matches("http://127.0.0.1:")
         .trim_end_matches("/healthz");
-    let by_environment = Command::new(env!("CARGO_BIN_EXE_invitegate"))
-        .arg("healthcheck")
-        .env("INVITEGATE_LISTEN", format!("0.0.0.0:{port}"))
-        .output()
-        .unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
+    let by_environment = support::run(
+        Command::new(env!("CARGO_BIN_EXE_invitegate"))
+            .arg("healthcheck")
+            .env("INVITEGATE_LISTEN", format!("0.0.0.0:{port}")),
+    );
+    drop(server);
     let down = probe(&health);
     assert_eq!(up.status.code(), Some(0), "{up:?}");
     assert_eq!(by_environment.status.code(), Some(0), "{by_environment:?}");
@@ -665,19 +654,13 @@ fn a_missing_extensions_app_id_is_warned_about_at_start() {
         if let Some(id) = app_id {
             command.env("B2C_EXTENSIONS_APP_ID", id);
         }
-        let mut server = command.spawn().unwrap();
-        let mut log = String::new();
-        let mut stderr = BufReader::new(server.stderr.take().unwrap());
-        while !log.contains("invitegate serving") {
-            let mut line = String::new();
-            if stderr.read_line(&mut line).unwrap() == 0 {
-                break;
-            }
-            log.push_str(&line);
-        }
-        let _ = server.kill();
-        let _ = server.wait();
-        log
+        let mut server = support::KillOnDrop(command.spawn().unwrap());
+        let mut log = support::Lines::new(server.stderr.take().unwrap());
+        log.wait_for(
+            |line| line.contains("invitegate serving"),
+            support::DEADLINE,
+        );
+        log.seen()
     };
     let without = start(None);
     assert!(

@@ -69,6 +69,11 @@ pub fn output_within(command: &mut Command, deadline: Duration) -> Output {
 /// `Child::wait_with_output` with a deadline: stdout and stderr are read on their own threads
 /// (a full pipe never blocks the child), and the child is killed past the deadline.
 pub fn wait_with_output_within(mut child: Child, deadline: Duration) -> Output {
+    output_of(&mut child, deadline)
+}
+
+/// [`wait_with_output_within`] for a child the caller keeps (one in a [`KillOnDrop`]).
+pub fn output_of(child: &mut Child, deadline: Duration) -> Output {
     fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
         std::thread::spawn(move || {
             let mut bytes = Vec::new();
@@ -80,7 +85,7 @@ pub fn wait_with_output_within(mut child: Child, deadline: Duration) -> Output {
     }
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
-    let status = wait_within(&mut child, deadline);
+    let status = wait_within(child, deadline);
     Output {
         status,
         stdout: stdout.join().unwrap(),
@@ -158,4 +163,157 @@ pub fn names(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// A spawned process (a server, usually) that is killed and reaped when dropped, a panicking
+/// test included, so that no test leaves a process behind. Derefs to the [`Child`].
+#[derive(Debug)]
+pub struct KillOnDrop(pub Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // Once reaped, `kill` does nothing: no signal reaches a process that reused the id.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The lines a process writes to a pipe, read on a thread of their own: a test waits for one
+/// with a deadline, and the pipe is always drained, so a chatty process never blocks on it.
+#[derive(Debug)]
+pub struct Lines {
+    receiver: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Lines {
+    pub fn new(pipe: impl Read + Send + 'static) -> Self {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            let mut reader = std::io::BufReader::new(pipe);
+            let mut forward = true;
+            loop {
+                let mut line = String::new();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => return,
+                    // Nobody listens any more: keep draining so the process never blocks.
+                    Ok(_) => forward = forward && sender.send(line).is_ok(),
+                }
+            }
+        });
+        Self {
+            receiver,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next line (with its line end), or `None` when the pipe is closed. Past the
+    /// deadline the test fails, showing the lines seen so far.
+    pub fn next_within(&mut self, deadline: Duration) -> Option<String> {
+        use std::sync::mpsc::RecvTimeoutError;
+        match self.receiver.recv_timeout(deadline) {
+            Ok(line) => {
+                self.seen.push(line.clone());
+                Some(line)
+            }
+            Err(RecvTimeoutError::Disconnected) => None,
+            Err(RecvTimeoutError::Timeout) => panic!(
+                "no line within {deadline:?}; so far:\n{}",
+                self.seen.concat()
+            ),
+        }
+    }
+
+    /// Reads lines until `wanted` holds for one and returns it. The test fails, showing the
+    /// lines seen, if the pipe closes first or the deadline passes.
+    pub fn wait_for(&mut self, mut wanted: impl FnMut(&str) -> bool, deadline: Duration) -> String {
+        let started = Instant::now();
+        loop {
+            let left = deadline.saturating_sub(started.elapsed());
+            let Some(line) = self.next_within(left) else {
+                panic!(
+                    "the stream ended before the line awaited; it said:\n{}",
+                    self.seen.concat()
+                );
+            };
+            if wanted(&line) {
+                return line;
+            }
+        }
+    }
+
+    /// Reads to the end of the stream (the process exits or closes the pipe) and returns
+    /// every line, those read before included.
+    pub fn rest_within(&mut self, deadline: Duration) -> String {
+        let started = Instant::now();
+        while self
+            .next_within(deadline.saturating_sub(started.elapsed()))
+            .is_some()
+        {}
+        self.seen.concat()
+    }
+
+    /// The lines read so far, joined.
+    pub fn seen(&self) -> String {
+        self.seen.concat()
+    }
+}
+
+/// A log filter for `serve` that keeps its start-up lines (the address it listens on among
+/// them) and its warnings, but not a line per request.
+pub const START_UP_LOG: &str = "warn,invitegate::cli::serve=info";
+
+/// A `serve` process started by [`serve`]: killed when dropped.
+#[derive(Debug)]
+pub struct Server {
+    pub process: KillOnDrop,
+    /// Where it listens, as it logged.
+    pub addr: std::net::SocketAddr,
+    /// Its log (JSON lines), after the line that says it serves.
+    pub log: Lines,
+}
+
+/// Starts `command` (a `serve` whose log filter lets the start-up lines through: the default,
+/// or [`START_UP_LOG`]) with JSON logs on a pipe, and waits until it logs that it serves.
+pub fn serve(command: &mut Command) -> Server {
+    command
+        .env("INVITEGATE_LOG_FORMAT", "json")
+        .stderr(Stdio::piped());
+    let mut process = KillOnDrop(
+        command
+            .spawn()
+            .unwrap_or_else(|e| panic!("{command:?} does not start: {e}")),
+    );
+    let mut log = Lines::new(process.stderr.take().unwrap());
+    let line = log.wait_for(
+        |line| line.contains(r#""message":"invitegate serving""#),
+        DEADLINE,
+    );
+    let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let addr = json["address"].as_str().unwrap().parse().unwrap();
+    Server { process, addr, log }
+}
+
+/// Sends `signal` (`TERM`, `HUP`, `INT`) to a process with the shell's builtin `kill` (no
+/// procps needed on the machine).
+pub fn signal(pid: u32, signal: &str) {
+    let out = run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("kill -{signal} {pid}"))
+        .stdin(Stdio::null()));
+    assert!(out.status.success(), "kill -{signal} {pid}: {out:?}");
 }
