@@ -400,7 +400,9 @@ fn the_host_forwards_requests_to_the_handler() {
 fn the_guides_name_the_routes_they_configure() {
     let entra = read("deploy/entra-external-id/README.md");
     assert!(entra.contains("/api/entra/attribute-collection-submit"));
-    assert!(entra.contains("CustomAuthenticationExtensions.Receive.Payload"));
+    // The permission's name as Microsoft Graph's permissions reference gives it (one of
+    // Microsoft's troubleshooting pages spells it with "Extensions", as docs/CONNECTOR-CONTRACTS.md notes).
+    assert!(entra.contains("CustomAuthenticationExtension.Receive.Payload"));
     assert!(entra.contains("99045fe1-7639-4a75-9d4a-577b6ca3810f"));
     let policy = read("deploy/b2c-custom-policy/README.md");
     assert!(policy.contains("/api/b2c/custom-policy"));
