@@ -1,5 +1,5 @@
-//! Property tests: hostile text never panics, mint and verify round-trip, and a code never
-//! admits an audience it was not minted for.
+//! Property tests: hostile text never panics, mint and verify round-trip, a code never admits
+//! an audience it was not minted for, and the Entra endpoint never answers 5xx.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -264,5 +264,263 @@ proptest! {
         let from_spelled = EmailAddress::parse(&spelled).map(|a| (a.as_str().to_owned(), a.domain().to_owned()));
         let from_normal = EmailAddress::parse(&normal).map(|a| (a.as_str().to_owned(), a.domain().to_owned()));
         prop_assert_eq!(from_spelled, from_normal);
+    }
+}
+
+/// The Entra endpoint behind its real bearer check never answers 5xx, whatever the body: the
+/// property the user flow has in `api.rs`, over the OnAttributeCollectionSubmit shape with
+/// hostile values at every level, and over arbitrary bytes.
+mod entra_never_a_5xx {
+    use std::sync::{Arc, OnceLock};
+    use std::time::Duration;
+
+    use invitegate::connector::AttributeNames;
+    use invitegate::connector::entra::Entra;
+    use invitegate::decision::Verifier;
+    use invitegate::server::auth::{Auth, BearerAuth, BearerConfig, DevSigner, JwksSource};
+    use invitegate::server::{Config, ENTRA_PATH, Endpoint, routes};
+    use invitegate::{Audience, Expiry, mint};
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    const APP_ID: &str = "93fd07aa333c409d955d96008fd08dd9";
+    const ATTR: &str = "extension_93fd07aa333c409d955d96008fd08dd9_InvitationCode";
+    const ISSUER: &str = "https://contoso.ciamlogin.com/30000000-0000-0000-0000-000000000003/v2.0";
+    const AUDIENCE: &str = "api://invites.contoso.com/66666666-7777-8888-9999-000000000000";
+    const ACTIONS: [&str; 4] = [
+        "microsoft.graph.attributeCollectionSubmit.continueWithDefaultBehavior",
+        "microsoft.graph.attributeCollectionSubmit.modifyAttributeValues",
+        "microsoft.graph.attributeCollectionSubmit.showBlockPage",
+        "microsoft.graph.attributeCollectionSubmit.showValidationError",
+    ];
+
+    /// One signing key, its bearer check and a token for the whole run: key generation is slow.
+    fn caller() -> &'static (Arc<BearerAuth>, String) {
+        static CALLER: OnceLock<(Arc<BearerAuth>, String)> = OnceLock::new();
+        CALLER.get_or_init(|| {
+            let signer = DevSigner::generate().unwrap();
+            let config = BearerConfig::new(
+                ISSUER.to_owned(),
+                vec![AUDIENCE.to_owned()],
+                JwksSource::Inline(signer.jwks_json()),
+            );
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let auth = runtime.block_on(BearerAuth::start(config)).unwrap();
+            let token = signer.token(ISSUER, AUDIENCE, Duration::from_secs(3600));
+            (auth, format!("Bearer {token}"))
+        })
+    }
+
+    fn valid_code() -> String {
+        mint(
+            &super::ring(),
+            &Audience::email("alice@contoso.com").unwrap(),
+            Expiry::from_unix(u32::MAX),
+        )
+        .to_string()
+    }
+
+    fn config() -> Config {
+        let mut config = Config::new(Verifier::new(super::ring()));
+        config.entra = Some(Endpoint::new(
+            Auth::Bearer(Arc::clone(&caller().0)),
+            Entra {
+                attribute: AttributeNames::new("InvitationCode", Some(APP_ID)),
+                keep_code_attribute: false,
+            },
+        ));
+        config
+    }
+
+    /// Any JSON value, strings often ones the endpoint looks for.
+    fn hostile() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            ".{0,40}".prop_map(Value::from),
+            "[0-9A-Za-z -]{20,35}".prop_map(Value::from),
+            Just(Value::from(valid_code())),
+            Just(Value::from("alice@contoso.com")),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map("[a-zA-Z_@.]{1,12}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// `shaped` most of the time, any value otherwise.
+    fn or_hostile(shaped: impl Strategy<Value = Value> + 'static) -> BoxedStrategy<Value> {
+        prop_oneof![3 => shaped, 1 => hostile()].boxed()
+    }
+
+    fn attribute() -> BoxedStrategy<Value> {
+        let value = or_hostile(prop_oneof![
+            Just(json!(valid_code())),
+            "[0-9A-Za-z -]{0,35}".prop_map(Value::from)
+        ]);
+        or_hostile(
+            (
+                prop_oneof![Just("@odata.type"), Just("@odata.Type")],
+                value,
+                or_hostile(Just(json!("directorySchemaExtension"))),
+            )
+                .prop_map(|(odata, value, kind)| {
+                    json!({
+                        odata: "microsoft.graph.stringDirectoryAttributeValue",
+                        "value": value,
+                        "attributeType": kind,
+                    })
+                }),
+        )
+    }
+
+    fn identity() -> BoxedStrategy<Value> {
+        or_hostile(
+            (
+                or_hostile(prop_oneof![Just(json!("email")), Just(json!("federated"))]),
+                or_hostile(prop_oneof![
+                    Just(json!("alice@contoso.com")),
+                    "[a-z@.]{0,30}".prop_map(Value::from)
+                ]),
+            )
+                .prop_map(|(sign_in, id)| {
+                    json!({"signInType": sign_in, "issuer": "contoso.onmicrosoft.com",
+                        "issuerAssignedId": id})
+                }),
+        )
+    }
+
+    /// OnAttributeCollectionSubmit requests with any part replaced by a hostile value.
+    fn entra_body() -> impl Strategy<Value = Vec<u8>> {
+        let attributes = or_hostile(
+            (
+                prop::option::of(attribute()),
+                prop::collection::btree_map("[a-zA-Z_]{1,20}", attribute(), 0..3),
+            )
+                .prop_map(|(code, others)| {
+                    let mut map: serde_json::Map<String, Value> = others.into_iter().collect();
+                    if let Some(code) = code {
+                        map.insert(ATTR.to_owned(), code);
+                    }
+                    Value::Object(map)
+                }),
+        );
+        let identities = or_hostile(prop::collection::vec(identity(), 0..3).prop_map(Value::from));
+        let sign_up = or_hostile(
+            (attributes, identities).prop_map(|(a, i)| json!({"attributes": a, "identities": i})),
+        );
+        let context = or_hostile(
+            or_hostile(Just(json!("fr-FR")))
+                .prop_map(|locale| json!({"correlationId": "c", "client": {"locale": locale}})),
+        );
+        let data = or_hostile((sign_up, context).prop_map(|(sign_up, context)| {
+            json!({
+                "@odata.type": "microsoft.graph.onAttributeCollectionSubmitCalloutData",
+                "tenantId": "30000000-0000-0000-0000-000000000003",
+                "authenticationContext": context,
+                "userSignUpInfo": sign_up,
+            })
+        }));
+        let kind = or_hostile(Just(json!(
+            "microsoft.graph.authenticationEvent.attributeCollectionSubmit"
+        )));
+        (kind, data).prop_map(|(kind, data)| {
+            serde_json::to_vec(&json!({"type": kind, "source": "/tenants/x", "data": data}))
+                .unwrap()
+        })
+    }
+
+    fn reply(body: Vec<u8>) -> (u16, Option<String>, Vec<u8>) {
+        // Outside the runtime: the first call starts the bearer check in a runtime of its own.
+        let config = config();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let response = warp::test::request()
+                .method("POST")
+                .path(ENTRA_PATH)
+                .header("authorization", &caller().1)
+                .body(body)
+                .reply(&routes(config))
+                .await;
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (
+                response.status().as_u16(),
+                content_type,
+                response.body().to_vec(),
+            )
+        })
+    }
+
+    /// A 200 with exactly one of the four actions, or the 400 of an unreadable body.
+    fn assert_answer(
+        status: u16,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<(), TestCaseError> {
+        prop_assert!(matches!(status, 200 | 400), "status {status}");
+        prop_assert_eq!(content_type, Some("application/json"));
+        let json: Value =
+            serde_json::from_slice(body).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert!(!body.windows(4).any(|w| w == b"null"), "{json}");
+        if status == 200 {
+            prop_assert_eq!(
+                &json["data"]["@odata.type"],
+                "microsoft.graph.onAttributeCollectionSubmitResponseData"
+            );
+            let actions = json["data"]["actions"].as_array();
+            prop_assert_eq!(actions.map(Vec::len), Some(1), "{}", json);
+            let action = json["data"]["actions"][0]["@odata.type"].as_str();
+            prop_assert!(action.is_some_and(|a| ACTIONS.contains(&a)), "{}", json);
+        } else {
+            prop_assert_eq!(&json["error"], "bad_request", "{}", json);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_caller_is_authenticated() {
+        // The property runs behind the real check: a valid body gets a decision, not a 401.
+        let body = json!({
+            "type": "microsoft.graph.authenticationEvent.attributeCollectionSubmit",
+            "data": {"userSignUpInfo": {
+                "attributes": {ATTR: {"value": valid_code()}},
+                "identities": [{"signInType": "email", "issuerAssignedId": "alice@contoso.com"}],
+            }},
+        });
+        let (status, _, body) = reply(serde_json::to_vec(&body).unwrap());
+        let json: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(status, 200, "{json}");
+        assert_eq!(
+            json["data"]["actions"][0]["@odata.type"], ACTIONS[1],
+            "{json}"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_bytes_never_get_a_5xx(body in prop::collection::vec(any::<u8>(), 0..512)) {
+            let (status, content_type, body) = reply(body);
+            assert_answer(status, content_type.as_deref(), &body)?;
+        }
+
+        #[test]
+        fn hostile_entra_bodies_never_get_a_5xx(body in entra_body()) {
+            let (status, content_type, body) = reply(body);
+            assert_answer(status, content_type.as_deref(), &body)?;
+        }
     }
 }
