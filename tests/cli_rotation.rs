@@ -167,8 +167,11 @@ fn stage_promote_retire() {
     assert_eq!(json[0]["role"], "signing");
     assert_eq!(json[1]["role"], "verify-only");
     let fingerprint = json[0]["fingerprint"].as_str().unwrap();
-    assert_eq!(fingerprint.len(), 17, "{fingerprint}");
-    assert_ne!(json[1]["fingerprint"], fingerprint);
+    assert_eq!(fingerprint, key_fingerprint(&key_bytes(KEY_7)));
+    assert_eq!(
+        json[1]["fingerprint"].as_str().unwrap(),
+        key_fingerprint(&key_bytes(KEY_8))
+    );
     // The same key has the same fingerprint wherever it is.
     std::fs::write(dir.path().join("seven.txt"), format!("{KEY_7}\n")).unwrap();
     set_mode(&dir.path().join("seven.txt"), 0o600);
@@ -239,4 +242,13 @@ fn a_code_from_an_unknown_key_is_reported_as_such() {
     ]));
     assert_eq!(status(&out), 1);
     assert!(stdout(&out).starts_with("not-valid: "), "{}", stdout(&out));
+}
+
+/// The bytes of a `ID:BASE64` key ring entry, decoded with the `base64` crate.
+fn key_bytes(entry: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let (_, key) = entry.split_once(':').unwrap();
+    base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .unwrap()
 }

@@ -6,6 +6,8 @@
 
 mod support;
 
+use support::{code_fingerprint, key_fingerprint};
+
 use invitegate::{
     Audience, Code, EmailAddress, Error, Expiry, KeyRing, Kind, Outcome, VerifyOptions, mint,
     verify,
@@ -433,35 +435,6 @@ fn debug_never_shows_a_whole_code() {
 }
 
 // ---- fingerprints, recomputed from their definitions ----
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-/// A code's fingerprint as `Code::fingerprint` documents it: ten hex digits (the first five
-/// bytes) of SHA-256 over the code's fifteen bytes. The bytes are decoded from the display form
-/// with the `base32` crate (the first 24 symbols; the 25th is the check symbol), not by the
-/// library.
-fn code_fingerprint(display: &str) -> String {
-    use sha2::Digest as _;
-    let symbols: String = display.chars().filter(|&c| c != '-').collect();
-    assert_eq!(symbols.len(), 25, "{display}");
-    let bytes = base32::decode(base32::Alphabet::Crockford, &symbols[..24]).expect("base32");
-    assert_eq!(bytes.len(), 15, "{display}");
-    hex(&sha2::Sha256::digest(&bytes)[..5])
-}
-
-/// A key's fingerprint as `KeyRing::fingerprint` documents it: the first eight bytes of the
-/// key's HMAC-SHA256 (the MAC of CODE-FORMAT.md section 2) over a fixed message, in two hex
-/// groups of eight digits. The message is written out here; the library keeps it in a private
-/// constant.
-fn key_fingerprint(key: &[u8]) -> String {
-    use hmac::{KeyInit as _, Mac as _};
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
-    mac.update(b"invitegate key fingerprint v1");
-    let full = mac.finalize().into_bytes();
-    format!("{}-{}", hex(&full[..4]), hex(&full[4..8]))
-}
 
 /// The vectors' ring as (key id, key bytes), decoded with the `base64` crate.
 fn ring_entries(keyring: &str) -> Vec<(u8, Vec<u8>)> {

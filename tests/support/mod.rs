@@ -317,3 +317,34 @@ pub fn signal(pid: u32, signal: &str) {
         .stdin(Stdio::null()));
     assert!(out.status.success(), "kill -{signal} {pid}: {out:?}");
 }
+
+// ---- fingerprints, recomputed from their definitions, not by the library ----
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// A code's fingerprint as `Code::fingerprint` documents it: ten hex digits (the first five
+/// bytes) of SHA-256 over the code's fifteen bytes. The bytes are decoded from the display form
+/// with the `base32` crate (the first 24 symbols; the 25th is the check symbol), not by the
+/// library.
+pub fn code_fingerprint(display: &str) -> String {
+    use sha2::Digest as _;
+    let symbols: String = display.chars().filter(|&c| c != '-').collect();
+    assert_eq!(symbols.len(), 25, "{display}");
+    let bytes = base32::decode(base32::Alphabet::Crockford, &symbols[..24]).expect("base32");
+    assert_eq!(bytes.len(), 15, "{display}");
+    hex(&sha2::Sha256::digest(&bytes)[..5])
+}
+
+/// A key's fingerprint as `KeyRing::fingerprint` documents it: the first eight bytes of the
+/// key's HMAC-SHA256 (the MAC of CODE-FORMAT.md section 2) over a fixed message, in two hex
+/// groups of eight digits. The message is written out here; the library keeps it in a private
+/// constant.
+pub fn key_fingerprint(key: &[u8]) -> String {
+    use hmac::{KeyInit as _, Mac as _};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
+    mac.update(b"invitegate key fingerprint v1");
+    let full = mac.finalize().into_bytes();
+    format!("{}-{}", hex(&full[..4]), hex(&full[4..8]))
+}
