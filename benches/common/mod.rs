@@ -71,3 +71,77 @@ fn estimates_path(group: &str, function: &str) -> PathBuf {
         .join("new")
         .join("estimates.json")
 }
+
+/// Nanoseconds a call of `f`, over `calls` calls.
+fn time_calls<F: FnMut()>(calls: u64, f: &mut F) -> f64 {
+    let started = std::time::Instant::now();
+    for _ in 0..calls {
+        f();
+    }
+    started.elapsed().as_secs_f64() * 1e9 / calls as f64
+}
+
+/// Paired rounds: a baseline and a candidate timed back to back, `rounds` times (the order
+/// swapped every other round), each round's ratio of the candidate's time a call to the
+/// baseline's. On a shared machine a slow phase weighs on both halves of a round alike, which
+/// criterion's one-after-the-other estimates cannot promise; the median of the rounds' ratios
+/// is what the README reports beside criterion's figures.
+pub struct Paired {
+    /// Each round's candidate time a call over the baseline's, sorted.
+    pub ratios: Vec<f64>,
+    /// The median over the rounds of the baseline's time a call, in nanoseconds.
+    pub baseline_ns: f64,
+    /// The same for the candidate.
+    pub candidate_ns: f64,
+}
+
+impl Paired {
+    /// Runs `rounds` rounds of `baseline_calls` calls of `baseline` and `candidate_calls` calls
+    /// of `candidate`, after one round of warm-up.
+    pub fn measure<B: FnMut(), C: FnMut()>(
+        rounds: usize,
+        (baseline_calls, mut baseline): (u64, B),
+        (candidate_calls, mut candidate): (u64, C),
+    ) -> Self {
+        time_calls(baseline_calls, &mut baseline);
+        time_calls(candidate_calls, &mut candidate);
+        let mut ratios = Vec::with_capacity(rounds);
+        let mut baseline_times = Vec::with_capacity(rounds);
+        let mut candidate_times = Vec::with_capacity(rounds);
+        for round in 0..rounds {
+            let (b, c) = if round % 2 == 0 {
+                let b = time_calls(baseline_calls, &mut baseline);
+                (b, time_calls(candidate_calls, &mut candidate))
+            } else {
+                let c = time_calls(candidate_calls, &mut candidate);
+                (time_calls(baseline_calls, &mut baseline), c)
+            };
+            ratios.push(c / b);
+            baseline_times.push(b);
+            candidate_times.push(c);
+        }
+        let median = |values: &mut Vec<f64>| {
+            values.sort_by(f64::total_cmp);
+            values[values.len() / 2]
+        };
+        let baseline_ns = median(&mut baseline_times);
+        let candidate_ns = median(&mut candidate_times);
+        median(&mut ratios);
+        Self {
+            ratios,
+            baseline_ns,
+            candidate_ns,
+        }
+    }
+
+    /// The median of the rounds' ratios.
+    pub fn median(&self) -> f64 {
+        self.ratios[self.ratios.len() / 2]
+    }
+
+    /// The ratios of the rounds at the first and third quartiles.
+    pub fn quartiles(&self) -> (f64, f64) {
+        let n = self.ratios.len();
+        (self.ratios[n / 4], self.ratios[(3 * n) / 4])
+    }
+}
