@@ -6,7 +6,7 @@ use std::fmt;
 
 use time::OffsetDateTime;
 
-use crate::Error;
+use crate::error::Error;
 
 /// Format version written in the high nibble of byte 0.
 pub const VERSION: u8 = 1;
@@ -136,7 +136,9 @@ impl Expiry {
     /// [`Error::ExpiryNotInFuture`] when a code with it would be expired as soon as minted.
     pub fn after(self, now: OffsetDateTime) -> Result<Self, Error> {
         if i64::from(self.0) <= now.unix_timestamp() {
-            return Err(Error::ExpiryNotInFuture { expiry: self });
+            return Err(Error::ExpiryNotInFuture {
+                expiry: self.to_string(),
+            });
         }
         Ok(self)
     }
@@ -216,7 +218,7 @@ impl From<std::time::SystemTime> for UnixTime {
 /// A parsed invitation code: structurally sound (version 1, kind 1-3, check symbol right), not
 /// yet authenticated.
 ///
-/// Only [`Code::parse`] and [`crate::mint`] make one. `Display` gives the canonical form;
+/// Only [`Code::parse`] and [`crate::verify::mint`] make one. `Display` gives the canonical form;
 /// `Debug` shows the header fields and [`Code::fingerprint`], never the whole code.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Code {
@@ -326,7 +328,7 @@ impl Code {
     pub fn fingerprint(&self) -> String {
         use sha2::Digest as _;
         let hash = sha2::Sha256::digest(self.bytes);
-        crate::hex(hash.get(..5).unwrap_or_default())
+        hex(hash.get(..5).unwrap_or_default())
     }
 }
 
@@ -588,6 +590,17 @@ fn check_symbol(values: &[u8; DATA_SYMBOLS]) -> u8 {
         }
     }
     luhn.check()
+}
+
+/// Bytes as lower-case hex digits, two a byte: how fingerprints and digests are shown.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        for nibble in [byte >> 4, byte & 0xF] {
+            text.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
+        }
+    }
+    text
 }
 
 #[cfg(test)]

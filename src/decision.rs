@@ -7,8 +7,10 @@
 
 use std::borrow::Cow;
 
+use crate::code::{Code, Expiry, UnixTime};
+use crate::keys::KeyRing;
 use crate::messages::{MessageKey, Messages};
-use crate::{Code, Expiry, Grant, KeyRing, Outcome, UnixTime, VerifyOptions, verify_code};
+use crate::verify::{Grant, Outcome, VerifyOptions, verify_code};
 
 /// Everything verification needs, prepared once and swapped whole when the key ring, deny list
 /// or messages are reloaded: a request sees one consistent set.
@@ -197,7 +199,8 @@ fn from_outcome(outcome: Outcome<'_>) -> (Option<Grant<'_>>, Reason) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Audience, DenyList, mint};
+    use crate::audience::Audience;
+    use crate::verify::{DenyList, mint};
     use time::macros::datetime;
 
     const KEYS: &str = "7:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";

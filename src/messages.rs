@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use crate::Error;
+use crate::error::Error;
 
 /// The messages a person can see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
