@@ -36,6 +36,7 @@ pub mod fsutil;
 pub mod keys;
 pub mod messages;
 pub mod policy;
+pub mod reason;
 pub mod send;
 pub mod server;
 pub mod verify;

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::{Answer, Connector};
-use crate::UnixTime;
+use crate::code::UnixTime;
 use crate::decision::{Decision, Reason, Verdict, Verifier, decide};
 
 /// Claim name of the email by default.
@@ -139,7 +139,6 @@ fn render<'b>(
     email: Option<Cow<'b, str>>,
     refusal_status: u16,
 ) -> Answer<'b> {
-    let outcome = decision.name();
     let (status, body) = match &decision.verdict {
         Verdict::Continue(grant) => {
             let valid = Valid {
@@ -150,7 +149,9 @@ fn render<'b>(
             (200, serde_json::to_vec(&valid))
         }
         Verdict::Refuse(reason) => {
-            let message = reason.message(&verifier.messages, locales);
+            let message = decision
+                .message(&verifier.messages, locales)
+                .unwrap_or_default();
             let refusal = Refusal {
                 version: "1.0.0",
                 status: refusal_status,
@@ -164,7 +165,7 @@ fn render<'b>(
         status,
         // Serializing these plain structs cannot fail; an empty object would still be JSON.
         body: body.unwrap_or_else(|_| b"{}".to_vec()),
-        outcome,
+        refusal: decision.refusal(),
         code: decision.code,
         email,
     }
@@ -206,9 +207,15 @@ mod tests {
         };
         let body = br#"{"signInName":"a@contoso.com","code":5}"#;
         let answer = settings.answer(&v, body, now);
-        assert_eq!((answer.status, answer.outcome), (409, "bad-request"));
+        assert_eq!(
+            (answer.status, answer.refusal),
+            (409, Some(Reason::BadRequest))
+        );
         let answer = settings.answer(&v, b"[1,2]", now);
-        assert_eq!((answer.status, answer.outcome), (400, "bad-request"));
+        assert_eq!(
+            (answer.status, answer.refusal),
+            (400, Some(Reason::BadRequest))
+        );
         let json: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
         assert_eq!(json["code"], "invitegate.bad-request");
         assert_eq!(json["status"], 400);

@@ -10,7 +10,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde_json::value::RawValue;
 
 use super::{Answer, AttributeNames, Connector, push_json_string};
-use crate::UnixTime;
+use crate::code::UnixTime;
 use crate::decision::{Decision, Reason, Verdict, Verifier, decide};
 
 /// The only step at which B2C allows a ValidationError.
@@ -399,8 +399,7 @@ impl UserFlow {
         decision: Decision<'_>,
         email: Option<Cow<'b, str>>,
     ) -> Answer<'b> {
-        let outcome = decision.name();
-        let response = match decision.verdict {
+        let response = match &decision.verdict {
             Verdict::Continue(_) => Response::Continue {
                 claims: match key {
                     Some(key) if !self.keep_code_attribute => vec![(key.to_owned(), String::new())],
@@ -408,7 +407,10 @@ impl UserFlow {
                 },
             },
             Verdict::Refuse(reason) => {
-                let user_message = reason.message(&verifier.messages, locales).into_owned();
+                let user_message = decision
+                    .message(&verifier.messages, locales)
+                    .unwrap_or_default()
+                    .into_owned();
                 if reason.blocks() {
                     Response::ShowBlockPage { user_message }
                 } else {
@@ -419,7 +421,7 @@ impl UserFlow {
         Answer {
             status: response.status(),
             body: response.to_json(),
-            outcome,
+            refusal: decision.refusal(),
             code: decision.code,
             email,
         }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
 
 use super::{Answer, AttributeNames, Connector, without_trailing_commas};
-use crate::UnixTime;
+use crate::code::UnixTime;
 use crate::decision::{Decision, Reason, Verdict, Verifier, decide};
 
 /// The event type this endpoint answers.
@@ -324,7 +324,7 @@ impl Connector for Entra {
             return Answer {
                 status: 400,
                 body: body.to_string().into_bytes(),
-                outcome: "bad-request",
+                refusal: Some(Reason::BadRequest),
                 code: None,
                 email: None,
             };
@@ -370,7 +370,9 @@ impl Connector for Entra {
                 }
             }
             Verdict::Refuse(reason) => {
-                message = reason.message(&verifier.messages, request.locale.as_deref());
+                message = decision
+                    .message(&verifier.messages, request.locale.as_deref())
+                    .unwrap_or_default();
                 if reason.blocks() {
                     Action {
                         message: Some(&message),
@@ -396,7 +398,7 @@ impl Connector for Entra {
         Answer {
             status: 200,
             body,
-            outcome: decision.name(),
+            refusal: decision.refusal(),
             code: decision.code,
             email: request.email.clone(),
         }

@@ -12,8 +12,9 @@ pub mod entra;
 
 use std::borrow::Cow;
 
+use crate::code::{Code, UnixTime};
 use crate::decision::Verifier;
-use crate::{Code, UnixTime};
+use crate::reason::Reason;
 
 /// A dialect: turns a request body into an answer.
 pub trait Connector: Send + Sync + 'static {
@@ -28,8 +29,8 @@ pub struct Answer<'b> {
     pub status: u16,
     /// The JSON body.
     pub body: Vec<u8>,
-    /// `valid`, a refusal reason's name, or the dialect's own (`bad-request`, `wrong-step`).
-    pub outcome: &'static str,
+    /// Why the sign-up was refused; `None` when it continues.
+    pub refusal: Option<Reason>,
     /// The code the request carried, when it parsed (the log shows its fingerprint).
     pub code: Option<Code>,
     /// The email address as sent (the log shows its domain unless told otherwise).

@@ -16,7 +16,7 @@ use std::time::Duration;
 use warp::http::StatusCode;
 
 use super::auth::Denied;
-use super::metrics::EndpointLabel;
+use super::labels::{EndpointLabel, Outcome};
 use crate::Code;
 use crate::connector::{Answer, clip};
 
@@ -433,8 +433,8 @@ fn enabled() -> bool {
 #[derive(Debug)]
 pub struct RequestLine {
     endpoint: EndpointLabel,
-    /// `valid`, a reason's name, or an HTTP-level outcome (`unauthorized`, `too-large`, ...).
-    pub outcome: &'static str,
+    /// What became of the request.
+    pub outcome: Outcome,
     /// Why authentication failed, for the log only.
     pub denied: Option<&'static str>,
     code: Option<Code>,
@@ -448,7 +448,7 @@ impl RequestLine {
     pub fn new(endpoint: EndpointLabel) -> Self {
         Self {
             endpoint,
-            outcome: "bad-request",
+            outcome: Outcome::Refused(crate::reason::Reason::BadRequest),
             denied: None,
             code: None,
             email: None,
@@ -457,7 +457,7 @@ impl RequestLine {
 
     /// Takes what the log needs from a dialect's answer.
     pub fn record(&mut self, answer: &Answer<'_>, log_emails: bool) {
-        self.outcome = answer.outcome;
+        self.outcome = answer.refusal.into();
         self.code = answer.code;
         if enabled() {
             self.email = answer
@@ -481,7 +481,7 @@ impl RequestLine {
             tracing::info!(
                 target: REQUEST_TARGET,
                 endpoint = self.endpoint.name(),
-                outcome = self.outcome,
+                outcome = self.outcome.name(),
                 status = status.as_u16(),
                 kind = self.code.map(|c| c.kind().name()),
                 key_id = self.code.map(|c| c.key_id()),
@@ -511,7 +511,7 @@ impl RequestLine {
             std::mem::take(out),
         );
         line.str_field("endpoint", self.endpoint.name());
-        line.str_field("outcome", self.outcome);
+        line.str_field("outcome", self.outcome.name());
         line.u64_field("status", u64::from(status.as_u16()));
         if let Some(code) = self.code {
             line.str_field("kind", code.kind().name());
@@ -649,11 +649,11 @@ mod tests {
             crate::Expiry::from_unix(4_102_444_799),
         );
         let mut full = RequestLine::new(EndpointLabel::Entra);
-        full.outcome = "valid";
+        full.outcome = Outcome::Valid;
         full.code = Some(code);
         full.email = Some(email_for_log("Alice@Cont\"oso.com", false));
         let mut denied = RequestLine::new(EndpointLabel::CustomPolicy);
-        denied.outcome = "unauthorized";
+        denied.outcome = Outcome::Unauthorized;
         denied.denied = Some("no credentials");
         for request in [&full, &denied] {
             for json in [true, false] {
