@@ -1,5 +1,5 @@
-//! Prometheus metrics: requests by endpoint and outcome, and a latency histogram, through
-//! `prometheus-client`.
+//! Prometheus metrics: requests by endpoint and outcome, a latency histogram, and callers
+//! refused by endpoint and reason, through `prometheus-client`.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -9,13 +9,19 @@ use prometheus_client::registry::Registry;
 
 use super::connection::ConnectionStats;
 pub use super::labels::EndpointLabel;
-use super::labels::Outcome;
+use super::labels::{Outcome, RefusalReason, RefusedAt};
 use super::log::DroppedLines;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     endpoint: EndpointLabel,
     outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    endpoint: RefusedAt,
+    reason: &'static str,
 }
 
 /// The server's metrics and the registry that renders them.
@@ -28,6 +34,9 @@ pub struct Metrics {
     /// start, at zero.
     counters: Vec<(EndpointLabel, Outcome, Counter)>,
     latency: Histogram,
+    /// Callers refused, by where and why: every one, whether its log line was written or only
+    /// counted in a summary.
+    refusals: Family<RefusalLabels, Counter>,
     /// Log lines dropped, read from the log writer at each scrape.
     log_dropped: Counter,
     dropped_source: DroppedLines,
@@ -59,6 +68,13 @@ impl Metrics {
             "Time from the request's arrival at the handler to its answer",
             latency.clone(),
         );
+        let refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "auth_refusals",
+            "Callers refused by authentication, by endpoint (or metrics) and reason \
+             (missing-header, wrong-scheme, unknown-user, wrong-password, wrong-key, ...)",
+            refusals.clone(),
+        );
         connections.register(&mut registry);
         let log_dropped = Counter::default();
         registry.register(
@@ -81,6 +97,7 @@ impl Metrics {
             requests,
             counters,
             latency,
+            refusals,
             log_dropped,
             dropped_source: dropped,
         }
@@ -100,6 +117,17 @@ impl Metrics {
                 .inc(),
         };
         self.latency.observe(seconds);
+    }
+
+    /// Counts one caller refused at `at` for `reason` (a [`Refusal`](super::labels::Refusal)
+    /// or a bare reason name).
+    pub fn refused(&self, at: RefusedAt, reason: &dyn RefusalReason) {
+        self.refusals
+            .get_or_create(&RefusalLabels {
+                endpoint: at,
+                reason: reason.reason(),
+            })
+            .inc();
     }
 
     /// The registry, to register more metrics at start.
@@ -151,5 +179,21 @@ mod tests {
             }
         }
         assert!(text.contains("invitegate_connector_request_duration_seconds_count 3"));
+    }
+
+    #[test]
+    fn refusals_are_counted_by_endpoint_and_reason() {
+        let metrics = Metrics::default();
+        let refusal = super::super::auth::basic::WRONG_PASSWORD;
+        metrics.refused(EndpointLabel::UserFlow.into(), &refusal);
+        metrics.refused(EndpointLabel::UserFlow.into(), &refusal);
+        metrics.refused(RefusedAt::Metrics, &"missing-header");
+        let text = metrics.render();
+        for line in [
+            r#"invitegate_auth_refusals_total{endpoint="b2c-user-flow",reason="wrong-password"} 2"#,
+            r#"invitegate_auth_refusals_total{endpoint="metrics",reason="missing-header"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
     }
 }

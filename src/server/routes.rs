@@ -18,7 +18,7 @@ use warp::{Filter, Rejection};
 
 use super::auth::{Auth, Denied};
 use super::connection::{ConnectionStats, Limits};
-use super::labels::Outcome;
+use super::labels::{Outcome, RefusedAt};
 use super::log::{self, DroppedLines, RequestLine};
 use super::metrics::{EndpointLabel, Metrics};
 use super::reload::{Current, ReloadSource};
@@ -280,6 +280,9 @@ where
     state
         .metrics
         .record(label, line.outcome, elapsed.as_secs_f64());
+    if let Some(refusal) = &line.denied {
+        state.metrics.refused(label.into(), refusal);
+    }
     line.finish(response.status(), elapsed);
     response
 }
@@ -366,6 +369,7 @@ async fn metrics_reply(
         return method_not_allowed("GET");
     }
     if let Err(denied) = auth.check(credentials).await {
+        state.metrics.refused(RefusedAt::Metrics, &denied.reason);
         log::denied("/metrics", &denied);
         return unauthorized(auth, &denied);
     }

@@ -7,6 +7,13 @@ use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 use warp::http::HeaderName;
 
+use crate::server::labels::Refusal;
+
+/// No header of the key's name.
+pub const MISSING_HEADER: Refusal = Refusal::new("missing-header", "no API key header");
+/// The header is there, with another value.
+pub const WRONG_KEY: Refusal = Refusal::new("wrong-key", "the API key is wrong");
+
 /// Keys shorter than this are refused: B2C stores whatever is set, and a short key can be
 /// guessed.
 pub const MIN_API_KEY_CHARS: usize = 16;
@@ -57,10 +64,22 @@ impl ApiKey {
     /// Whether a header value is the key, compared in constant time.
     #[must_use]
     pub fn accepts(&self, value: Option<&[u8]>) -> bool {
-        value.is_some_and(|value| {
-            let digest: [u8; 32] = Sha256::digest(value.trim_ascii()).into();
-            bool::from(digest.ct_eq(&self.digest))
-        })
+        self.check(value).is_ok()
+    }
+
+    /// Checks the header's value (`None` when the header is missing), in constant time.
+    ///
+    /// # Errors
+    ///
+    /// [`MISSING_HEADER`] or [`WRONG_KEY`]; neither carries anything of the value sent.
+    pub fn check(&self, value: Option<&[u8]>) -> Result<(), Refusal> {
+        let value = value.ok_or(MISSING_HEADER)?;
+        let digest: [u8; 32] = Sha256::digest(value.trim_ascii()).into();
+        if bool::from(digest.ct_eq(&self.digest)) {
+            Ok(())
+        } else {
+            Err(WRONG_KEY)
+        }
     }
 }
 
@@ -83,6 +102,8 @@ mod tests {
         assert!(!key.accepts(Some(b"0123456789abcdef-secreT")));
         assert!(!key.accepts(Some(b"")));
         assert!(!key.accepts(None));
+        assert_eq!(key.check(None), Err(MISSING_HEADER));
+        assert_eq!(key.check(Some(b"guess")), Err(WRONG_KEY));
         assert!(!format!("{key:?}").contains("secret"));
         assert!(ApiKey::new("x-functions-key", "short").is_err());
         assert!(ApiKey::new("bad header", "0123456789abcdef-secret").is_err());
