@@ -8,14 +8,13 @@
 //! B2C shows on the page. A body that is not a JSON object gets the same shape with 400.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use serde::Serialize;
-use serde_json::value::RawValue;
 
+use super::claim::{Claims, triage};
 use super::{Answer, Connector};
 use crate::code::UnixTime;
-use crate::decision::{Decision, Reason, Verdict, Verifier, decide};
+use crate::decision::{Decision, Reason, Verdict, Verifier};
 
 /// Claim name of the email by default.
 pub const DEFAULT_EMAIL_CLAIM: &str = "email";
@@ -38,49 +37,6 @@ impl Default for CustomPolicy {
         Self {
             email_claim: DEFAULT_EMAIL_CLAIM.to_owned(),
             code_claim: DEFAULT_CODE_CLAIM.to_owned(),
-        }
-    }
-}
-
-/// A claim's value: a string is kept, any other JSON value is not a string.
-enum Claim<'b> {
-    Missing,
-    NotAString,
-    Text(Cow<'b, str>),
-}
-
-/// The request: a flat object of claims, each value kept raw until it is asked for.
-struct Claims<'b>(HashMap<Cow<'b, str>, &'b RawValue>);
-
-impl<'b> Claims<'b> {
-    fn parse(body: &'b [u8]) -> Result<Self, serde_json::Error> {
-        let text = std::str::from_utf8(body).map_err(|_| {
-            <serde_json::Error as serde::de::Error>::custom("the body is not UTF-8")
-        })?;
-        serde_json::from_str(text).map(Self)
-    }
-
-    /// The claim named `name`, matched exactly, else case-insensitively (policy authors write
-    /// `Email` as often as `email`).
-    fn get(&self, name: &str) -> Claim<'b> {
-        let raw = self.0.get(name).or_else(|| {
-            self.0
-                .iter()
-                .find(|(key, _)| key.eq_ignore_ascii_case(name))
-                .map(|(_, raw)| raw)
-        });
-        match raw {
-            None => Claim::Missing,
-            Some(raw) if raw.get() == "null" => Claim::Missing,
-            Some(raw) => serde_json::from_str::<Cow<'b, str>>(raw.get())
-                .map_or(Claim::NotAString, Claim::Text),
-        }
-    }
-
-    fn text(&self, name: &str) -> Option<Cow<'b, str>> {
-        match self.get(name) {
-            Claim::Text(text) => Some(text),
-            Claim::Missing | Claim::NotAString => None,
         }
     }
 }
@@ -115,13 +71,13 @@ impl Connector for CustomPolicy {
                 400,
             );
         };
-        let locales = claims.text("ui_locales").or_else(|| claims.text("locale"));
-        let email = claims.text(&self.email_claim);
-        let decision = match claims.get(&self.code_claim) {
-            Claim::NotAString if email.is_some() => Decision::refuse(Reason::BadRequest),
-            Claim::Text(code) => decide(verifier, email.as_deref(), Some(&code), now),
-            Claim::NotAString | Claim::Missing => decide(verifier, email.as_deref(), None, now),
-        };
+        let locales = claims
+            .named("ui_locales")
+            .text()
+            .or_else(|| claims.named("locale").text());
+        let email = claims.named(&self.email_claim).text();
+        let code = claims.named(&self.code_claim);
+        let decision = triage(verifier, email.as_deref(), &code, now);
         render(
             verifier,
             locales.as_deref(),

@@ -3,11 +3,13 @@
 //! decision, and renders that decision as its own answer: status code and JSON body. No HTTP
 //! server code lives here.
 //!
-//! Adding a dialect is one module implementing [`Connector`] and one route in
-//! `server::routes`.
+//! Every dialect reads its claims the same lenient way and triages them into the decision
+//! the same way ([`claim`]). Adding a dialect is one module implementing [`Connector`] and one
+//! route in `server::routes`.
 
 pub mod b2c_policy;
 pub mod b2c_user_flow;
+pub mod claim;
 pub mod entra;
 
 use std::borrow::Cow;
@@ -83,12 +85,6 @@ impl AttributeNames {
     pub fn response_name(&self) -> &str {
         self.with_app_id.as_deref().unwrap_or(&self.without_app_id)
     }
-}
-
-/// Appends `text` as a JSON string literal.
-pub(crate) fn push_json_string(out: &mut Vec<u8>, text: &str) {
-    // Writing a string into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, text);
 }
 
 /// `text` without the commas that JSON refuses before a `}` or `]` (outside strings), or
