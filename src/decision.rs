@@ -7,7 +7,8 @@
 
 use std::borrow::Cow;
 
-use crate::code::{Code, UnixTime};
+use crate::code::Code;
+use crate::expiry::UnixTime;
 use crate::keys::KeyRing;
 use crate::messages::Messages;
 pub use crate::reason::Reason;
@@ -144,7 +145,7 @@ fn from_outcome(outcome: Outcome<'_>) -> (Option<Grant<'_>>, Reason) {
 mod tests {
     use super::*;
     use crate::audience::Audience;
-    use crate::code::Expiry;
+    use crate::expiry::Expiry;
     use crate::verify::{DenyList, mint};
     use time::macros::datetime;
 

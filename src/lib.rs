@@ -32,6 +32,7 @@ pub mod code;
 pub mod connector;
 pub mod decision;
 pub mod error;
+pub mod expiry;
 pub mod fsutil;
 pub mod keys;
 pub mod messages;

@@ -8,8 +8,8 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use crate::code::Expiry;
 use crate::error::Error;
+use crate::expiry::Expiry;
 use crate::reason::Reason;
 
 /// The built-in English message of each reason.

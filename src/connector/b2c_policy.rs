@@ -13,8 +13,8 @@ use serde::Serialize;
 
 use super::claim::{Claims, triage};
 use super::{Answer, Connector};
-use crate::code::UnixTime;
 use crate::decision::{Decision, Reason, Verdict, Verifier};
+use crate::expiry::UnixTime;
 
 /// Claim name of the email by default.
 pub const DEFAULT_EMAIL_CLAIM: &str = "email";

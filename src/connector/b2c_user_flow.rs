@@ -11,8 +11,8 @@ use serde_json::value::RawValue;
 
 use super::claim::{Claim, Claims, triage};
 use super::{Answer, AttributeNames, Connector};
-use crate::code::UnixTime;
 use crate::decision::{Decision, Reason, Verdict, Verifier};
+use crate::expiry::UnixTime;
 
 /// The only step at which B2C allows a ValidationError.
 pub const POST_ATTRIBUTE_COLLECTION: &str = "PostAttributeCollection";

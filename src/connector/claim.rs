@@ -8,8 +8,8 @@ use std::borrow::Cow;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-use crate::code::UnixTime;
 use crate::decision::{Decision, Reason, Verifier, decide};
+use crate::expiry::UnixTime;
 
 /// A claim's value as sent. Only a string is kept; other values are scanned, never built.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

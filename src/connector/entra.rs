@@ -22,8 +22,8 @@ use serde_json::json;
 
 use super::claim::{Claim, in_order, triage};
 use super::{Answer, AttributeNames, Connector, without_trailing_commas};
-use crate::code::UnixTime;
 use crate::decision::{Decision, Reason, Verdict, Verifier};
+use crate::expiry::UnixTime;
 
 /// The event type this endpoint answers.
 pub const EVENT_TYPE: &str = "microsoft.graph.authenticationEvent.attributeCollectionSubmit";

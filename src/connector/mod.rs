@@ -14,8 +14,9 @@ pub mod entra;
 
 use std::borrow::Cow;
 
-use crate::code::{Code, UnixTime};
+use crate::code::Code;
 use crate::decision::Verifier;
+use crate::expiry::UnixTime;
 use crate::reason::Reason;
 
 /// A dialect: turns a request body into an answer.
