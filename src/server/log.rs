@@ -126,8 +126,10 @@ fn write_out<W: std::io::Write>(shared: &Shared, mut writer: W, json: bool) {
     let mut summary = String::new();
     loop {
         for ended in REFUSALS.ended(Instant::now()) {
-            format_summary(&ended, json, &mut summary);
-            shared.append(summary.as_bytes());
+            if summary_enabled(ended.key.0) {
+                format_summary(&ended, json, &mut summary);
+                shared.append(summary.as_bytes());
+            }
         }
         let stopping = {
             let lines = shared.lock();
@@ -361,8 +363,20 @@ fn summary_message(summary: &Summary) -> String {
     )
 }
 
+/// Whether the summaries of refusals at `at` are written: at the level and target of the lines
+/// they stand for.
+fn summary_enabled(at: RefusedAt) -> bool {
+    match at {
+        RefusedAt::Endpoint(_) => enabled(),
+        RefusedAt::Metrics => tracing::enabled!(tracing::Level::WARN),
+    }
+}
+
 /// Writes one summary line, at the level and target of the lines it stands for.
 fn write_summary(summary: &Summary) {
+    if !summary_enabled(summary.key.0) {
+        return;
+    }
     if let Some(direct) = DIRECT.get() {
         let mut line = String::new();
         format_summary(summary, direct.json, &mut line);
@@ -503,6 +517,39 @@ mod tests {
             }
         }
         assert!(through_subscriber(&full, true).contains("\"code\":\""));
+    }
+
+    #[test]
+    fn summary_lines_written_directly_match_the_subscriber() {
+        let summaries = [
+            Summary {
+                key: (EndpointLabel::Entra.into(), "not-bearer"),
+                more: 12_345,
+            },
+            Summary {
+                key: (RefusedAt::Metrics, "wrong-password"),
+                more: 7,
+            },
+        ];
+        for summary in summaries {
+            for json in [true, false] {
+                let expected = captured(json, || write_summary(&summary));
+                let mut direct = String::new();
+                format_summary(&summary, json, &mut direct);
+                let unstamped = |line: &str| line.split_once('Z').unwrap().1.to_owned();
+                assert_eq!(unstamped(&direct), unstamped(&expected), "{direct}");
+            }
+        }
+        let mut line = String::new();
+        format_summary(&summaries[0], true, &mut line);
+        let value: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
+        assert_eq!(value["endpoint"], "entra");
+        assert_eq!(value["denied"], "not-bearer");
+        assert_eq!(value["more"], 12_345);
+        assert_eq!(
+            value["message"],
+            "12345 more refusals for reason not-bearer within 1 s (counted, not logged one by one)"
+        );
     }
 
     #[test]
