@@ -130,7 +130,10 @@ fn render<'b>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Audience, Expiry, KeyRing, mint};
+    use crate::audience::Audience;
+    use crate::expiry::Expiry;
+    use crate::keys::KeyRing;
+    use crate::verify::mint;
     use time::macros::datetime;
 
     fn verifier() -> Verifier {

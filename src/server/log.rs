@@ -481,11 +481,12 @@ mod tests {
 
     #[test]
     fn request_lines_written_directly_match_the_subscriber() {
-        let ring = crate::KeyRing::parse("7:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
-        let code = crate::mint(
+        let ring =
+            crate::keys::KeyRing::parse("7:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
+        let code = crate::verify::mint(
             &ring,
-            &crate::Audience::email("alice@contoso.com").unwrap(),
-            crate::Expiry::from_unix(4_102_444_799),
+            &crate::audience::Audience::email("alice@contoso.com").unwrap(),
+            crate::expiry::Expiry::from_unix(4_102_444_799),
         );
         let mut full = RequestLine::new(EndpointLabel::Entra);
         full.outcome = Outcome::Valid;

@@ -7,6 +7,7 @@ use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 use warp::http::HeaderName;
 
+use crate::error::Error;
 use crate::server::labels::Refusal;
 
 /// No header of the key's name.
@@ -31,15 +32,14 @@ impl ApiKey {
     ///
     /// # Errors
     ///
-    /// [`crate::Error::Config`] when the header name is not a valid HTTP header name or the
+    /// [`Error::Config`] when the header name is not a valid HTTP header name or the
     /// key is shorter than [`MIN_API_KEY_CHARS`].
-    pub fn new(header: &str, key: &str) -> Result<Self, crate::Error> {
-        let name =
-            HeaderName::from_bytes(header.trim().as_bytes()).map_err(|_| crate::Error::Config {
-                reason: format!("{header:?} is not an HTTP header name"),
-            })?;
+    pub fn new(header: &str, key: &str) -> Result<Self, Error> {
+        let name = HeaderName::from_bytes(header.trim().as_bytes()).map_err(|_| Error::Config {
+            reason: format!("{header:?} is not an HTTP header name"),
+        })?;
         if key.chars().count() < MIN_API_KEY_CHARS {
-            return Err(crate::Error::Config {
+            return Err(Error::Config {
                 reason: format!(
                     "the API key is {} characters; use at least {MIN_API_KEY_CHARS} random ones",
                     key.chars().count()
