@@ -201,6 +201,11 @@ mod tests {
         assert_eq!(claims.named("A"), Claim::Text("upper".into()));
         let (name, _) = claims.find(|key| key.eq_ignore_ascii_case("a")).unwrap();
         assert_eq!(name, "a");
+        let spaced = b" {\n \"a\" :\t\"x\" , \"b\" : null ,\r\n \"c\" : 5 } ";
+        let spaced = Claims::parse(spaced).unwrap();
+        assert_eq!(spaced.exact("a"), Claim::Text("x".into()));
+        assert_eq!(spaced.exact("b"), Claim::Missing);
+        assert_eq!(spaced.exact("c"), Claim::NotText);
         for bad in [
             &b"[]"[..],
             b"\"x\"",
