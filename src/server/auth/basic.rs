@@ -81,6 +81,10 @@ impl BasicAuth {
             return Ok(());
         }
         let Some(encoded) = basic_credentials(header) else {
+            // `Basic` with nothing after it is the right scheme without credentials.
+            if header.trim_ascii().eq_ignore_ascii_case(b"basic") {
+                return Err(MALFORMED);
+            }
             return Err(WRONG_SCHEME.with_scheme(scheme_seen(header)));
         };
         let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim_ascii())
@@ -169,6 +173,7 @@ mod tests {
         );
         assert_eq!(reason(Some(b"s3cret")).scheme(), Some("none"));
         assert_eq!(reason(Some(b"Basic !!!")).reason(), "malformed");
+        assert_eq!(reason(Some(b" basic ")).reason(), "malformed");
         assert_eq!(reason(Some(&header("no-colon"))).reason(), "malformed");
         let user = reason(Some(&header("admin:s3cret-password")));
         assert_eq!(
