@@ -43,10 +43,12 @@ pub mod server;
 pub mod verify;
 
 pub use audience::{Audience, EmailAddress, normalize_domain};
-pub use code::{Code, Expiry, Inspection, Kind, UnixTime};
-pub use decision::{Decision, Reason, Verdict, Verifier, decide};
+pub use code::{Code, Inspection, Kind};
+pub use decision::{Decision, Verdict, Verifier, decide};
 pub use error::{Error, KeyProblem};
+pub use expiry::{Expiry, UnixTime};
 pub use keys::{KeyRing, MAC_DOMAIN};
+pub use reason::Reason;
 pub use verify::{
     DEFAULT_LEEWAY, DenyList, Grant, Outcome, VerifyOptions, mint, verify, verify_code,
 };
