@@ -3,15 +3,9 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::{Error, Kind};
-
-/// The most octets DNS allows in a name, without the root's trailing dot (RFC 1035 section
-/// 2.3.4 allows 255 on the wire: a length octet more per label and the root's zero).
-pub const MAX_DOMAIN_OCTETS: usize = 253;
-
-/// The most octets DNS allows in one label (RFC 1035 section 2.3.4): a label's length octet
-/// keeps its two high bits for compression pointers.
-pub const MAX_LABEL_OCTETS: usize = 63;
+use crate::code::Kind;
+use crate::error::Error;
+pub use crate::error::{MAX_DOMAIN_OCTETS, MAX_LABEL_OCTETS};
 
 /// Normalizes a domain: trim ASCII white space, drop one trailing `.`, UTS #46 ToASCII
 /// (non-transitional, with the WHATWG forbidden-code-point check, as browsers do), lower-case,

@@ -2,13 +2,17 @@
 //! (an email address, the code as typed), continue the sign-up or refuse it with a reason.
 //!
 //! A connector reads its own request shape, calls [`decide`], and renders the [`Decision`] in
-//! its own dialect: the reason names the message the person reads ([`Reason::message`]) and,
-//! for an expired code, carries the authentic expiry that the message shows.
+//! its own dialect: the [`Reason`] of a refusal names the message the person reads
+//! ([`Decision::message`]), which for an expired code shows the code's authentic expiry.
 
 use std::borrow::Cow;
 
-use crate::messages::{MessageKey, Messages};
-use crate::{Code, Expiry, Grant, KeyRing, Outcome, UnixTime, VerifyOptions, verify_code};
+use crate::code::Code;
+use crate::expiry::UnixTime;
+use crate::keys::KeyRing;
+use crate::messages::Messages;
+pub use crate::reason::Reason;
+use crate::verify::{Grant, Outcome, VerifyOptions, verify_code};
 
 /// Everything verification needs, prepared once and swapped whole when the key ring, deny list
 /// or messages are reloaded: a request sees one consistent set.
@@ -30,86 +34,6 @@ impl Verifier {
             ring,
             options: VerifyOptions::default(),
             messages: Messages::english(),
-        }
-    }
-}
-
-/// Why a sign-up is refused. Each reason has one message and one stable name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Reason {
-    /// No code was entered.
-    MissingCode,
-    /// The text is not an invitation code.
-    Malformed,
-    /// The check symbol is wrong: a typo.
-    Mistyped,
-    /// Not valid for this address (also: unknown key id, or an address that cannot be
-    /// normalized; the spec gives no hint which).
-    NotValid,
-    /// Authentic but withdrawn.
-    Revoked,
-    /// Authentic but expired, at this instant.
-    Expired(Expiry),
-    /// The request could not be read.
-    BadRequest,
-    /// There is no email address to check the code against.
-    NoEmail,
-    /// The connector was called at a step or for an event where it cannot ask for a correction.
-    WrongStep,
-}
-
-impl Reason {
-    /// The stable name, for logs, metrics and error codes: the spec's outcome names
-    /// (`not-valid`, `expired`, ...) and the connectors' own (`missing-code`, `no-email`, ...).
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::MissingCode => "missing-code",
-            Self::Malformed => "malformed",
-            Self::Mistyped => "mistyped",
-            Self::NotValid => "not-valid",
-            Self::Revoked => "revoked",
-            Self::Expired(_) => "expired",
-            Self::BadRequest => "bad-request",
-            Self::NoEmail => "no-email",
-            Self::WrongStep => "wrong-step",
-        }
-    }
-
-    /// The key of the message the person reads.
-    #[must_use]
-    pub fn message_key(self) -> MessageKey {
-        match self {
-            Self::MissingCode => MessageKey::MissingCode,
-            Self::Malformed => MessageKey::Malformed,
-            Self::Mistyped => MessageKey::Mistyped,
-            Self::NotValid => MessageKey::NotValid,
-            Self::Revoked => MessageKey::Revoked,
-            Self::Expired(_) => MessageKey::Expired,
-            Self::BadRequest => MessageKey::BadRequest,
-            Self::NoEmail => MessageKey::NoEmail,
-            Self::WrongStep => MessageKey::WrongStep,
-        }
-    }
-
-    /// Whether the person cannot put it right on the sign-up page: the flow should end with a
-    /// block page rather than ask for a correction.
-    #[must_use]
-    pub fn blocks(self) -> bool {
-        matches!(self, Self::NoEmail | Self::WrongStep)
-    }
-
-    /// The message in the best locale of `locales` (`fr-FR,fr`), with `{expiry}` replaced by
-    /// the expiry date (YYYY-MM-DD, UTC) for an expired code.
-    #[must_use]
-    pub fn message<'m>(self, messages: &'m Messages, locales: Option<&str>) -> Cow<'m, str> {
-        let text = messages.get(self.message_key(), locales);
-        match self {
-            Self::Expired(expiry) => {
-                Cow::Owned(text.replace("{expiry}", &expiry.to_datetime().date().to_string()))
-            }
-            _ => Cow::Borrowed(text),
         }
     }
 }
@@ -143,13 +67,36 @@ impl<'a> Decision<'a> {
         }
     }
 
+    /// Why it is refused; `None` when the sign-up continues.
+    #[must_use]
+    pub fn refusal(&self) -> Option<Reason> {
+        match self.verdict {
+            Verdict::Continue(_) => None,
+            Verdict::Refuse(reason) => Some(reason),
+        }
+    }
+
     /// `valid`, or the reason's name.
     #[must_use]
     pub fn name(&self) -> &'static str {
-        match self.verdict {
-            Verdict::Continue(_) => "valid",
-            Verdict::Refuse(reason) => reason.name(),
-        }
+        self.refusal().map_or("valid", Reason::name)
+    }
+
+    /// What the person reads about a refusal, in the best locale of `locales` (`fr-FR,fr`);
+    /// an expired code's message shows its expiry date (YYYY-MM-DD, UTC), authentic since the
+    /// code was verified to be expired. `None` when the sign-up continues.
+    #[must_use]
+    pub fn message<'m>(
+        &self,
+        messages: &'m Messages,
+        locales: Option<&str>,
+    ) -> Option<Cow<'m, str>> {
+        let reason = self.refusal()?;
+        // Only an expired code's expiry is known authentic: it was verified.
+        let expiry = (reason == Reason::Expired)
+            .then(|| self.code.as_ref().map(Code::expiry))
+            .flatten();
+        Some(messages.refusal(reason, expiry, locales))
     }
 }
 
@@ -186,7 +133,7 @@ pub fn decide<'a>(
 fn from_outcome(outcome: Outcome<'_>) -> (Option<Grant<'_>>, Reason) {
     match outcome {
         Outcome::Valid(grant) => (Some(grant), Reason::NotValid),
-        Outcome::Expired(grant) => (None, Reason::Expired(grant.expiry)),
+        Outcome::Expired(_) => (None, Reason::Expired),
         Outcome::Revoked(_) => (None, Reason::Revoked),
         Outcome::NotValid => (None, Reason::NotValid),
         Outcome::Mistyped => (None, Reason::Mistyped),
@@ -197,7 +144,9 @@ fn from_outcome(outcome: Outcome<'_>) -> (Option<Grant<'_>>, Reason) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Audience, DenyList, mint};
+    use crate::audience::Audience;
+    use crate::expiry::Expiry;
+    use crate::verify::{DenyList, mint};
     use time::macros::datetime;
 
     const KEYS: &str = "7:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -263,12 +212,11 @@ mod tests {
             decide(&v, Some("alice@contoso.com"), Some(&typo), now).name(),
             "mistyped"
         );
-        let Verdict::Refuse(reason) =
-            decide(&v, Some("alice@contoso.com"), Some(&old), now).verdict
-        else {
+        let expired = decide(&v, Some("alice@contoso.com"), Some(&old), now);
+        let Verdict::Refuse(reason) = expired.verdict else {
             panic!("valid")
         };
-        let text = reason.message(&v.messages, None);
+        let text = expired.message(&v.messages, None).unwrap();
         assert!(text.contains("2026-01-01"), "{text}");
         assert!(!text.contains("{expiry}"));
         assert!(!reason.blocks());

@@ -2,6 +2,20 @@
 //!
 //! Messages are lowercase, say what is wrong and, where the caller can fix it, how. They never
 //! carry key material, a password or a whole invitation code.
+//!
+//! The limits the messages quote are defined here, and the modules that enforce them re-export
+//! them, so that this file imports nothing of the crate and every other module may import it.
+
+/// Keys shorter than this are refused: HMAC-SHA256 wants at least its output size of entropy.
+pub const MIN_KEY_BYTES: usize = 32;
+
+/// The most octets DNS allows in a name, without the root's trailing dot (RFC 1035 section
+/// 2.3.4 allows 255 on the wire: a length octet more per label and the root's zero).
+pub const MAX_DOMAIN_OCTETS: usize = 253;
+
+/// The most octets DNS allows in one label (RFC 1035 section 2.3.4): a label's length octet
+/// keeps its two high bits for compression pointers.
+pub const MAX_LABEL_OCTETS: usize = 63;
 
 /// Everything that can go wrong in the library.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,8 +66,8 @@ pub enum Error {
     /// A code would be minted already expired.
     #[error("the expiry {expiry} is not in the future")]
     ExpiryNotInFuture {
-        /// The expiry asked for.
-        expiry: crate::Expiry,
+        /// The expiry asked for, in RFC 3339 (`2030-01-01T00:00:00Z`).
+        expiry: String,
     },
     /// One entry of a key ring text is wrong.
     #[error("entry {entry}: {problem}")]
@@ -131,7 +145,7 @@ pub enum Error {
     #[error(
         "domain is {}{octets} octets; DNS allows at most {max}",
         if *.exact { "" } else { "at least " },
-        max = crate::audience::MAX_DOMAIN_OCTETS
+        max = MAX_DOMAIN_OCTETS
     )]
     DomainTooLong {
         /// Its length in octets after normalization, without the dropped trailing dot.
@@ -144,7 +158,7 @@ pub enum Error {
     #[error(
         "domain label {label} is {}{octets} octets; DNS allows at most {max} a label",
         if *.exact { "" } else { "at least " },
-        max = crate::audience::MAX_LABEL_OCTETS
+        max = MAX_LABEL_OCTETS
     )]
     DomainLabelTooLong {
         /// 1-based position of the label, counted from the left.
@@ -210,7 +224,7 @@ pub enum KeyProblem {
         key_id: u8,
     },
     /// The key is shorter than 32 bytes.
-    #[error("key {key_id} is {len} bytes; keys need at least {min}", min = crate::keys::MIN_KEY_BYTES)]
+    #[error("key {key_id} is {len} bytes; keys need at least {min}", min = MIN_KEY_BYTES)]
     TooShort {
         /// The entry's key id.
         key_id: u8,

@@ -7,14 +7,15 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use hmac::{KeyInit, Mac};
 use zeroize::Zeroizing;
 
-use crate::Error;
-use crate::error::KeyProblem;
+use crate::code::{TAG_BYTES, hex};
+pub use crate::error::MIN_KEY_BYTES;
+use crate::error::{Error, KeyProblem};
 
 /// HMAC-SHA256 with its key already absorbed.
 pub(crate) type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
-/// Keys shorter than this are refused: HMAC-SHA256 wants at least its output size of entropy.
-pub const MIN_KEY_BYTES: usize = 32;
+/// The fixed prefix of every MAC input: `invitegate-v1` and a zero byte.
+pub const MAC_DOMAIN: &[u8] = b"invitegate-v1\0";
 
 /// Standard alphabet; padding may be present or not, as operators paste both.
 const BASE64: GeneralPurpose = GeneralPurpose::new(
@@ -190,19 +191,19 @@ pub fn format_entry(id: u8, key: &[u8]) -> Zeroizing<String> {
 }
 
 /// Runs the HMAC for one header and audience, returning the first nine bytes.
-pub(crate) fn tag(mac: &HmacSha256, header: &[u8], audience: &str) -> [u8; crate::code::TAG_BYTES] {
+pub(crate) fn tag(mac: &HmacSha256, header: &[u8], audience: &str) -> [u8; TAG_BYTES] {
     let mut mac = mac.clone();
-    mac.update(crate::MAC_DOMAIN);
+    mac.update(MAC_DOMAIN);
     mac.update(header);
     mac.update(audience.as_bytes());
     let full = mac.finalize().into_bytes();
-    let mut tag = [0u8; crate::code::TAG_BYTES];
-    tag.copy_from_slice(&full[..crate::code::TAG_BYTES]);
+    let mut tag = [0u8; TAG_BYTES];
+    tag.copy_from_slice(&full[..TAG_BYTES]);
     tag
 }
 
 /// The message whose MAC is a key's fingerprint. It cannot be the start of a code's MAC input,
-/// which begins with [`crate::MAC_DOMAIN`].
+/// which begins with [`MAC_DOMAIN`].
 const FINGERPRINT_MESSAGE: &[u8] = b"invitegate key fingerprint v1";
 
 impl KeyRing {
@@ -214,7 +215,7 @@ impl KeyRing {
         let mut mac = self.mac(id)?.clone();
         mac.update(FINGERPRINT_MESSAGE);
         let full = mac.finalize().into_bytes();
-        let hex = crate::hex(full.get(..8).unwrap_or_default());
+        let hex = hex(full.get(..8).unwrap_or_default());
         let (left, right) = hex.split_at(8);
         Some(format!("{left}-{right}"))
     }

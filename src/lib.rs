@@ -32,33 +32,23 @@ pub mod code;
 pub mod connector;
 pub mod decision;
 pub mod error;
+pub mod expiry;
 pub mod fsutil;
 pub mod keys;
 pub mod messages;
 pub mod policy;
+pub mod reason;
 pub mod send;
 pub mod server;
 pub mod verify;
 
 pub use audience::{Audience, EmailAddress, normalize_domain};
-pub use code::{Code, Expiry, Inspection, Kind, UnixTime};
-pub use decision::{Decision, Reason, Verdict, Verifier, decide};
+pub use code::{Code, Inspection, Kind};
+pub use decision::{Decision, Verdict, Verifier, decide};
 pub use error::{Error, KeyProblem};
-pub use keys::KeyRing;
+pub use expiry::{Expiry, UnixTime};
+pub use keys::{KeyRing, MAC_DOMAIN};
+pub use reason::Reason;
 pub use verify::{
     DEFAULT_LEEWAY, DenyList, Grant, Outcome, VerifyOptions, mint, verify, verify_code,
 };
-
-/// The fixed prefix of every MAC input: `invitegate-v1` and a zero byte.
-pub const MAC_DOMAIN: &[u8] = b"invitegate-v1\0";
-
-/// Bytes as lower-case hex digits, two a byte.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        for nibble in [byte >> 4, byte & 0xF] {
-            text.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
-        }
-    }
-    text
-}

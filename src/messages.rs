@@ -5,83 +5,46 @@
 //! B2C's `ui_locales` (`fr-FR,fr`): for each tag in order, the exact tag, then its language;
 //! else the default. A locale that lacks a message falls back to the default's.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
-use serde::Deserialize;
+use crate::error::Error;
+use crate::expiry::Expiry;
+use crate::reason::Reason;
 
-use crate::Error;
-
-/// The messages a person can see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum MessageKey {
-    /// No code was entered.
-    MissingCode,
-    /// The text is not an invitation code.
-    Malformed,
-    /// The check symbol is wrong: a typo.
-    Mistyped,
-    /// Not valid for this email address.
-    NotValid,
-    /// Withdrawn.
-    Revoked,
-    /// Expired; `{expiry}` becomes the date (YYYY-MM-DD, UTC).
-    Expired,
-    /// The request could not be read.
-    BadRequest,
-    /// There is no email address to check against.
-    NoEmail,
-    /// The connector is attached to a step where it cannot ask for a correction.
-    WrongStep,
-}
-
-impl MessageKey {
-    const ALL: [Self; 9] = [
-        Self::MissingCode,
-        Self::Malformed,
-        Self::Mistyped,
-        Self::NotValid,
-        Self::Revoked,
-        Self::Expired,
-        Self::BadRequest,
-        Self::NoEmail,
-        Self::WrongStep,
-    ];
-
-    fn english(self) -> &'static str {
-        match self {
-            Self::MissingCode => "Please enter the invitation code from your invitation email.",
-            Self::Malformed => {
-                "That is not an invitation code. Invitation codes have 25 letters and digits, \
-                 like ABCDE-FGHJK-MNPQR-STVWX-YZ012."
-            }
-            Self::Mistyped => {
-                "The invitation code has a typo. Please check it against your invitation email \
-                 and try again."
-            }
-            Self::NotValid => {
-                "This invitation code is not valid for this email address. Please sign up with \
-                 the email address your invitation was sent to."
-            }
-            Self::Revoked => {
-                "This invitation code has been withdrawn. Please ask for a new invitation."
-            }
-            Self::Expired => {
-                "This invitation code expired on {expiry}. Please ask for a new invitation."
-            }
-            Self::BadRequest => "We could not read your sign-up request. Please try again.",
-            Self::NoEmail => {
-                "We need an email address to check your invitation code. Please sign up with \
-                 an email address."
-            }
-            Self::WrongStep => {
-                "Sign-up is not available right now. Please contact the people who invited you."
-            }
+/// The built-in English message of each reason.
+fn english(reason: Reason) -> &'static str {
+    match reason {
+        Reason::MissingCode => "Please enter the invitation code from your invitation email.",
+        Reason::Malformed => {
+            "That is not an invitation code. Invitation codes have 25 letters and digits, \
+             like ABCDE-FGHJK-MNPQR-STVWX-YZ012."
+        }
+        Reason::Mistyped => {
+            "The invitation code has a typo. Please check it against your invitation email \
+             and try again."
+        }
+        Reason::NotValid => {
+            "This invitation code is not valid for this email address. Please sign up with \
+             the email address your invitation was sent to."
+        }
+        Reason::Revoked => {
+            "This invitation code has been withdrawn. Please ask for a new invitation."
+        }
+        Reason::Expired => {
+            "This invitation code expired on {expiry}. Please ask for a new invitation."
+        }
+        Reason::BadRequest => "We could not read your sign-up request. Please try again.",
+        Reason::NoEmail => {
+            "We need an email address to check your invitation code. Please sign up with \
+             an email address."
+        }
+        Reason::WrongStep => {
+            "Sign-up is not available right now. Please contact the people who invited you."
         }
     }
 }
-
-type MessageSet = HashMap<MessageKey, String>;
+type MessageSet = HashMap<Reason, String>;
 
 /// Messages for every key, by locale.
 #[derive(Debug, Clone)]
@@ -101,13 +64,31 @@ impl Messages {
     /// The built-in English messages only.
     #[must_use]
     pub fn english() -> Self {
-        let default = MessageKey::ALL
+        let default = Reason::ALL
             .iter()
-            .map(|&key| (key, key.english().to_owned()))
+            .map(|&reason| (reason, english(reason).to_owned()))
             .collect();
         Self {
             default,
             locales: HashMap::new(),
+        }
+    }
+
+    /// The message for `reason` in the best locale of `locales` (`fr-FR,fr`). The message of
+    /// [`Reason::Expired`] has `{expiry}` replaced by `expiry`'s date (YYYY-MM-DD, UTC).
+    #[must_use]
+    pub fn refusal(
+        &self,
+        reason: Reason,
+        expiry: Option<Expiry>,
+        locales: Option<&str>,
+    ) -> Cow<'_, str> {
+        let text = self.get(reason, locales);
+        match expiry {
+            Some(expiry) if reason == Reason::Expired => {
+                Cow::Owned(text.replace("{expiry}", &expiry.to_datetime().date().to_string()))
+            }
+            _ => Cow::Borrowed(text),
         }
     }
 
@@ -133,9 +114,10 @@ impl Messages {
         Ok(messages)
     }
 
-    /// The message for `key` in the best locale of `ui_locales`.
+    /// The message for `reason` in the best locale of `ui_locales`, with `{expiry}` in it
+    /// still to be filled in.
     #[must_use]
-    pub fn get(&self, key: MessageKey, ui_locales: Option<&str>) -> &str {
+    pub fn get(&self, reason: Reason, ui_locales: Option<&str>) -> &str {
         let tags = ui_locales
             .unwrap_or_default()
             .split([',', ' ', ';'])
@@ -145,12 +127,14 @@ impl Messages {
             let tag = tag.to_ascii_lowercase();
             let language = tag.split(['-', '_']).next().unwrap_or_default();
             for candidate in [tag.as_str(), language] {
-                if let Some(text) = self.locales.get(candidate).and_then(|set| set.get(&key)) {
+                if let Some(text) = self.locales.get(candidate).and_then(|set| set.get(&reason)) {
                     return text;
                 }
             }
         }
-        self.default.get(&key).map_or(key.english(), String::as_str)
+        self.default
+            .get(&reason)
+            .map_or(english(reason), String::as_str)
     }
 }
 
@@ -165,26 +149,26 @@ mod tests {
                 "default": {"revoked": "Gone."}}"#,
         )
         .unwrap();
-        assert_eq!(messages.get(MessageKey::Mistyped, Some("fr-CA")), "Erreur.");
+        assert_eq!(messages.get(Reason::Mistyped, Some("fr-CA")), "Erreur.");
         assert_eq!(
-            messages.get(MessageKey::Mistyped, Some("fr-FR,fr")),
+            messages.get(Reason::Mistyped, Some("fr-FR,fr")),
             "Faute de frappe."
         );
         assert_eq!(
-            messages.get(MessageKey::Mistyped, Some("de-DE, FR")),
+            messages.get(Reason::Mistyped, Some("de-DE, FR")),
             "Faute de frappe."
         );
         assert!(
             messages
-                .get(MessageKey::Mistyped, Some("en-US"))
+                .get(Reason::Mistyped, Some("en-US"))
                 .starts_with("The invitation")
         );
         assert!(
             messages
-                .get(MessageKey::NotValid, Some("fr"))
+                .get(Reason::NotValid, Some("fr"))
                 .starts_with("This invitation")
         );
-        assert_eq!(messages.get(MessageKey::Revoked, None), "Gone.");
+        assert_eq!(messages.get(Reason::Revoked, None), "Gone.");
     }
 
     #[test]

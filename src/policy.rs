@@ -4,7 +4,9 @@
 //! (`co.uk`, `github.io`) or a free-mail provider (`gmail.com`) that is anyone at all, which is
 //! almost always a mistake; minting tools refuse such domains unless told otherwise.
 
-use crate::{Audience, Error, Kind};
+use crate::audience::Audience;
+use crate::code::Kind;
+use crate::error::Error;
 
 /// The free-mail list: a documented data file, one domain a line (see its header).
 const FREE_MAIL_LIST: &str = include_str!("policy/free-mail.txt");

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use subtle::ConstantTimeEq;
 
-use crate::Error;
 use crate::audience::{Audience, EmailAddress, domain_candidates};
-use crate::code::{CODE_BYTES, Code, Expiry, Kind, TAG_BYTES, UnixTime};
+use crate::code::{CODE_BYTES, Code, Kind, TAG_BYTES};
+use crate::error::Error;
+use crate::expiry::{Expiry, UnixTime};
 use crate::keys::{KeyRing, tag};
 
 /// Leeway after the expiry instant during which a code still verifies, for clock skew.

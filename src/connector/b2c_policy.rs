@@ -8,14 +8,13 @@
 //! B2C shows on the page. A body that is not a JSON object gets the same shape with 400.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use serde::Serialize;
-use serde_json::value::RawValue;
 
+use super::claim::{Claims, triage};
 use super::{Answer, Connector};
-use crate::UnixTime;
-use crate::decision::{Decision, Reason, Verdict, Verifier, decide};
+use crate::decision::{Decision, Reason, Verdict, Verifier};
+use crate::expiry::UnixTime;
 
 /// Claim name of the email by default.
 pub const DEFAULT_EMAIL_CLAIM: &str = "email";
@@ -38,49 +37,6 @@ impl Default for CustomPolicy {
         Self {
             email_claim: DEFAULT_EMAIL_CLAIM.to_owned(),
             code_claim: DEFAULT_CODE_CLAIM.to_owned(),
-        }
-    }
-}
-
-/// A claim's value: a string is kept, any other JSON value is not a string.
-enum Claim<'b> {
-    Missing,
-    NotAString,
-    Text(Cow<'b, str>),
-}
-
-/// The request: a flat object of claims, each value kept raw until it is asked for.
-struct Claims<'b>(HashMap<Cow<'b, str>, &'b RawValue>);
-
-impl<'b> Claims<'b> {
-    fn parse(body: &'b [u8]) -> Result<Self, serde_json::Error> {
-        let text = std::str::from_utf8(body).map_err(|_| {
-            <serde_json::Error as serde::de::Error>::custom("the body is not UTF-8")
-        })?;
-        serde_json::from_str(text).map(Self)
-    }
-
-    /// The claim named `name`, matched exactly, else case-insensitively (policy authors write
-    /// `Email` as often as `email`).
-    fn get(&self, name: &str) -> Claim<'b> {
-        let raw = self.0.get(name).or_else(|| {
-            self.0
-                .iter()
-                .find(|(key, _)| key.eq_ignore_ascii_case(name))
-                .map(|(_, raw)| raw)
-        });
-        match raw {
-            None => Claim::Missing,
-            Some(raw) if raw.get() == "null" => Claim::Missing,
-            Some(raw) => serde_json::from_str::<Cow<'b, str>>(raw.get())
-                .map_or(Claim::NotAString, Claim::Text),
-        }
-    }
-
-    fn text(&self, name: &str) -> Option<Cow<'b, str>> {
-        match self.get(name) {
-            Claim::Text(text) => Some(text),
-            Claim::Missing | Claim::NotAString => None,
         }
     }
 }
@@ -115,13 +71,13 @@ impl Connector for CustomPolicy {
                 400,
             );
         };
-        let locales = claims.text("ui_locales").or_else(|| claims.text("locale"));
-        let email = claims.text(&self.email_claim);
-        let decision = match claims.get(&self.code_claim) {
-            Claim::NotAString if email.is_some() => Decision::refuse(Reason::BadRequest),
-            Claim::Text(code) => decide(verifier, email.as_deref(), Some(&code), now),
-            Claim::NotAString | Claim::Missing => decide(verifier, email.as_deref(), None, now),
-        };
+        let locales = claims
+            .named("ui_locales")
+            .text()
+            .or_else(|| claims.named("locale").text());
+        let email = claims.named(&self.email_claim).text();
+        let code = claims.named(&self.code_claim);
+        let decision = triage(verifier, email.as_deref(), &code, now);
         render(
             verifier,
             locales.as_deref(),
@@ -139,7 +95,6 @@ fn render<'b>(
     email: Option<Cow<'b, str>>,
     refusal_status: u16,
 ) -> Answer<'b> {
-    let outcome = decision.name();
     let (status, body) = match &decision.verdict {
         Verdict::Continue(grant) => {
             let valid = Valid {
@@ -150,7 +105,9 @@ fn render<'b>(
             (200, serde_json::to_vec(&valid))
         }
         Verdict::Refuse(reason) => {
-            let message = reason.message(&verifier.messages, locales);
+            let message = decision
+                .message(&verifier.messages, locales)
+                .unwrap_or_default();
             let refusal = Refusal {
                 version: "1.0.0",
                 status: refusal_status,
@@ -164,7 +121,7 @@ fn render<'b>(
         status,
         // Serializing these plain structs cannot fail; an empty object would still be JSON.
         body: body.unwrap_or_else(|_| b"{}".to_vec()),
-        outcome,
+        refusal: decision.refusal(),
         code: decision.code,
         email,
     }
@@ -173,7 +130,10 @@ fn render<'b>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Audience, Expiry, KeyRing, mint};
+    use crate::audience::Audience;
+    use crate::expiry::Expiry;
+    use crate::keys::KeyRing;
+    use crate::verify::mint;
     use time::macros::datetime;
 
     fn verifier() -> Verifier {
@@ -206,9 +166,15 @@ mod tests {
         };
         let body = br#"{"signInName":"a@contoso.com","code":5}"#;
         let answer = settings.answer(&v, body, now);
-        assert_eq!((answer.status, answer.outcome), (409, "bad-request"));
+        assert_eq!(
+            (answer.status, answer.refusal),
+            (409, Some(Reason::BadRequest))
+        );
         let answer = settings.answer(&v, b"[1,2]", now);
-        assert_eq!((answer.status, answer.outcome), (400, "bad-request"));
+        assert_eq!(
+            (answer.status, answer.refusal),
+            (400, Some(Reason::BadRequest))
+        );
         let json: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
         assert_eq!(json["code"], "invitegate.bad-request");
         assert_eq!(json["status"], 400);

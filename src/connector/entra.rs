@@ -17,12 +17,13 @@
 
 use std::borrow::Cow;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::claim::{Claim, in_order, triage};
 use super::{Answer, AttributeNames, Connector, without_trailing_commas};
-use crate::UnixTime;
-use crate::decision::{Decision, Reason, Verdict, Verifier, decide};
+use crate::decision::{Decision, Reason, Verdict, Verifier};
+use crate::expiry::UnixTime;
 
 /// The event type this endpoint answers.
 pub const EVENT_TYPE: &str = "microsoft.graph.authenticationEvent.attributeCollectionSubmit";
@@ -43,8 +44,8 @@ pub struct Entra {
 
 #[derive(Deserialize)]
 struct Request<'b> {
-    #[serde(rename = "type", default, borrow, deserialize_with = "text")]
-    event: Option<Cow<'b, str>>,
+    #[serde(rename = "type", default, borrow)]
+    event: Claim<'b>,
     #[serde(default, borrow)]
     data: Option<Data<'b>>,
 }
@@ -66,8 +67,8 @@ struct AuthenticationContext<'b> {
 
 #[derive(Deserialize)]
 struct Client<'b> {
-    #[serde(default, borrow, deserialize_with = "text")]
-    locale: Option<Cow<'b, str>>,
+    #[serde(default, borrow)]
+    locale: Claim<'b>,
 }
 
 #[derive(Deserialize)]
@@ -82,107 +83,18 @@ struct UserSignUpInfo<'b> {
 
 #[derive(Deserialize)]
 struct Attribute<'b> {
-    /// `None` when absent or not a string (a boolean or number attribute).
-    #[serde(default, borrow, deserialize_with = "text")]
-    value: Option<Cow<'b, str>>,
+    /// Not text for a boolean or number attribute.
+    #[serde(default, borrow)]
+    value: Claim<'b>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Identity<'b> {
-    #[serde(default, borrow, deserialize_with = "text")]
-    sign_in_type: Option<Cow<'b, str>>,
-    #[serde(default, borrow, deserialize_with = "text")]
-    issuer_assigned_id: Option<Cow<'b, str>>,
-}
-
-/// A JSON object's members as a list, in the body's order.
-fn in_order<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Vec<(Cow<'de, str>, Attribute<'de>)>, D::Error> {
-    struct Members;
-
-    impl<'de> serde::de::Visitor<'de> for Members {
-        type Value = Vec<(Cow<'de, str>, Attribute<'de>)>;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("an object of attributes")
-        }
-
-        fn visit_map<A: serde::de::MapAccess<'de>>(
-            self,
-            mut map: A,
-        ) -> Result<Self::Value, A::Error> {
-            let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
-            while let Some(member) = map.next_entry::<Cow<'de, str>, Attribute<'de>>()? {
-                members.push(member);
-            }
-            Ok(members)
-        }
-    }
-
-    deserializer.deserialize_map(Members)
-}
-
-/// Any JSON value, kept when it is a string: borrowed from the body unless it has escapes.
-/// Other values (numbers, booleans, objects) are skipped without being built.
-fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Cow<'de, str>>, D::Error> {
-    deserializer.deserialize_any(TextVisitor)
-}
-
-struct TextVisitor;
-
-impl<'de> serde::de::Visitor<'de> for TextVisitor {
-    type Value = Option<Cow<'de, str>>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Borrowed(v)))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Owned(v.to_owned())))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Owned(v)))
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        while map
-            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-            .is_some()
-        {}
-        Ok(None)
-    }
+    #[serde(default, borrow)]
+    sign_in_type: Claim<'b>,
+    #[serde(default, borrow)]
+    issuer_assigned_id: Claim<'b>,
 }
 
 /// The answer, in the shape Entra reads: `{"data": {"@odata.type": ..., "actions": [action]}}`.
@@ -239,8 +151,8 @@ struct SignUp<'b> {
     event: Option<Cow<'b, str>>,
     locale: Option<Cow<'b, str>>,
     email: Option<Cow<'b, str>>,
-    /// The code attribute's key as sent, and its value when it is a string.
-    code: Option<(Cow<'b, str>, Option<Cow<'b, str>>)>,
+    /// The code attribute's key as sent, and its value.
+    code: Option<(Cow<'b, str>, Claim<'b>)>,
 }
 
 impl<'b> SignUp<'b> {
@@ -266,7 +178,9 @@ impl<'b> SignUp<'b> {
             event: self.event.map(owned),
             locale: self.locale.map(owned),
             email: self.email.map(owned),
-            code: self.code.map(|(key, value)| (owned(key), value.map(owned))),
+            code: self
+                .code
+                .map(|(key, value)| (owned(key), value.into_owned())),
         }
     }
 
@@ -277,7 +191,7 @@ impl<'b> SignUp<'b> {
             .as_ref()
             .and_then(|d| d.authentication_context.as_ref())
             .and_then(|c| c.client.as_ref())
-            .and_then(|c| c.locale.clone());
+            .and_then(|c| c.locale.clone().text());
         let info = data.and_then(|d| d.user_sign_up_info);
         let (attributes, identities) =
             info.map_or_else(Default::default, |info| (info.attributes, info.identities));
@@ -285,19 +199,16 @@ impl<'b> SignUp<'b> {
         let email = identities
             .into_iter()
             .filter(|identity| {
-                identity
-                    .sign_in_type
-                    .as_deref()
-                    .is_some_and(|t| t.eq_ignore_ascii_case("email"))
+                matches!(&identity.sign_in_type, Claim::Text(t) if t.eq_ignore_ascii_case("email"))
             })
-            .find_map(|identity| identity.issuer_assigned_id)
+            .find_map(|identity| identity.issuer_assigned_id.text())
             .filter(|email| !email.trim().is_empty())
             .or_else(|| {
                 attributes
                     .iter()
                     .rev()
                     .find(|(key, _)| key.eq_ignore_ascii_case("email"))
-                    .and_then(|(_, attribute)| attribute.value.clone())
+                    .and_then(|(_, attribute)| attribute.value.clone().text())
             });
         // The last of equal names wins, as when the members were read into a map.
         let code = attributes
@@ -306,7 +217,7 @@ impl<'b> SignUp<'b> {
             .find(|(key, _)| names.matches(key))
             .map(|(key, attribute)| (key, attribute.value));
         Ok(Self {
-            event: request.event,
+            event: request.event.text(),
             locale,
             email,
             code,
@@ -324,7 +235,7 @@ impl Connector for Entra {
             return Answer {
                 status: 400,
                 body: body.to_string().into_bytes(),
-                outcome: "bad-request",
+                refusal: Some(Reason::BadRequest),
                 code: None,
                 email: None,
             };
@@ -334,13 +245,13 @@ impl Connector for Entra {
             .as_deref()
             .is_some_and(|event| event.eq_ignore_ascii_case(EVENT_TYPE));
         let decision = if is_event {
-            match &request.code {
-                Some((_, Some(code))) => {
-                    decide(verifier, request.email.as_deref(), Some(code), now)
-                }
-                Some((_, None)) if request.email.is_some() => Decision::refuse(Reason::BadRequest),
-                Some((_, None)) | None => decide(verifier, request.email.as_deref(), None, now),
-            }
+            // An attribute whose value is not a string, null or absent included, is not text.
+            let code = match &request.code {
+                None => Claim::Missing,
+                Some((_, Claim::Text(code))) => Claim::Text(Cow::Borrowed(code)),
+                Some(_) => Claim::NotText,
+            };
+            triage(verifier, request.email.as_deref(), &code, now)
         } else {
             tracing::warn!(
                 event = request.event.as_deref().map(|e| super::clip(e, 100)),
@@ -370,7 +281,9 @@ impl Connector for Entra {
                 }
             }
             Verdict::Refuse(reason) => {
-                message = reason.message(&verifier.messages, request.locale.as_deref());
+                message = decision
+                    .message(&verifier.messages, request.locale.as_deref())
+                    .unwrap_or_default();
                 if reason.blocks() {
                     Action {
                         message: Some(&message),
@@ -396,7 +309,7 @@ impl Connector for Entra {
         Answer {
             status: 200,
             body,
-            outcome: decision.name(),
+            refusal: decision.refusal(),
             code: decision.code,
             email: request.email.clone(),
         }
@@ -420,8 +333,8 @@ mod tests {
         let request = SignUp::parse(body, &names).unwrap();
         let (key, value) = request.code.unwrap();
         assert_eq!(
-            (key.as_ref(), value.as_deref()),
-            ("extension_invitationcode", Some("LAST"))
+            (key.as_ref(), value),
+            ("extension_invitationcode", Claim::Text("LAST".into()))
         );
         assert_eq!(request.email.as_deref(), Some("last@contoso.com"));
         let not_an_object = br#"{"data":{"userSignUpInfo":{"attributes":[1,2]}}}"#;

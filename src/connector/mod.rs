@@ -3,17 +3,21 @@
 //! decision, and renders that decision as its own answer: status code and JSON body. No HTTP
 //! server code lives here.
 //!
-//! Adding a dialect is one module implementing [`Connector`] and one route in
-//! `server::routes`.
+//! Every dialect reads its claims the same lenient way and triages them into the decision
+//! the same way ([`claim`]). Adding a dialect is one module implementing [`Connector`] and one
+//! route in `server::routes`.
 
 pub mod b2c_policy;
 pub mod b2c_user_flow;
+pub mod claim;
 pub mod entra;
 
 use std::borrow::Cow;
 
+use crate::code::Code;
 use crate::decision::Verifier;
-use crate::{Code, UnixTime};
+use crate::expiry::UnixTime;
+use crate::reason::Reason;
 
 /// A dialect: turns a request body into an answer.
 pub trait Connector: Send + Sync + 'static {
@@ -28,8 +32,8 @@ pub struct Answer<'b> {
     pub status: u16,
     /// The JSON body.
     pub body: Vec<u8>,
-    /// `valid`, a refusal reason's name, or the dialect's own (`bad-request`, `wrong-step`).
-    pub outcome: &'static str,
+    /// Why the sign-up was refused; `None` when it continues.
+    pub refusal: Option<Reason>,
     /// The code the request carried, when it parsed (the log shows its fingerprint).
     pub code: Option<Code>,
     /// The email address as sent (the log shows its domain unless told otherwise).
@@ -82,12 +86,6 @@ impl AttributeNames {
     pub fn response_name(&self) -> &str {
         self.with_app_id.as_deref().unwrap_or(&self.without_app_id)
     }
-}
-
-/// Appends `text` as a JSON string literal.
-pub(crate) fn push_json_string(out: &mut Vec<u8>, text: &str) {
-    // Writing a string into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, text);
 }
 
 /// `text` without the commas that JSON refuses before a `}` or `]` (outside strings), or

@@ -549,7 +549,7 @@ fn digest(record: &csv::ByteRecord) -> String {
         hash.update((field.len() as u64).to_be_bytes());
         hash.update(field);
     }
-    crate::hex(hash.finalize().get(..8).unwrap_or_default())
+    crate::code::hex(hash.finalize().get(..8).unwrap_or_default())
 }
 
 /// One message to send.

@@ -7,17 +7,26 @@
 //! waits for stderr, and none wakes a thread: a queue whose writer thread is woken for every
 //! line cost more than formatting the line. When the writer cannot keep up and the buffer is
 //! full, lines are dropped and counted rather than slowing every request down.
+//!
+//! A refused caller's line names the reason (`denied`), explains it (`why`) and shows what is
+//! safe of what was sent (`scheme`, `user`); never a password, a key or a token. Refusals are
+//! logged in full only up to a rate per place and reason, then counted into one summary line
+//! a window ([`limit`]), so a flood of them cannot fill a disk.
 
-use std::borrow::Cow;
+mod format;
+pub mod limit;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use warp::http::StatusCode;
 
+use self::format::{LineWriter, Lines};
+use self::limit::{Key, Limiter, REFUSAL_WINDOW, Summary};
 use super::auth::Denied;
-use super::metrics::EndpointLabel;
-use crate::Code;
+use super::labels::{EndpointLabel, Outcome, Refusal, RefusalReason as _, RefusedAt};
+use crate::code::Code;
 use crate::connector::{Answer, clip};
 
 /// Bytes of log lines held before new lines are dropped (and counted). At about 300 bytes a
@@ -111,9 +120,17 @@ impl DroppedLines {
 }
 
 /// Writes the buffered lines out every [`LOG_FLUSH_INTERVAL`], and once more at the end.
-fn write_out<W: std::io::Write>(shared: &Shared, mut writer: W) {
+/// Summaries of refusals only counted are written as their windows end.
+fn write_out<W: std::io::Write>(shared: &Shared, mut writer: W, json: bool) {
     let mut spare = Vec::with_capacity(64 * 1024);
+    let mut summary = String::new();
     loop {
+        for ended in REFUSALS.ended(Instant::now()) {
+            if summary_enabled(ended.key.0) {
+                format_summary(&ended, json, &mut summary);
+                shared.append(summary.as_bytes());
+            }
+        }
         let stopping = {
             let lines = shared.lock();
             let (mut lines, _) = shared
@@ -162,7 +179,7 @@ where
     let worker = Arc::clone(&shared);
     let thread = std::thread::Builder::new()
         .name("invitegate-log".to_owned())
-        .spawn(move || write_out(&worker, writer))
+        .spawn(move || write_out(&worker, writer, json))
         .ok();
     Some(Logging { shared, thread })
 }
@@ -182,244 +199,6 @@ thread_local! {
     static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
-/// The line format: one JSON object a line (`timestamp`, `level`, `target`, then the event's
-/// fields and `message`), or `timestamp LEVEL target: message field=value ...` as text.
-///
-/// Written field by field straight into the line, without building a JSON tree: with
-/// `tracing-subscriber`'s own JSON format, a request's line cost about 4.4 µs of the request's
-/// thread, a quarter of a bare request on this machine; this one about a quarter of that.
-struct Lines {
-    json: bool,
-}
-
-impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Lines
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        _ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
-        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
-        event: &tracing::Event<'_>,
-    ) -> std::fmt::Result {
-        let meta = event.metadata();
-        let mut line = LineWriter::start(self.json, meta.level(), meta.target(), String::new());
-        event.record(&mut line);
-        let mut out = String::new();
-        line.end(&mut out);
-        writer.write_str(&out)
-    }
-}
-
-/// Writes an event's fields into the line as it visits them.
-struct LineWriter {
-    out: String,
-    json: bool,
-    fields_at: usize,
-    message: Option<Cow<'static, str>>,
-}
-
-impl LineWriter {
-    /// A line with its timestamp (now), level and target written; `out` is reused.
-    fn start(json: bool, level: &tracing::Level, target: &str, mut out: String) -> Self {
-        out.clear();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        if json {
-            out.push_str("{\"timestamp\":\"");
-            push_timestamp(&mut out, now);
-            out.push_str("\",\"level\":\"");
-            out.push_str(level.as_str());
-            out.push_str("\",\"target\":");
-            push_json_str(&mut out, target);
-        } else {
-            push_timestamp(&mut out, now);
-            let _ = std::fmt::Write::write_fmt(&mut out, format_args!(" {level:>5} {target}:"));
-        }
-        Self {
-            fields_at: out.len(),
-            out,
-            json,
-            message: None,
-        }
-    }
-
-    /// Writes the message and the line's end into `line` (cleared first), with the newline.
-    fn end(self, line: &mut String) {
-        let Self {
-            mut out,
-            json,
-            fields_at,
-            message,
-        } = self;
-        let message = message.unwrap_or_default();
-        if json {
-            out.push_str(",\"message\":");
-            push_json_str(&mut out, &message);
-            out.push('}');
-        } else {
-            // The message first, as people read it, then the fields.
-            let fields = out.split_off(fields_at);
-            out.push(' ');
-            out.push_str(&message);
-            out.push_str(&fields);
-        }
-        out.push('\n');
-        *line = out;
-    }
-
-    fn name(&mut self, name: &str) {
-        if self.json {
-            self.out.push_str(",\"");
-            self.out.push_str(name);
-            self.out.push_str("\":");
-        } else {
-            self.out.push(' ');
-            self.out.push_str(name);
-            self.out.push('=');
-        }
-    }
-
-    fn str_field(&mut self, name: &str, value: &str) {
-        self.name(name);
-        if self.json {
-            push_json_str(&mut self.out, value);
-        } else {
-            let _ = std::fmt::Write::write_fmt(&mut self.out, format_args!("{value:?}"));
-        }
-    }
-
-    fn u64_field(&mut self, name: &str, value: u64) {
-        self.name(name);
-        push_u64(&mut self.out, value);
-    }
-}
-
-impl tracing::field::Visit for LineWriter {
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        if field.name() == "message" {
-            self.message = Some(Cow::Owned(value.to_owned()));
-            return;
-        }
-        self.str_field(field.name(), value);
-    }
-
-    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
-        self.u64_field(field.name(), value);
-    }
-
-    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
-        self.name(field.name());
-        let _ = std::fmt::Write::write_fmt(&mut self.out, format_args!("{value}"));
-    }
-
-    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
-        self.name(field.name());
-        self.out.push_str(if value { "true" } else { "false" });
-    }
-
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        let text = format!("{value:?}");
-        if field.name() == "message" {
-            self.message = Some(Cow::Owned(text));
-            return;
-        }
-        self.name(field.name());
-        if self.json {
-            push_json_str(&mut self.out, &text);
-        } else {
-            self.out.push_str(&text);
-        }
-    }
-}
-
-/// Appends `value` in decimal.
-fn push_u64(out: &mut String, value: u64) {
-    push_padded(out, value, 1);
-}
-
-/// Appends `value` in decimal, zero-padded to at least `width` digits (at most 20).
-fn push_padded(out: &mut String, value: u64, width: usize) {
-    let mut digits = [b'0'; 20];
-    let mut at = digits.len();
-    let mut rest = value;
-    while rest > 0 {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-    }
-    let from = at.min(digits.len().saturating_sub(width.max(1)));
-    // ASCII digits, so always UTF-8.
-    out.push_str(std::str::from_utf8(&digits[from..]).unwrap_or_default());
-}
-
-/// Appends `text` as a JSON string literal, escaped byte for byte as serde_json escapes it
-/// (so a line written here matches the subscriber's). Every byte that needs an escape is
-/// ASCII, so runs of other bytes, multi-byte characters included, are copied whole.
-fn push_json_str(out: &mut String, text: &str) {
-    out.push('"');
-    let mut plain = 0;
-    for (i, &byte) in text.as_bytes().iter().enumerate() {
-        let escape = match byte {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0..0x20 => "",
-            _ => continue,
-        };
-        out.push_str(text.get(plain..i).unwrap_or_default());
-        if escape.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.push_str("\\u00");
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0xf)]));
-        } else {
-            out.push_str(escape);
-        }
-        plain = i + 1;
-    }
-    out.push_str(text.get(plain..).unwrap_or_default());
-    out.push('"');
-}
-
-/// Appends the instant as RFC 3339 UTC with microseconds, e.g. `2026-12-01T21:17:29.123456Z`.
-fn push_timestamp(out: &mut String, since_epoch: Duration) {
-    let secs = i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX);
-    let days = secs.div_euclid(86_400);
-    let of_day = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let field = |n: i64| u64::try_from(n).unwrap_or(0);
-    push_padded(out, field(year), 4);
-    out.push('-');
-    push_padded(out, field(month), 2);
-    out.push('-');
-    push_padded(out, field(day), 2);
-    out.push('T');
-    push_padded(out, field(of_day / 3_600), 2);
-    out.push(':');
-    push_padded(out, field(of_day % 3_600 / 60), 2);
-    out.push(':');
-    push_padded(out, field(of_day % 60), 2);
-    out.push('.');
-    push_padded(out, u64::from(since_epoch.subsec_micros()), 6);
-    out.push('Z');
-}
-
 /// Longest email or domain a log line carries; a longer one is cut and its length noted. A
 /// DNS name is at most 253 octets, so this only cuts what no real address has.
 pub const MAX_LOGGED_EMAIL: usize = 254;
@@ -433,10 +212,10 @@ fn enabled() -> bool {
 #[derive(Debug)]
 pub struct RequestLine {
     endpoint: EndpointLabel,
-    /// `valid`, a reason's name, or an HTTP-level outcome (`unauthorized`, `too-large`, ...).
-    pub outcome: &'static str,
+    /// What became of the request.
+    pub outcome: Outcome,
     /// Why authentication failed, for the log only.
-    pub denied: Option<&'static str>,
+    pub denied: Option<Refusal>,
     code: Option<Code>,
     /// What the log shows of the email; only taken when the line will be written.
     email: Option<String>,
@@ -448,7 +227,7 @@ impl RequestLine {
     pub fn new(endpoint: EndpointLabel) -> Self {
         Self {
             endpoint,
-            outcome: "bad-request",
+            outcome: Outcome::Refused(crate::reason::Reason::BadRequest),
             denied: None,
             code: None,
             email: None,
@@ -457,7 +236,7 @@ impl RequestLine {
 
     /// Takes what the log needs from a dialect's answer.
     pub fn record(&mut self, answer: &Answer<'_>, log_emails: bool) {
-        self.outcome = answer.outcome;
+        self.outcome = answer.refusal.into();
         self.code = answer.code;
         if enabled() {
             self.email = answer
@@ -472,8 +251,11 @@ impl RequestLine {
     /// With the writer of [`init`] installed, the line is formatted here, exactly as the
     /// subscriber would, and appended to its buffer: the subscriber's dispatch (a visitor
     /// call a field, a writer a line) was half of a line's cost. Otherwise, an event.
+    ///
+    /// A refused caller's line (and a method not allowed, which comes before authentication)
+    /// is written only while its place and reason are under the rate of [`limit`].
     pub fn finish(&self, status: StatusCode, elapsed: Duration) {
-        if !enabled() {
+        if !enabled() || self.limit_key().is_some_and(|key| !admit(key)) {
             return;
         }
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
@@ -481,13 +263,16 @@ impl RequestLine {
             tracing::info!(
                 target: REQUEST_TARGET,
                 endpoint = self.endpoint.name(),
-                outcome = self.outcome,
+                outcome = self.outcome.name(),
                 status = status.as_u16(),
                 kind = self.code.map(|c| c.kind().name()),
                 key_id = self.code.map(|c| c.key_id()),
                 code = self.code.map(|c| c.fingerprint()).as_deref(),
                 email = self.email.as_deref(),
-                denied = self.denied,
+                denied = self.denied.map(|refusal| refusal.reason()),
+                why = self.denied.map(|refusal| refusal.why()),
+                scheme = self.denied.and_then(|refusal| refusal.scheme()),
+                user = self.denied.as_ref().and_then(Refusal::user),
                 micros,
                 "{REQUEST_MESSAGE}"
             );
@@ -511,7 +296,7 @@ impl RequestLine {
             std::mem::take(out),
         );
         line.str_field("endpoint", self.endpoint.name());
-        line.str_field("outcome", self.outcome);
+        line.str_field("outcome", self.outcome.name());
         line.u64_field("status", u64::from(status.as_u16()));
         if let Some(code) = self.code {
             line.str_field("kind", code.kind().name());
@@ -521,13 +306,119 @@ impl RequestLine {
         if let Some(email) = &self.email {
             line.str_field("email", email);
         }
-        if let Some(denied) = self.denied {
-            line.str_field("denied", denied);
+        if let Some(refusal) = &self.denied {
+            write_refusal(&mut line, refusal);
         }
         line.u64_field("micros", micros);
-        line.message = Some(Cow::Borrowed(REQUEST_MESSAGE));
+        line.message(REQUEST_MESSAGE);
         line.end(out);
     }
+
+    /// What the rate of refusal lines is kept by, for a line that counts as a refusal.
+    fn limit_key(&self) -> Option<Key> {
+        let reason = match (&self.denied, self.outcome) {
+            (Some(refusal), _) => refusal.reason(),
+            (None, Outcome::MethodNotAllowed) => Outcome::MethodNotAllowed.name(),
+            (None, _) => return None,
+        };
+        Some((self.endpoint.into(), reason))
+    }
+}
+
+/// The fields of a refusal, in the order of the subscriber's events.
+fn write_refusal(line: &mut LineWriter, refusal: &Refusal) {
+    line.str_field("denied", refusal.reason());
+    line.str_field("why", refusal.why());
+    if let Some(scheme) = refusal.scheme() {
+        line.str_field("scheme", scheme);
+    }
+    if let Some(user) = refusal.user() {
+        line.str_field("user", user);
+    }
+}
+
+/// The refusals of every place and reason, for the whole process.
+static REFUSALS: Limiter = Limiter::new();
+
+/// Whether a refusal's line is written in full; writes the summaries of the windows that
+/// ended before it.
+fn admit(key: Key) -> bool {
+    let (in_full, ended) = REFUSALS.admit(key, Instant::now());
+    for summary in ended {
+        write_summary(&summary);
+    }
+    in_full
+}
+
+/// The target of the lines of refusals at `/metrics`.
+const OTHER_TARGET: &str = module_path!();
+
+/// The message of a summary line.
+fn summary_message(summary: &Summary) -> String {
+    format!(
+        "{} more refusals for reason {} within {} s (counted, not logged one by one)",
+        summary.more,
+        summary.key.1,
+        REFUSAL_WINDOW.as_secs()
+    )
+}
+
+/// Whether the summaries of refusals at `at` are written: at the level and target of the lines
+/// they stand for.
+fn summary_enabled(at: RefusedAt) -> bool {
+    match at {
+        RefusedAt::Endpoint(_) => enabled(),
+        RefusedAt::Metrics => tracing::enabled!(tracing::Level::WARN),
+    }
+}
+
+/// Writes one summary line, at the level and target of the lines it stands for.
+fn write_summary(summary: &Summary) {
+    if !summary_enabled(summary.key.0) {
+        return;
+    }
+    if let Some(direct) = DIRECT.get() {
+        let mut line = String::new();
+        format_summary(summary, direct.json, &mut line);
+        direct.shared.append(line.as_bytes());
+        return;
+    }
+    let ((at, reason), more) = (summary.key, summary.more);
+    let seconds = REFUSAL_WINDOW.as_secs();
+    let message = summary_message(summary);
+    match at {
+        RefusedAt::Endpoint(_) => tracing::info!(
+            target: REQUEST_TARGET,
+            endpoint = at.name(),
+            denied = reason,
+            more,
+            seconds,
+            "{message}"
+        ),
+        RefusedAt::Metrics => tracing::warn!(
+            endpoint = at.name(),
+            denied = reason,
+            more,
+            seconds,
+            "{message}"
+        ),
+    }
+}
+
+/// A summary line as the subscriber would write it, newline included, into `out` (reused).
+fn format_summary(summary: &Summary, json: bool, out: &mut String) {
+    let ((at, reason), more) = (summary.key, summary.more);
+    let (level, target) = match at {
+        RefusedAt::Endpoint(_) => (tracing::Level::INFO, REQUEST_TARGET),
+        RefusedAt::Metrics => (tracing::Level::WARN, OTHER_TARGET),
+    };
+    let mut line = LineWriter::start(json, &level, target, std::mem::take(out));
+    line.str_field("endpoint", at.name());
+    line.str_field("denied", reason);
+    line.u64_field("more", more);
+    line.u64_field("seconds", REFUSAL_WINDOW.as_secs());
+    line.message(summary_message(summary));
+    line.end(out);
 }
 
 /// The target of request lines.
@@ -535,9 +426,21 @@ const REQUEST_TARGET: &str = "invitegate::connector";
 /// The message of request lines.
 const REQUEST_MESSAGE: &str = "connector request";
 
-/// Logs a refused request to a path that is not an endpoint (`/metrics`).
+/// Logs a refused request to a path that is not an endpoint (`/metrics`), at the rate of
+/// [`limit`].
 pub fn denied(path: &str, denied: &Denied) {
-    tracing::warn!(path, reason = denied.reason, "request refused");
+    let refusal = &denied.reason;
+    if !admit((RefusedAt::Metrics, refusal.reason())) {
+        return;
+    }
+    tracing::warn!(
+        path,
+        denied = refusal.reason(),
+        why = refusal.why(),
+        scheme = refusal.scheme(),
+        user = refusal.user(),
+        "request refused"
+    );
 }
 
 /// What the log shows of an email address: its lower-cased domain, or with `log_emails` the
@@ -567,71 +470,7 @@ fn email_for_log(email: &str, log_emails: bool) -> String {
 mod tests {
     use super::*;
 
-    /// What the subscriber, in `json` or text, writes for the events `emit` sends.
-    fn captured(json: bool, emit: impl FnOnce()) -> String {
-        let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = std::sync::Arc::clone(&buffer);
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || SharedVec(std::sync::Arc::clone(&sink)))
-            .event_format(Lines { json })
-            .finish();
-        tracing::subscriber::with_default(subscriber, emit);
-        let bytes = buffer.lock().unwrap().clone();
-        String::from_utf8(bytes).unwrap()
-    }
-
-    /// Formats one connector event in each format.
-    fn line(json: bool) -> String {
-        captured(json, || {
-            tracing::info!(
-                target: "invitegate::connector",
-                endpoint = "entra",
-                status = 200u16,
-                key_id = Some(7u8),
-                email = Some("quote\"d.example"),
-                denied = None::<&str>,
-                valid = true,
-                "connector request"
-            );
-        })
-    }
-
-    struct SharedVec(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for SharedVec {
-        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(data);
-            Ok(data.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn lines_are_json_or_text() {
-        let json = line(true);
-        assert!(json.ends_with("}\n"), "{json}");
-        let value: serde_json::Value = serde_json::from_str(json.trim_end()).unwrap();
-        assert_eq!(value["level"], "INFO");
-        assert_eq!(value["target"], "invitegate::connector");
-        assert_eq!(value["endpoint"], "entra");
-        assert_eq!(value["status"], 200);
-        assert_eq!(value["key_id"], 7);
-        assert_eq!(value["email"], "quote\"d.example");
-        assert_eq!(value["valid"], true);
-        assert_eq!(value["message"], "connector request");
-        assert!(value.get("denied").is_none(), "{json}");
-        let text = line(false);
-        let (_, rest) = text
-            .split_once(" INFO invitegate::connector: connector request ")
-            .unwrap();
-        assert_eq!(
-            rest,
-            "endpoint=\"entra\" status=200 key_id=7 email=\"quote\\\"d.example\" valid=true\n"
-        );
-    }
+    use super::format::tests::captured;
 
     /// A request line through the subscriber, as written when [`init`] is not installed.
     fn through_subscriber(request: &RequestLine, json: bool) -> String {
@@ -642,19 +481,20 @@ mod tests {
 
     #[test]
     fn request_lines_written_directly_match_the_subscriber() {
-        let ring = crate::KeyRing::parse("7:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
-        let code = crate::mint(
+        let ring =
+            crate::keys::KeyRing::parse("7:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
+        let code = crate::verify::mint(
             &ring,
-            &crate::Audience::email("alice@contoso.com").unwrap(),
-            crate::Expiry::from_unix(4_102_444_799),
+            &crate::audience::Audience::email("alice@contoso.com").unwrap(),
+            crate::expiry::Expiry::from_unix(4_102_444_799),
         );
         let mut full = RequestLine::new(EndpointLabel::Entra);
-        full.outcome = "valid";
+        full.outcome = Outcome::Valid;
         full.code = Some(code);
         full.email = Some(email_for_log("Alice@Cont\"oso.com", false));
         let mut denied = RequestLine::new(EndpointLabel::CustomPolicy);
-        denied.outcome = "unauthorized";
-        denied.denied = Some("no credentials");
+        denied.outcome = Outcome::Unauthorized;
+        denied.denied = Some(super::super::auth::basic::WRONG_PASSWORD.with_user(b"b2c\"admin"));
         for request in [&full, &denied] {
             for json in [true, false] {
                 let expected = through_subscriber(request, json);
@@ -681,40 +521,36 @@ mod tests {
     }
 
     #[test]
-    fn json_strings_are_escaped_as_serde_json_does() {
-        for text in [
-            "plain",
-            "a\"b\\c",
-            "line\nbreak\r\t",
-            "\u{1}\u{1f}x\u{8}\u{c}\u{7f}",
-            "é✓😀\"é",
-            "",
-        ] {
-            let mut out = String::new();
-            push_json_str(&mut out, text);
-            assert_eq!(out, serde_json::to_string(text).unwrap());
+    fn summary_lines_written_directly_match_the_subscriber() {
+        let summaries = [
+            Summary {
+                key: (EndpointLabel::Entra.into(), "not-bearer"),
+                more: 12_345,
+            },
+            Summary {
+                key: (RefusedAt::Metrics, "wrong-password"),
+                more: 7,
+            },
+        ];
+        for summary in summaries {
+            for json in [true, false] {
+                let expected = captured(json, || write_summary(&summary));
+                let mut direct = String::new();
+                format_summary(&summary, json, &mut direct);
+                let unstamped = |line: &str| line.split_once('Z').unwrap().1.to_owned();
+                assert_eq!(unstamped(&direct), unstamped(&expected), "{direct}");
+            }
         }
-    }
-
-    #[test]
-    fn timestamps_are_rfc_3339() {
-        for (secs, text) in [
-            (0, "1970-01-01T00:00:00.000000Z"),
-            (951_782_400, "2000-02-29T00:00:00.000000Z"),
-            (1_893_456_000, "2030-01-01T00:00:00.000000Z"),
-            (4_102_444_799, "2099-12-31T23:59:59.000000Z"),
-        ] {
-            let mut out = String::new();
-            push_timestamp(&mut out, Duration::from_secs(secs));
-            assert_eq!(out, text);
-            let parsed =
-                time::OffsetDateTime::parse(&out, &time::format_description::well_known::Rfc3339)
-                    .unwrap();
-            assert_eq!(parsed.unix_timestamp(), i64::try_from(secs).unwrap());
-        }
-        let mut out = String::new();
-        push_timestamp(&mut out, Duration::new(1, 123_456_789));
-        assert_eq!(out, "1970-01-01T00:00:01.123456Z");
+        let mut line = String::new();
+        format_summary(&summaries[0], true, &mut line);
+        let value: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
+        assert_eq!(value["endpoint"], "entra");
+        assert_eq!(value["denied"], "not-bearer");
+        assert_eq!(value["more"], 12_345);
+        assert_eq!(
+            value["message"],
+            "12345 more refusals for reason not-bearer within 1 s (counted, not logged one by one)"
+        );
     }
 
     #[test]

@@ -1,81 +1,42 @@
-//! Prometheus metrics: requests by endpoint and outcome, and a latency histogram, through
-//! `prometheus-client`.
+//! Prometheus metrics: requests by endpoint and outcome, a latency histogram, and callers
+//! refused by endpoint and reason, through `prometheus-client`.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::connection::ConnectionStats;
+pub use super::labels::EndpointLabel;
+use super::labels::{Outcome, RefusalReason, RefusedAt};
 use super::log::DroppedLines;
-
-/// Which endpoint a request came to.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-pub enum EndpointLabel {
-    /// `POST /api/b2c/user-flow`.
-    UserFlow,
-    /// `POST /api/b2c/custom-policy`.
-    CustomPolicy,
-    /// `POST /api/entra/attribute-collection-submit`.
-    Entra,
-}
-
-impl EndpointLabel {
-    /// Every endpoint.
-    pub const ALL: [Self; 3] = [Self::UserFlow, Self::CustomPolicy, Self::Entra];
-
-    /// The label value.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::UserFlow => "b2c-user-flow",
-            Self::CustomPolicy => "b2c-custom-policy",
-            Self::Entra => "entra",
-        }
-    }
-}
-
-impl EncodeLabelValue for EndpointLabel {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-        std::fmt::Write::write_str(encoder, self.name())
-    }
-}
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     endpoint: EndpointLabel,
-    outcome: &'static str,
+    outcome: Outcome,
 }
 
-/// Every outcome an endpoint request can have: the spec's six, then the connectors' own.
-pub const OUTCOMES: [&str; 14] = [
-    "valid",
-    "malformed",
-    "mistyped",
-    "not-valid",
-    "revoked",
-    "expired",
-    "missing-code",
-    "no-email",
-    "wrong-step",
-    "bad-request",
-    "unauthorized",
-    "method-not-allowed",
-    "too-large",
-    "timeout",
-];
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    endpoint: RefusedAt,
+    reason: &'static str,
+}
 
 /// The server's metrics and the registry that renders them.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    /// The counter of each endpoint and each of [`OUTCOMES`], made at start: a request then
+    /// The counter of each endpoint and each [`Outcome`], made at start: a request then
     /// counts without the family's lock and hashing, and every outcome is exported from the
     /// start, at zero.
-    counters: Vec<(EndpointLabel, &'static str, Counter)>,
+    counters: Vec<(EndpointLabel, Outcome, Counter)>,
     latency: Histogram,
+    /// Callers refused, by where and why: every one, whether its log line was written or only
+    /// counted in a summary.
+    refusals: Family<RefusalLabels, Counter>,
     /// Log lines dropped, read from the log writer at each scrape.
     log_dropped: Counter,
     dropped_source: DroppedLines,
@@ -107,6 +68,13 @@ impl Metrics {
             "Time from the request's arrival at the handler to its answer",
             latency.clone(),
         );
+        let refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "auth_refusals",
+            "Callers refused by authentication, by endpoint (or metrics) and reason \
+             (missing-header, wrong-scheme, unknown-user, wrong-password, wrong-key, ...)",
+            refusals.clone(),
+        );
         connections.register(&mut registry);
         let log_dropped = Counter::default();
         registry.register(
@@ -116,7 +84,7 @@ impl Metrics {
         );
         let counters = EndpointLabel::ALL
             .iter()
-            .flat_map(|&endpoint| OUTCOMES.iter().map(move |&outcome| (endpoint, outcome)))
+            .flat_map(|&endpoint| Outcome::all().map(move |outcome| (endpoint, outcome)))
             .map(|(endpoint, outcome)| {
                 let counter = requests
                     .get_or_create(&RequestLabels { endpoint, outcome })
@@ -129,17 +97,18 @@ impl Metrics {
             requests,
             counters,
             latency,
+            refusals,
             log_dropped,
             dropped_source: dropped,
         }
     }
 
     /// Counts one endpoint request.
-    pub fn record(&self, endpoint: EndpointLabel, outcome: &'static str, seconds: f64) {
+    pub fn record(&self, endpoint: EndpointLabel, outcome: Outcome, seconds: f64) {
         let made = self
             .counters
             .iter()
-            .find(|(e, name, _)| *e == endpoint && *name == outcome);
+            .find(|(e, o, _)| *e == endpoint && *o == outcome);
         match made {
             Some((_, _, counter)) => counter.inc(),
             None => self
@@ -148,6 +117,17 @@ impl Metrics {
                 .inc(),
         };
         self.latency.observe(seconds);
+    }
+
+    /// Counts one caller refused at `at` for `reason` (a [`Refusal`](super::labels::Refusal)
+    /// or a bare reason name).
+    pub fn refused(&self, at: RefusedAt, reason: &dyn RefusalReason) {
+        self.refusals
+            .get_or_create(&RefusalLabels {
+                endpoint: at,
+                reason: reason.reason(),
+            })
+            .inc();
     }
 
     /// The registry, to register more metrics at start.
@@ -175,28 +155,45 @@ mod tests {
     #[test]
     fn every_outcome_is_exported_from_the_start_and_counted() {
         let metrics = Metrics::default();
-        metrics.record(EndpointLabel::Entra, "expired", 0.001);
-        metrics.record(EndpointLabel::Entra, "expired", 0.001);
-        metrics.record(EndpointLabel::UserFlow, "something-new", 0.001);
+        let expired = Outcome::Refused(crate::reason::Reason::Expired);
+        metrics.record(EndpointLabel::Entra, expired, 0.001);
+        metrics.record(EndpointLabel::Entra, expired, 0.001);
+        metrics.record(EndpointLabel::UserFlow, Outcome::Timeout, 0.001);
         let text = metrics.render();
         for endpoint in EndpointLabel::ALL {
-            for outcome in OUTCOMES {
-                let count = if outcome == "expired" && endpoint == EndpointLabel::Entra {
+            for outcome in Outcome::all() {
+                let count = if outcome == expired && endpoint == EndpointLabel::Entra {
                     2
+                } else if outcome == Outcome::Timeout && endpoint == EndpointLabel::UserFlow {
+                    1
                 } else {
                     0
                 };
                 let line = format!(
-                    "invitegate_connector_requests_total{{endpoint=\"{}\",outcome=\"{outcome}\"}} \
+                    "invitegate_connector_requests_total{{endpoint=\"{}\",outcome=\"{}\"}} \
                      {count}",
-                    endpoint.name()
+                    endpoint.name(),
+                    outcome.name()
                 );
                 assert!(text.contains(&line), "{line} in\n{text}");
             }
         }
-        assert!(text.contains(
-            r#"invitegate_connector_requests_total{endpoint="b2c-user-flow",outcome="something-new"} 1"#
-        ));
         assert!(text.contains("invitegate_connector_request_duration_seconds_count 3"));
+    }
+
+    #[test]
+    fn refusals_are_counted_by_endpoint_and_reason() {
+        let metrics = Metrics::default();
+        let refusal = super::super::auth::basic::WRONG_PASSWORD;
+        metrics.refused(EndpointLabel::UserFlow.into(), &refusal);
+        metrics.refused(EndpointLabel::UserFlow.into(), &refusal);
+        metrics.refused(RefusedAt::Metrics, &"missing-header");
+        let text = metrics.render();
+        for line in [
+            r#"invitegate_auth_refusals_total{endpoint="b2c-user-flow",reason="wrong-password"} 2"#,
+            r#"invitegate_auth_refusals_total{endpoint="metrics",reason="missing-header"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod connection;
+pub mod labels;
 pub mod log;
 pub mod metrics;
 pub mod parse_errors;

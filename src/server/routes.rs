@@ -18,6 +18,7 @@ use warp::{Filter, Rejection};
 
 use super::auth::{Auth, Denied};
 use super::connection::{ConnectionStats, Limits};
+use super::labels::{Outcome, RefusedAt};
 use super::log::{self, DroppedLines, RequestLine};
 use super::metrics::{EndpointLabel, Metrics};
 use super::reload::{Current, ReloadSource};
@@ -279,6 +280,9 @@ where
     state
         .metrics
         .record(label, line.outcome, elapsed.as_secs_f64());
+    if let Some(refusal) = &line.denied {
+        state.metrics.refused(label.into(), refusal);
+    }
     line.finish(response.status(), elapsed);
     response
 }
@@ -296,11 +300,11 @@ where
     B: bytes::Buf,
 {
     if request.method != Method::POST {
-        line.outcome = "method-not-allowed";
+        line.outcome = Outcome::MethodNotAllowed;
         return method_not_allowed("POST");
     }
     if let Err(denied) = endpoint.auth.check(request.credentials.as_ref()).await {
-        line.outcome = "unauthorized";
+        line.outcome = Outcome::Unauthorized;
         line.denied = Some(denied.reason);
         return unauthorized(&endpoint.auth, &denied);
     }
@@ -308,7 +312,7 @@ where
         .content_length
         .is_some_and(|len| len > MAX_BODY_BYTES)
     {
-        line.outcome = "too-large";
+        line.outcome = Outcome::TooLarge;
         return payload_too_large();
     }
     // Most bodies arrive with the head: read once, and arm the timer only when waiting.
@@ -321,11 +325,11 @@ where
     let body = match read {
         Ok(Ok(body)) => body,
         Ok(Err(BodyError::TooLarge)) => {
-            line.outcome = "too-large";
+            line.outcome = Outcome::TooLarge;
             return payload_too_large();
         }
         Ok(Err(BodyError::Broken)) => {
-            line.outcome = "bad-request";
+            line.outcome = Outcome::Refused(crate::reason::Reason::BadRequest);
             return error_reply(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
@@ -333,7 +337,7 @@ where
             );
         }
         Err(_) => {
-            line.outcome = "timeout";
+            line.outcome = Outcome::Timeout;
             return error_reply(
                 StatusCode::REQUEST_TIMEOUT,
                 "timeout",
@@ -365,6 +369,7 @@ async fn metrics_reply(
         return method_not_allowed("GET");
     }
     if let Err(denied) = auth.check(credentials).await {
+        state.metrics.refused(RefusedAt::Metrics, &denied.reason);
         log::denied("/metrics", &denied);
         return unauthorized(auth, &denied);
     }

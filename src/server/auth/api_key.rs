@@ -7,6 +7,14 @@ use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 use warp::http::HeaderName;
 
+use crate::error::Error;
+use crate::server::labels::Refusal;
+
+/// No header of the key's name.
+pub const MISSING_HEADER: Refusal = Refusal::new("missing-header", "no API key header");
+/// The header is there, with another value.
+pub const WRONG_KEY: Refusal = Refusal::new("wrong-key", "the API key is wrong");
+
 /// Keys shorter than this are refused: B2C stores whatever is set, and a short key can be
 /// guessed.
 pub const MIN_API_KEY_CHARS: usize = 16;
@@ -24,15 +32,14 @@ impl ApiKey {
     ///
     /// # Errors
     ///
-    /// [`crate::Error::Config`] when the header name is not a valid HTTP header name or the
+    /// [`Error::Config`] when the header name is not a valid HTTP header name or the
     /// key is shorter than [`MIN_API_KEY_CHARS`].
-    pub fn new(header: &str, key: &str) -> Result<Self, crate::Error> {
-        let name =
-            HeaderName::from_bytes(header.trim().as_bytes()).map_err(|_| crate::Error::Config {
-                reason: format!("{header:?} is not an HTTP header name"),
-            })?;
+    pub fn new(header: &str, key: &str) -> Result<Self, Error> {
+        let name = HeaderName::from_bytes(header.trim().as_bytes()).map_err(|_| Error::Config {
+            reason: format!("{header:?} is not an HTTP header name"),
+        })?;
         if key.chars().count() < MIN_API_KEY_CHARS {
-            return Err(crate::Error::Config {
+            return Err(Error::Config {
                 reason: format!(
                     "the API key is {} characters; use at least {MIN_API_KEY_CHARS} random ones",
                     key.chars().count()
@@ -57,10 +64,22 @@ impl ApiKey {
     /// Whether a header value is the key, compared in constant time.
     #[must_use]
     pub fn accepts(&self, value: Option<&[u8]>) -> bool {
-        value.is_some_and(|value| {
-            let digest: [u8; 32] = Sha256::digest(value.trim_ascii()).into();
-            bool::from(digest.ct_eq(&self.digest))
-        })
+        self.check(value).is_ok()
+    }
+
+    /// Checks the header's value (`None` when the header is missing), in constant time.
+    ///
+    /// # Errors
+    ///
+    /// [`MISSING_HEADER`] or [`WRONG_KEY`]; neither carries anything of the value sent.
+    pub fn check(&self, value: Option<&[u8]>) -> Result<(), Refusal> {
+        let value = value.ok_or(MISSING_HEADER)?;
+        let digest: [u8; 32] = Sha256::digest(value.trim_ascii()).into();
+        if bool::from(digest.ct_eq(&self.digest)) {
+            Ok(())
+        } else {
+            Err(WRONG_KEY)
+        }
     }
 }
 
@@ -83,6 +102,8 @@ mod tests {
         assert!(!key.accepts(Some(b"0123456789abcdef-secreT")));
         assert!(!key.accepts(Some(b"")));
         assert!(!key.accepts(None));
+        assert_eq!(key.check(None), Err(MISSING_HEADER));
+        assert_eq!(key.check(Some(b"guess")), Err(WRONG_KEY));
         assert!(!format!("{key:?}").contains("secret"));
         assert!(ApiKey::new("x-functions-key", "short").is_err());
         assert!(ApiKey::new("bad header", "0123456789abcdef-secret").is_err());

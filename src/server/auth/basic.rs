@@ -1,10 +1,35 @@
 //! HTTP Basic authentication of the identity provider (RFC 7617).
+//!
+//! A refusal says why, for the log and the refusal counter only: `missing-header`,
+//! `wrong-scheme`, `malformed`, `unknown-user` or `wrong-password`, with the scheme seen or the
+//! user name given. The password is never kept.
 
 use std::fmt;
 
 use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
+
+use crate::server::labels::{Refusal, scheme_seen};
+
+/// No `Authorization` header.
+pub const MISSING_HEADER: Refusal = Refusal::new("missing-header", "no Authorization header");
+/// A scheme other than Basic.
+pub const WRONG_SCHEME: Refusal =
+    Refusal::new("wrong-scheme", "the Authorization header is not HTTP Basic");
+/// Basic, but not the base64 of `user:password`.
+pub const MALFORMED: Refusal = Refusal::new(
+    "malformed",
+    "the Basic credentials are not the base64 of user:password",
+);
+/// A user name other than the configured one.
+pub const UNKNOWN_USER: Refusal =
+    Refusal::new("unknown-user", "the user name is not the configured one");
+/// The configured user name with another password.
+pub const WRONG_PASSWORD: Refusal = Refusal::new(
+    "wrong-password",
+    "the password is wrong for the configured user",
+);
 
 /// The expected user name and password, kept as SHA-256 digests so that comparison is constant
 /// time whatever the lengths, and so that `Debug` has nothing to show.
@@ -34,33 +59,51 @@ impl BasicAuth {
     }
 
     /// Whether an `Authorization` header value carries these credentials.
-    ///
-    /// The scheme is case-insensitive; the credentials split at the first `:`, so passwords
-    /// may contain colons. Both parts are always compared, in constant time.
     #[must_use]
     pub fn accepts(&self, header: Option<&[u8]>) -> bool {
+        self.check(header).is_ok()
+    }
+
+    /// Checks an `Authorization` header value (`None` when the header is missing).
+    ///
+    /// The scheme is case-insensitive; the credentials split at the first `:`, so passwords
+    /// may contain colons. Both parts are always compared, in constant time; which of them
+    /// was wrong is decided only after both comparisons.
+    ///
+    /// # Errors
+    ///
+    /// A [`Refusal`] naming why, with the scheme seen or the user name given.
+    pub fn check(&self, header: Option<&[u8]>) -> Result<(), Refusal> {
         let Some(header) = header else {
-            return false;
+            return Err(MISSING_HEADER);
         };
         if bool::from(digest(header).ct_eq(&self.canonical)) {
-            return true;
+            return Ok(());
         }
         let Some(encoded) = basic_credentials(header) else {
-            return false;
+            // `Basic` with nothing after it is the right scheme without credentials.
+            if header.trim_ascii().eq_ignore_ascii_case(b"basic") {
+                return Err(MALFORMED);
+            }
+            return Err(WRONG_SCHEME.with_scheme(scheme_seen(header)));
         };
         let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim_ascii())
         else {
-            return false;
+            return Err(MALFORMED);
         };
         let decoded = zeroize::Zeroizing::new(decoded);
         let Some(colon) = decoded.iter().position(|&b| b == b':') else {
-            return false;
+            return Err(MALFORMED);
         };
         let (user, password) = decoded.split_at(colon);
         let password = password.get(1..).unwrap_or_default();
-        let user_ok = digest(user).ct_eq(&self.user);
-        let password_ok = digest(password).ct_eq(&self.password);
-        bool::from(user_ok & password_ok)
+        let user_ok = bool::from(digest(user).ct_eq(&self.user));
+        let password_ok = bool::from(digest(password).ct_eq(&self.password));
+        match (user_ok, password_ok) {
+            (true, true) => Ok(()),
+            (false, _) => Err(UNKNOWN_USER.with_user(user)),
+            (true, false) => Err(WRONG_PASSWORD.with_user(user)),
+        }
     }
 }
 
@@ -115,5 +158,34 @@ mod tests {
         assert!(!auth.accepts(Some(b"Bearer abc")));
         assert!(!auth.accepts(Some(b"Basic !!!")));
         assert_eq!(format!("{auth:?}"), "BasicAuth(..)");
+    }
+
+    #[test]
+    fn each_refusal_says_why_and_never_shows_the_password() {
+        use crate::server::labels::RefusalReason as _;
+        let auth = BasicAuth::new("b2c", "s3cret-password");
+        let reason = |header: Option<&[u8]>| auth.check(header).unwrap_err();
+        assert_eq!(reason(None).reason(), "missing-header");
+        let bearer = reason(Some(b"Bearer abc.def"));
+        assert_eq!(
+            (bearer.reason(), bearer.scheme()),
+            ("wrong-scheme", Some("bearer"))
+        );
+        assert_eq!(reason(Some(b"s3cret")).scheme(), Some("none"));
+        assert_eq!(reason(Some(b"Basic !!!")).reason(), "malformed");
+        assert_eq!(reason(Some(b" basic ")).reason(), "malformed");
+        assert_eq!(reason(Some(&header("no-colon"))).reason(), "malformed");
+        let user = reason(Some(&header("admin:s3cret-password")));
+        assert_eq!(
+            (user.reason(), user.user()),
+            ("unknown-user", Some("admin"))
+        );
+        let password = reason(Some(&header("b2c:guess")));
+        assert_eq!(
+            (password.reason(), password.user()),
+            ("wrong-password", Some("b2c"))
+        );
+        assert!(!format!("{password:?}{user:?}").contains("s3cret"));
+        assert!(auth.check(Some(&header("b2c:s3cret-password"))).is_ok());
     }
 }

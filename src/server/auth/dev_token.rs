@@ -47,7 +47,7 @@ impl DevSigner {
         getrandom::fill(&mut kid).map_err(|e| fail(e.to_string()))?;
         let public = private.to_public_key();
         Ok(Self {
-            kid: crate::hex(&kid),
+            kid: crate::code::hex(&kid),
             n: public.n_bytes().into_vec(),
             e: public.e_bytes().into_vec(),
             key: SigningKey::new(private),

@@ -13,6 +13,8 @@ use std::time::SystemTime;
 
 use warp::http::{HeaderValue, header};
 
+use super::labels::Refusal;
+
 pub use api_key::ApiKey;
 pub use basic::BasicAuth;
 pub use bearer::{BearerAuth, BearerConfig, ENTRA_CALLER_APP_ID, TokenRejection};
@@ -33,11 +35,12 @@ pub enum Auth {
     Bearer(Arc<BearerAuth>),
 }
 
-/// Why a request was refused: `reason` goes to the log, `message` to the body.
+/// Why a request was refused: `reason` goes to the log and the refusal counter, `message` to
+/// the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Denied {
-    /// What went wrong, for the log only (never secret material).
-    pub reason: &'static str,
+    /// What went wrong, for the log and metrics only (never secret material).
+    pub reason: Refusal,
     /// What the caller reads: names the scheme, never the reason.
     pub message: &'static str,
 }
@@ -82,20 +85,12 @@ impl Auth {
         let bytes = value.map(HeaderValue::as_bytes);
         match self {
             Self::None => Ok(()),
-            Self::Basic(basic) => basic.accepts(bytes).then_some(()).ok_or(Denied {
-                reason: if bytes.is_none() {
-                    "no Authorization header"
-                } else {
-                    "wrong Basic credentials"
-                },
+            Self::Basic(basic) => basic.check(bytes).map_err(|reason| Denied {
+                reason,
                 message: "missing or wrong HTTP Basic credentials",
             }),
-            Self::ApiKey(key) => key.accepts(bytes).then_some(()).ok_or(Denied {
-                reason: if bytes.is_none() {
-                    "no API key header"
-                } else {
-                    "wrong API key"
-                },
+            Self::ApiKey(key) => key.check(bytes).map_err(|reason| Denied {
+                reason,
                 message: "missing or wrong API key",
             }),
             Self::Bearer(bearer) => {
@@ -103,7 +98,7 @@ impl Auth {
                     .check(bytes, SystemTime::now())
                     .await
                     .map_err(|rejection| Denied {
-                        reason: rejection.reason(),
+                        reason: Refusal::new(rejection.name(), rejection.reason()),
                         message: "missing or invalid bearer token",
                     })
             }
