@@ -7,7 +7,8 @@
 //! This isolates our code (routing, authentication, body, decision, answer, log line,
 //! metrics) from the connection and kernel work that `benches/http.rs` includes: a regression
 //! here is ours. The difference between an endpoint and its bare twin is what the endpoint
-//! adds to every request.
+//! adds to every request; the difference between an endpoint and the floor route (the work no
+//! connector can avoid, `common::floor`) is what our own code adds beyond the unavoidable.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -25,6 +26,8 @@ mod common;
 use common::endpoints::{self, Case};
 
 const GROUP: &str = "handlers";
+/// The floor route (`common::floor`) handed the user flow's request.
+const FLOOR: &str = "floor_route";
 
 /// `case`'s request as hyper hands it to the service.
 fn request(case: &Case, body: &Bytes) -> Request<Full<Bytes>> {
@@ -53,8 +56,29 @@ fn handlers(c: &mut Criterion) {
     let config = runtime.block_on(endpoints::config(&signer));
     let mut routes = warp::service(invitegate::server::routes(config));
     let mut bare = warp::service(endpoints::bare_route(std::time::Duration::ZERO));
+    let floor_log = common::floor::FloorLog::start(tempfile::tempfile().unwrap());
+    let mut floor = warp::service(common::floor::floor_route(
+        &endpoints::user_flow_authorization(),
+        endpoints::KEY_BYTES,
+        floor_log,
+    ));
     let mut group = c.benchmark_group(GROUP);
-    for case in endpoints::cases(&signer) {
+    let cases = endpoints::cases(&signer);
+    // The floor is handed the user flow's very request.
+    let user_flow = &cases[0];
+    let user_flow_body = Bytes::from(user_flow.body.clone());
+    group.bench_function(FLOOR, |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let response = floor
+                    .call(request(user_flow, &user_flow_body))
+                    .await
+                    .unwrap();
+                black_box(response.into_body().collect().await.unwrap());
+            });
+        });
+    });
+    for case in cases {
         let body = Bytes::from(case.body.clone());
         let (name, bare_name) = names(case.name);
         // Measure what the name says: each endpoint answers 200 with its valid answer.
@@ -96,6 +120,17 @@ fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
     let signer = DevSigner::generate().unwrap();
+    let (_, user_flow_bare) = names(endpoints::NAMES[0]);
+    if let (Some(floor), Some(bare)) = (
+        run.median_ns(GROUP, FLOOR),
+        run.median_ns(GROUP, &user_flow_bare),
+    ) {
+        println!(
+            "\nthe floor route costs {:.2} µs a request beyond the bare route (the user flow's \
+             request)",
+            (floor - bare) / 1e3
+        );
+    }
     for case in endpoints::cases(&signer) {
         let (name, bare_name) = names(case.name);
         run.print_ratios(GROUP, &bare_name, &[&name]);
@@ -104,6 +139,12 @@ fn main() {
             run.median_ns(GROUP, &bare_name),
         ) {
             println!("  {name} adds {:.0} ns a request", ours - bare);
+            if let Some(floor) = run.median_ns(GROUP, FLOOR) {
+                println!(
+                    "  {name} costs {:.2} µs a request beyond the floor route",
+                    (ours - floor) / 1e3
+                );
+            }
         }
     }
     drop(logging);

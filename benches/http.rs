@@ -46,15 +46,17 @@ fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Latencies of every request in the rounds so far, and the time they took.
+/// Latencies of every request in the rounds so far, the time they took, and each round's rate.
 #[derive(Default)]
 struct Tally {
     latencies: Vec<Duration>,
     seconds: f64,
+    rounds: Vec<f64>,
 }
 
 impl Tally {
     fn add(&mut self, (latencies, seconds): (Vec<Duration>, f64)) {
+        self.rounds.push(latencies.len() as f64 / seconds);
         self.latencies.extend(latencies);
         self.seconds += seconds;
     }
@@ -72,8 +74,10 @@ impl Tally {
 /// One measured route: its request and the start of the body it must answer with.
 struct Route {
     name: &'static str,
-    /// The index of the bare route given the same request, for an endpoint.
+    /// The index of the bare route given the same request, for an endpoint or the floor.
     baseline: Option<usize>,
+    /// Whether it is one of our endpoints, compared with the floor too.
+    endpoint: bool,
     addr: SocketAddr,
     request: &'static [u8],
     expect: &'static [u8],
@@ -307,31 +311,43 @@ fn main() {
     let stopper = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stop.changed().await;
     };
-    let (bare_addr, endpoints_addr, drain_addr, drain_stop) = server_runtime.block_on(async {
-        let bare_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoints_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let drain_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addrs = (
-            bare_listener.local_addr().unwrap(),
-            endpoints_listener.local_addr().unwrap(),
-            drain_listener.local_addr().unwrap(),
-        );
-        tokio::spawn(serve(bare_listener, bare, stopper(stop_rx.clone())));
-        tokio::spawn(invitegate::server::run(
-            endpoints_listener,
-            config,
-            stopper(stop_rx.clone()),
-        ));
-        let (drain_stop, drain_stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(invitegate::server::run(
-            drain_listener,
-            drain_config,
-            async {
-                let _ = drain_stopped.await;
-            },
-        ));
-        (addrs.0, addrs.1, addrs.2, drain_stop)
-    });
+    let floor_log = common::floor::FloorLog::start(
+        std::fs::File::create(log_dir.path().join("floor.log")).unwrap(),
+    );
+    let floor = common::floor::floor_route(
+        &endpoints::user_flow_authorization(),
+        endpoints::KEY_BYTES,
+        floor_log,
+    );
+    let (bare_addr, floor_addr, endpoints_addr, drain_addr, drain_stop) =
+        server_runtime.block_on(async {
+            let bare_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let floor_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let floor_addr = floor_listener.local_addr().unwrap();
+            tokio::spawn(serve(floor_listener, floor, stopper(stop_rx.clone())));
+            let endpoints_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let drain_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addrs = (
+                bare_listener.local_addr().unwrap(),
+                endpoints_listener.local_addr().unwrap(),
+                drain_listener.local_addr().unwrap(),
+            );
+            tokio::spawn(serve(bare_listener, bare, stopper(stop_rx.clone())));
+            tokio::spawn(invitegate::server::run(
+                endpoints_listener,
+                config,
+                stopper(stop_rx.clone()),
+            ));
+            let (drain_stop, drain_stopped) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(invitegate::server::run(
+                drain_listener,
+                drain_config,
+                async {
+                    let _ = drain_stopped.await;
+                },
+            ));
+            (addrs.0, floor_addr, addrs.1, addrs.2, drain_stop)
+        });
 
     let cases = endpoints::cases(&signer);
     let user_flow = request(&cases[0]);
@@ -347,14 +363,28 @@ fn main() {
         routes.push(Route {
             name: "  bare route",
             baseline: None,
+            endpoint: false,
             addr: bare_addr,
             request,
             expect: b"{\"version\":\"1.0.0\",\"action\":\"Continue\"",
             tally: Tally::default(),
         });
+        if case.name == endpoints::NAMES[0] {
+            // The floor is sent the user flow's very request, beside its bare twin.
+            routes.push(Route {
+                name: "floor route",
+                baseline: Some(routes.len() - 1),
+                endpoint: false,
+                addr: floor_addr,
+                request,
+                expect: b"{\"version\":\"1.0.0\",\"action\":\"Continue\"",
+                tally: Tally::default(),
+            });
+        }
         routes.push(Route {
             name: case.name,
-            baseline: Some(routes.len() - 1),
+            baseline: Some(routes.len() - 1 - usize::from(case.name == endpoints::NAMES[0])),
+            endpoint: true,
             addr: endpoints_addr,
             request,
             expect: case.expect,
@@ -404,10 +434,45 @@ fn main() {
             route.tally.latencies.len()
         );
     }
+    println!("  log lines dropped: {}", logging.dropped().get());
+    // Each round's ratios, then their median and range: a slow phase of the shared machine
+    // weighs on every route of a round alike.
+    let floor = routes.iter().position(|route| route.name == "floor route");
+    let round_ratios = |route: &Route, against: usize| -> Vec<f64> {
+        let mut ratios: Vec<f64> = (route.tally.rounds.iter())
+            .zip(&routes[against].tally.rounds)
+            .map(|(ours, theirs)| ours / theirs)
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        ratios
+    };
+    let summary = |ratios: &[f64]| {
+        format!(
+            "{:.2} (rounds {:.2}-{:.2})",
+            ratios[ratios.len() / 2],
+            ratios[0],
+            ratios[ratios.len() - 1]
+        )
+    };
     println!(
-        "  targets: B2C user flow >= 0.85, Entra >= 0.80 of bare; log lines dropped: {}",
-        logging.dropped().get()
+        "per-round ratios, median of {} rounds (range):",
+        routes[0].tally.rounds.len()
     );
+    for route in &routes {
+        let Some(bare) = route.baseline else { continue };
+        let to_floor = match floor {
+            Some(floor) if route.endpoint => {
+                format!("   {} of the floor", summary(&round_ratios(route, floor)))
+            }
+            _ => String::new(),
+        };
+        println!(
+            "  {:<14} {} of bare{to_floor}",
+            route.name,
+            summary(&round_ratios(route, bare))
+        );
+    }
+    println!("  targets: user flow and custom policy >= 0.95 of the floor, Entra >= 0.85");
 
     let (median, slowest, fresh) = load_runtime.block_on(flood(endpoints_addr));
     println!(

@@ -18,6 +18,11 @@ use warp::Filter;
 use warp::reply::Response;
 
 const KEYS: &str = "7:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+/// Key 7's bytes (0, 1, ..., 31), for the floor route's HMAC.
+pub const KEY_BYTES: &[u8] = &[
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
+    26, 27, 28, 29, 30, 31,
+];
 const APP_ID: &str = "93fd07aa-333c-409d-955d-96008fd08dd9";
 const ATTR: &str = "extension_93fd07aa333c409d955d96008fd08dd9_InvitationCode";
 /// The user flow's answer to a valid code, which the bare route sends too.
@@ -73,6 +78,12 @@ pub async fn config(signer: &DevSigner) -> Config {
     config
 }
 
+/// The user flow's `Authorization` header value.
+pub fn user_flow_authorization() -> String {
+    let basic = base64::engine::general_purpose::STANDARD.encode("b2c:a-long-enough-password");
+    format!("Basic {basic}")
+}
+
 /// A valid request for each endpoint: a code for alice@contoso.com valid for a day, and for
 /// Entra one bearer token signed by `signer`, repeated as Entra repeats it.
 pub fn cases(signer: &DevSigner) -> Vec<Case> {
@@ -85,13 +96,12 @@ pub fn cases(signer: &DevSigner) -> Vec<Case> {
         expiry,
     )
     .to_string();
-    let basic = base64::engine::general_purpose::STANDARD.encode("b2c:a-long-enough-password");
     let token = signer.token(ISSUER, AUDIENCE, Duration::from_secs(3600));
     vec![
         Case {
             name: NAMES[0],
             path: "/api/b2c/user-flow",
-            credentials: ("Authorization", format!("Basic {basic}")),
+            credentials: ("Authorization", user_flow_authorization()),
             body: format!(
                 r#"{{"email":"alice@contoso.com","identities":[{{"signInType":"emailAddress","issuer":"contoso.onmicrosoft.com","issuerAssignedId":"alice@contoso.com"}}],"displayName":"Alice","givenName":"Alice","surname":"Smith","{ATTR}":"{code}","step":"PostAttributeCollection","client_id":"93fd07aa-333c-409d-955d-96008fd08dd9","ui_locales":"en-US"}}"#
             ),

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod endpoints;
+pub mod floor;
 
 use std::path::PathBuf;
 use std::time::SystemTime;
