@@ -13,9 +13,9 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use invitegate::fsutil::Privacy;
 use invitegate::send::{
-    Campaign, Event, Journal, JournalState, Retry, RowOutcome, SendOptions, SmtpPassword,
-    SmtpSettings, Stop, TemplateSource, Templates, TlsMode,
-    journal::{RowRecord, RowStatus, recipient_key, rfc3339},
+    Campaign, Ending, Event, ExpiryAsked, Retry, RowOutcome, SendOptions, SmtpPassword,
+    SmtpSettings, SmtpTransport, Stop, TemplateSource, Templates, TlsMode, Transport, campaign,
+    journal::rfc3339,
 };
 use lettre::message::Mailbox;
 use time::OffsetDateTime;
@@ -201,6 +201,7 @@ fn plan(args: &SendArgs) -> anyhow::Result<Plan> {
             first_delay: Duration::from_millis(args.retry_delay_ms),
             ..Retry::default()
         },
+        limit: None,
     };
     let ring = keys::load(&args.keys)?;
     Ok(Plan {
@@ -278,10 +279,28 @@ fn smtp_settings(args: &SendArgs) -> anyhow::Result<SmtpSettings> {
 /// `invitegate send`.
 pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
     let mut plan = plan(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     if let Some(dir) = &args.dry_run {
-        return dry_run(args, &plan, dir);
+        return dry_run(args, &mut plan, dir);
     }
     let settings = smtp_settings(args)?;
+    // The pool runs a task of its own: it is built and dropped inside the runtime.
+    runtime.block_on(async {
+        let transport = Arc::new(SmtpTransport::new(settings)?);
+        run(args, plan, &transport).await
+    })
+}
+
+/// A real run (or a test run to one mailbox) through `transport`.
+async fn run<T: Transport>(
+    args: &SendArgs,
+    mut plan: Plan,
+    transport: &Arc<T>,
+) -> anyhow::Result<Status> {
     // A test run to one mailbox must not mark the campaign's rows as sent.
     let scratch = match args.to_one {
         Some(_) => Some(tempfile::tempdir().context("creating a scratch journal")?),
@@ -301,72 +320,52 @@ pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
     // Made now, beside where it goes: a rejects file that cannot be written stops the run
     // before any message, not after all of them.
     let rejects_sink = Sink::create("--rejects", &rejects_path, Privacy::Private)?;
-    let asked = plan.options.mint.default_expiry;
-    let (journal, state) = Journal::open(&journal_path, asked, plan.now)?;
-    if state.resumed {
-        if args.mint.expiry.expires_at.is_some() && asked != state.expires_at {
-            bail!(
-                "--expires-at differs from the campaign's expiry in {} ({}); drop the flag to \
-                 resume, or start a new campaign with another --journal",
-                journal_path.display(),
-                state.expires_at.map_or("none".to_owned(), rfc3339)
-            );
-        }
-        // A relative expiry asked again a little later differs by that little: said only when
-        // the difference is worth saying.
-        let apart = match (asked, state.expires_at) {
-            (Some(asked), Some(kept)) => {
-                (i64::from(asked.unix()) - i64::from(kept.unix())).abs() > 24 * 3600
-            }
-            _ => false,
-        };
-        if let Some(asked_in) = &args.mint.expiry.expires_in
-            && apart
-        {
-            eprintln!(
-                "invitegate: note: --expires-in {asked_in} is not applied: a resumed campaign \
-                 keeps its codes' expiry (another expiry needs a new campaign: another \
-                 --journal)"
-            );
-        }
-        plan.options.mint.default_expiry = state.expires_at;
-        eprintln!(
-            "invitegate: resuming the campaign in {} (codes expire at {})",
-            journal_path.display(),
-            state
-                .expires_at
-                .map_or("each row's expires_at".to_owned(), rfc3339)
-        );
-    }
+    let asked = match (&args.mint.expiry.expires_at, &args.mint.expiry.expires_in) {
+        (Some(_), _) => ExpiryAsked::At,
+        (None, Some(text)) => ExpiryAsked::In(text.to_string()),
+        (None, None) => ExpiryAsked::None,
+    };
+    let (journal, state) = campaign::open_journal(
+        &journal_path,
+        &mut plan.options,
+        &asked,
+        plan.now,
+        |event| say(&event),
+    )?;
     let journal = Arc::new(journal);
     let input = read_input(&args.input)?;
-    let check = check_rows(&input, &plan, &state, &journal_path)?;
-    if check.invalid > 0 && !args.skip_invalid {
+    let campaign = Campaign {
+        ring: &plan.ring,
+        templates: &plan.templates,
+        options: &plan.options,
+        journal: &state,
+        journal_path: &journal_path,
+    };
+    let checked = campaign::check(&campaign, &input, |event| say(&event))?;
+    let counts = checked.counts.clone();
+    if counts.invalid > 0 && !args.skip_invalid {
         eprintln!(
             "invitegate: {} wrong; nothing was sent: fix them, or pass --skip-invalid to send \
              the others and set these aside in the rejects file",
-            count(check.invalid, "row")
+            count(counts.invalid, "row")
         );
         return Ok(Status::NotVerified);
     }
-    let mut rejects = check.rejects;
+    let mut rejects = checked.rejects;
     let mut summary_line = format!(
         "{} to send, {} already sent, {} uncertain, {} refused earlier, {} invalid, {}",
-        check.ready,
-        check.already_sent,
-        check.uncertain,
-        check.rejected_earlier,
-        check.invalid,
-        count(check.duplicates, "duplicate")
+        counts.ready,
+        counts.already_sent,
+        counts.uncertain,
+        counts.rejected_earlier,
+        counts.invalid,
+        count(counts.duplicates, "duplicate")
     );
-    let mut status = if rejects.is_empty() && check.rejected_earlier == 0 {
-        Status::Success
-    } else {
-        Status::NotVerified
-    };
-    if check.ready > 0 {
-        let progress = Progress::new(check.ready);
-        let signalled = std::cell::Cell::new(None);
+    let mut summary = None;
+    let signalled = std::cell::Cell::new(None);
+    if counts.ready > 0 {
+        transport.check().await?;
+        let progress = Progress::new(counts.ready);
         let shutdown = async {
             signalled.set(Some(stop_signal().await));
             eprintln!(
@@ -384,18 +383,11 @@ pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
                 std::process::exit(128 + signal);
             });
         };
-        let campaign = Campaign {
-            ring: &plan.ring,
-            templates: &plan.templates,
-            options: &plan.options,
-            journal: &state,
-            journal_path: &journal_path,
-        };
-        let summary = invitegate::send::deliver(
-            &campaign,
-            input.as_slice(),
+        let delivered = invitegate::send::deliver(
+            checked.ready,
             &journal,
-            &settings,
+            transport,
+            &plan.options,
             shutdown,
             |event| match event {
                 Event::Sent { .. } => progress.inc(),
@@ -426,288 +418,163 @@ pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
                     };
                     progress.say(&format!("line {line}: {to} {outcome}: {reply}"));
                 }
+                Event::Throttled {
+                    line,
+                    to,
+                    reply,
+                    wait,
+                } => progress.say(&format!(
+                    "line {line}: {to}: {} asks to slow down ({reply}); waiting {} s",
+                    transport.name(),
+                    wait.as_secs_f64()
+                )),
                 _ => {}
             },
-        )?;
+        )
+        .await?;
         progress.finish();
         summary_line = format!(
             "{} sent, {} rejected, {} deferred, {} retried, {} skipped as already sent, {} \
              uncertain ({} sent again), {} refused earlier, {} invalid, {}",
-            summary.sent,
-            summary.rejected,
+            delivered.sent,
+            delivered.rejected,
             // Rows given up without a byte sent are journalled deferred, and counted so.
-            summary.deferred + summary.gave_up - summary.uncertain,
-            summary.retried,
-            check.already_sent,
-            check.uncertain + summary.uncertain,
-            summary.resent_uncertain,
-            check.rejected_earlier,
-            check.invalid,
-            count(check.duplicates, "duplicate")
+            delivered.deferred + delivered.gave_up - delivered.uncertain,
+            delivered.retried,
+            counts.already_sent,
+            counts.uncertain + delivered.uncertain,
+            delivered.resent_uncertain,
+            counts.rejected_earlier,
+            counts.invalid,
+            count(counts.duplicates, "duplicate")
         );
-        if summary.rejected > 0 || summary.deferred > 0 {
-            status = Status::NotVerified;
-        }
-        if let Some(stop) = &summary.stopped {
-            write_rejects(&input, rejects_sink, &plan, &rejects)?;
-            eprintln!("invitegate: send: {summary_line}");
-            let why = match stop {
-                Stop::Interrupted => "interrupted".to_owned(),
-                Stop::ServerLost(reply) => format!("the server is gone ({reply})"),
-                Stop::ServerRefuses(rows, reply) => format!(
-                    "the server refused or put off {rows} messages in a row, none accepted \
-                     between, for reasons not the recipients' (last: {reply}); check the \
-                     login, the sender and the account's sending limits, or try again later"
-                ),
-            };
-            eprintln!(
-                "invitegate: stopped: {why}; the journal {} is up to date; to resume, run \
-                 the same command again:\n  {}",
-                journal_path.display(),
-                resume_command()
-            );
-            return Ok(match stop {
-                Stop::Interrupted => Status::Signalled(signalled.get().unwrap_or(2)),
-                Stop::ServerLost(_) | Stop::ServerRefuses(..) => Status::Error,
-            });
-        }
-        let ended = summary.sent + summary.rejected + summary.deferred + summary.gave_up;
-        if ended != check.ready {
-            bail!(
-                "{} of {} rows to send were accounted for; see the journal {}",
-                ended,
-                check.ready,
-                journal_path.display()
-            );
-        }
-        if summary.deferred > 0 {
-            eprintln!(
-                "invitegate: {} deferred by the server; run the same command again later to \
-                 send {}:\n  {}",
-                count(summary.deferred, "row"),
-                if summary.deferred == 1 { "it" } else { "them" },
-                resume_command()
-            );
-        }
+        summary = Some(delivered);
     }
+    if counts.held > 0 {
+        summary_line.push_str(&format!(", {} left for a later run (--limit)", counts.held));
+    }
+    let ending = Ending::of(&counts, summary.as_ref(), &journal_path)?;
     write_rejects(&input, rejects_sink, &plan, &rejects)?;
     eprintln!("invitegate: send: {summary_line}");
-    Ok(status)
-}
-
-/// What the check of every row found.
-struct Check {
-    ready: u64,
-    already_sent: u64,
-    uncertain: u64,
-    rejected_earlier: u64,
-    invalid: u64,
-    duplicates: u64,
-    rejects: Vec<(csv::ByteRecord, String)>,
-}
-
-fn check_rows(
-    input: &[u8],
-    plan: &Plan,
-    state: &JournalState,
-    journal_path: &Path,
-) -> anyhow::Result<Check> {
-    let mut check = Check {
-        ready: 0,
-        already_sent: 0,
-        uncertain: 0,
-        rejected_earlier: 0,
-        invalid: 0,
-        duplicates: 0,
-        rejects: Vec::new(),
-    };
-    let campaign = Campaign {
-        ring: &plan.ring,
-        templates: &plan.templates,
-        options: &plan.options,
-        journal: state,
-        journal_path,
-    };
-    // The journal's recipients this file still names.
-    let mut named = std::collections::HashSet::new();
-    invitegate::send::scan(&campaign, input, |outcome| {
-        // Each row left out is named; rows already sent are only counted (a resumed run of a
-        // large campaign has thousands).
-        if !matches!(outcome, RowOutcome::AlreadySent { .. })
-            && let Some(why) = left_out(&outcome)
-        {
-            eprintln!("invitegate: {why}");
-        }
-        match outcome {
-            RowOutcome::Ready { prepared, again } => {
-                named.insert(recipient_key(prepared.to.as_ref()));
-                check.ready += 1;
-                if again {
-                    check.uncertain += 1;
-                    eprintln!(
-                        "invitegate: line {}: {} (code fingerprint {}) was handed to the server by an \
-                             earlier run with no reply recorded; sending it again \
-                             (--skip-uncertain leaves it)",
-                        prepared.line, prepared.to, prepared.fingerprint
-                    );
-                }
-            }
-            RowOutcome::AlreadySent { to, .. } => {
-                named.insert(recipient_key(&to));
-                check.already_sent += 1;
-            }
-            RowOutcome::SkippedUncertain { to, .. } => {
-                named.insert(recipient_key(&to));
-                check.uncertain += 1;
-            }
-            RowOutcome::RejectedEarlier {
-                line,
-                to,
-                reply,
-                record,
-            } => {
-                named.insert(recipient_key(&to));
-                check.rejected_earlier += 1;
-                check.rejects.push((
-                    record,
-                    format!("line {line}: refused by the server in an earlier run: {reply}"),
-                ));
-            }
-            RowOutcome::Invalid {
-                line,
-                reason,
-                record,
-            } => {
-                check.invalid += 1;
-                eprintln!("invitegate: line {line}: {reason}");
-                check
-                    .rejects
-                    .push((record, format!("line {line}: {reason}")));
-            }
-            RowOutcome::Duplicate {
-                line,
-                first,
-                record,
-            } => {
-                check.duplicates += 1;
-                check.rejects.push((
-                    record,
-                    format!("line {line}: the same recipient as line {first}: left out"),
-                ));
-            }
-            _ => {}
-        }
-        true
-    })?;
-    // Rows are known by their address: a row whose address was changed is a new recipient,
-    // and the address it had is no longer in the file. Said, so that an edit is not silent.
-    let mut gone: Vec<&RowRecord> = state
-        .rows
-        .iter()
-        .filter(|(key, seen)| {
-            matches!(seen.status, RowStatus::Sent | RowStatus::Uncertain) && !named.contains(*key)
-        })
-        .map(|(_, seen)| seen)
-        .collect();
-    gone.sort_by_key(|seen| seen.line);
-    for seen in gone {
+    if let Some(stop) = summary.as_ref().and_then(|s| s.stopped.as_ref()) {
+        let name = transport.name();
+        let why = match stop {
+            Stop::Interrupted => "interrupted".to_owned(),
+            Stop::ServerLost(reply) => format!("{name} is gone ({reply})"),
+            Stop::ServerRefuses(rows, reply) => format!(
+                "{name} refused or put off {rows} messages in a row, none accepted between, \
+                 for reasons not the recipients' (last: {reply}); check the login, the sender \
+                 and the account's sending limits, or try again later"
+            ),
+            Stop::Fatal(reply) => format!("{name} refuses this campaign: {reply}"),
+            Stop::Quota(reply) => format!(
+                "the sender's sending quota is used up ({reply}); run the same command again \
+                 once it renews"
+            ),
+            _ => "stopped".to_owned(),
+        };
         eprintln!(
-            "invitegate: note: {} (line {} when an earlier run sent it a message) is no longer \
-             in the recipients file",
-            seen.to, seen.line
+            "invitegate: stopped: {why}; the journal {} is up to date; to resume, run the same \
+             command again:\n  {}",
+            journal_path.display(),
+            resume_command()
+        );
+    } else if let Some(delivered) = &summary
+        && delivered.deferred > 0
+    {
+        eprintln!(
+            "invitegate: {} deferred by {}; run the same command again later to send {}:\n  {}",
+            count(delivered.deferred, "row"),
+            transport.name(),
+            if delivered.deferred == 1 {
+                "it"
+            } else {
+                "them"
+            },
+            resume_command()
         );
     }
-    Ok(check)
-}
-
-/// Why a row that is valid is left out of a run, in the words a run and a dry run share;
-/// `None` for a row that is sent or invalid.
-fn left_out(outcome: &RowOutcome) -> Option<String> {
-    Some(match outcome {
-        RowOutcome::AlreadySent { line, to } => {
-            format!("line {line}: {to} was sent a message by an earlier run; left out")
-        }
-        RowOutcome::SkippedUncertain { line, to, code } => format!(
-            "line {line}: {to} (code fingerprint {code}) may have been sent by an earlier run; \
-             left alone (--skip-uncertain)"
-        ),
-        RowOutcome::RejectedEarlier { line, to, .. } => format!(
-            "line {line}: {to} was refused by the server in an earlier run; left out (correct \
-             the row, or pass --retry-rejected)"
-        ),
-        RowOutcome::Duplicate { line, first, .. } => {
-            format!("line {line}: the same recipient as line {first}; left out")
-        }
-        _ => return None,
+    Ok(match ending {
+        Ending::Done => Status::Success,
+        Ending::Interrupted => Status::Signalled(signalled.get().unwrap_or(2)),
+        Ending::Failed => Status::Error,
+        _ => Status::NotVerified,
     })
 }
 
-fn dry_run(args: &SendArgs, plan: &Plan, dir: &Path) -> anyhow::Result<Status> {
-    // Messages of two runs mixed in one folder cannot be told apart.
-    if let Ok(entries) = std::fs::read_dir(dir)
-        && let Some(old) = entries
-            .filter_map(Result::ok)
-            .find(|entry| entry.path().extension().is_some_and(|ext| ext == "eml"))
-    {
-        bail!(
-            "--dry-run {}: the folder already holds messages ({}); give a new or empty folder",
-            dir.display(),
-            old.file_name().to_string_lossy()
-        );
+/// Prints what the library says while the journal is opened and the rows checked.
+fn say(event: &Event<'_>) {
+    match event {
+        Event::Resuming {
+            journal,
+            expires_at,
+        } => eprintln!(
+            "invitegate: resuming the campaign in {} (codes expire at {})",
+            journal.display(),
+            campaign::expiry_text(*expires_at)
+        ),
+        Event::ExpiryKept { asked_in } => eprintln!(
+            "invitegate: note: --expires-in {asked_in} is not applied: a resumed campaign keeps \
+             its codes' expiry (another expiry needs a new campaign: another --journal)"
+        ),
+        Event::Invalid { line, reason } => eprintln!("invitegate: line {line}: {reason}"),
+        Event::LeftOut(outcome) => {
+            if let Some(why) = outcome.left_out() {
+                eprintln!("invitegate: {why}");
+            }
+        }
+        Event::SendingAgain { line, to, code } => eprintln!(
+            "invitegate: line {line}: {to} (code fingerprint {code}) was handed over by an \
+             earlier run with no reply recorded; sending it again (--skip-uncertain leaves it)"
+        ),
+        Event::NoLongerInFile { to, line } => eprintln!(
+            "invitegate: note: {to} (line {line} when an earlier run sent it a message) is no \
+             longer in the recipients file"
+        ),
+        _ => {}
     }
+}
+
+fn dry_run(args: &SendArgs, plan: &mut Plan, dir: &Path) -> anyhow::Result<Status> {
     let journal_path = args
         .journal
         .clone()
         .unwrap_or_else(|| beside(&args.input, ".journal"));
-    let mut options = plan.options.clone();
-    let mut state = JournalState::default();
-    if journal_path.exists() {
-        let read = Journal::peek(&journal_path)?;
-        if read.expires_at.is_some() {
-            options.mint.default_expiry = read.expires_at;
-        }
-        state = read;
-    }
+    let state = invitegate::send::dry_run::peek_journal(&journal_path, &mut plan.options)?;
+    let options = &plan.options;
     let (mut ready, mut skipped, mut invalid) = (0u64, 0u64, 0u64);
     let campaign = Campaign {
         ring: &plan.ring,
         templates: &plan.templates,
-        options: &options,
+        options,
         journal: &state,
         journal_path: &journal_path,
     };
-    invitegate::send::dry_run(
+    invitegate::send::dry_run::write(
         &campaign,
         read_input(&args.input)?.as_slice(),
         dir,
-        |outcome, path| match outcome {
-            RowOutcome::Ready { prepared, .. } => {
+        |outcome, path| match (outcome, path) {
+            (RowOutcome::Ready { prepared, .. }, Some(path)) => {
                 ready += 1;
-                let subject = prepared
-                    .message
-                    .headers()
-                    .get_raw("Subject")
-                    .unwrap_or_default()
-                    .to_owned();
-                let to = options
-                    .to_one
-                    .as_ref()
-                    .map_or_else(|| prepared.to.to_string(), |m| m.email.to_string());
                 println!(
-                    "line {}: to {to}: {subject:?} (key {}, expires {}) -> {}",
+                    "line {}: to {}: {:?} (key {}, expires {}) -> {}",
                     prepared.line,
+                    prepared.mail.to.email,
+                    prepared.mail.subject,
                     prepared.key_id,
                     rfc3339(prepared.expiry),
-                    path.map_or_else(String::new, |p| p.display().to_string())
+                    path.display()
                 );
             }
-            RowOutcome::Invalid { line, reason, .. } => {
+            (RowOutcome::Ready { .. }, None) => skipped += 1,
+            (RowOutcome::Invalid { line, reason, .. }, _) => {
                 invalid += 1;
                 eprintln!("invitegate: line {line}: {reason}");
             }
-            other => {
+            (other, _) => {
                 skipped += 1;
-                if let Some(why) = left_out(other) {
+                if let Some(why) = other.left_out() {
                     eprintln!("invitegate: {why}");
                 }
             }
