@@ -12,10 +12,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Args;
 use invitegate::fsutil::Privacy;
+use invitegate::send::oauth::{
+    self, ClientCertificate, ClientSecret, Credential, OAuthSettings, parse_url,
+};
+use invitegate::send::transport::graph;
 use invitegate::send::{
-    Campaign, Ending, Event, ExpiryAsked, Retry, RowOutcome, SendOptions, SmtpPassword,
-    SmtpSettings, SmtpTransport, Stop, TemplateSource, Templates, TlsMode, Transport, campaign,
-    journal::rfc3339,
+    Campaign, Ending, Event, ExpiryAsked, GraphSettings, GraphTransport, Retry, RowOutcome,
+    SendOptions, SmtpPassword, SmtpSettings, SmtpTransport, Stop, TemplateSource, Templates,
+    TlsMode, Transport, campaign, journal::rfc3339,
 };
 use lettre::message::Mailbox;
 use time::OffsetDateTime;
@@ -26,6 +30,9 @@ use super::{KeySource, Status, keys};
 
 /// The password's environment variable; it has no flag, so it stays out of shell history.
 const PASSWORD_ENV: &str = "INVITEGATE_SMTP_PASSWORD";
+
+/// The client secret's environment variable; like the password, it has no flag.
+const CLIENT_SECRET_ENV: &str = "INVITEGATE_OAUTH_CLIENT_SECRET";
 
 /// The most connections asked for: providers cap them at a handful, and each costs a TLS
 /// handshake and a login.
@@ -49,6 +56,35 @@ pub struct SendArgs {
     /// smtps://HOST[:465] (implicit TLS).
     #[arg(long, env = "INVITEGATE_SMTP_URL", value_name = "URL")]
     smtp: Option<String>,
+    /// Send through Microsoft Graph from this mailbox (sendMail with an app-only token)
+    /// instead of SMTP.
+    #[arg(
+        long,
+        env = "INVITEGATE_GRAPH_SENDER",
+        value_name = "ADDRESS",
+        conflicts_with = "smtp"
+    )]
+    graph_sender: Option<String>,
+    /// Microsoft Graph's URL.
+    #[arg(long, default_value = graph::DEFAULT_GRAPH_URL, value_name = "URL")]
+    graph_url: String,
+    /// The tenant that issues the app's tokens: its ID or a domain of it.
+    #[arg(long, env = "INVITEGATE_OAUTH_TENANT", value_name = "TENANT")]
+    oauth_tenant: Option<String>,
+    /// The app's client ID (Entra app registration).
+    #[arg(long, env = "INVITEGATE_OAUTH_CLIENT_ID", value_name = "ID")]
+    oauth_client_id: Option<String>,
+    /// A file holding the app's client secret (its first line); else
+    /// INVITEGATE_OAUTH_CLIENT_SECRET. Never a flag value.
+    #[arg(long, value_name = "FILE", conflicts_with = "oauth_client_certificate")]
+    oauth_client_secret_file: Option<PathBuf>,
+    /// A PEM file with the app's certificate and its private key: each token request
+    /// carries an assertion it signed (Microsoft's recommendation over a secret).
+    #[arg(long, value_name = "FILE")]
+    oauth_client_certificate: Option<PathBuf>,
+    /// The token service.
+    #[arg(long, default_value = oauth::DEFAULT_AUTHORITY, value_name = "URL")]
+    oauth_authority: String,
     /// The SMTP user; the password comes from INVITEGATE_SMTP_PASSWORD or
     /// --smtp-password-file, never from a flag.
     #[arg(long, env = "INVITEGATE_SMTP_USERNAME", value_name = "USER")]
@@ -162,6 +198,7 @@ fn plan(args: &SendArgs) -> anyhow::Result<Plan> {
     let from = args
         .from
         .as_deref()
+        .or(args.graph_sender.as_deref())
         .context("no sender: give --from 'Name <address>' or set INVITEGATE_SMTP_FROM")?;
     let from: Mailbox = from.parse().with_context(|| {
         format!("--from {from:?}: not a mailbox such as 'Contoso <invites@contoso.com>'")
@@ -287,11 +324,69 @@ pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
     if let Some(dir) = &args.dry_run {
         return dry_run(args, &mut plan, dir);
     }
+    if let Some(sender) = &args.graph_sender {
+        let settings = GraphSettings {
+            graph_url: parse_url("--graph-url", &args.graph_url)?,
+            sender: sender.trim().to_owned(),
+        };
+        let oauth = oauth_settings(args, settings.scope())?;
+        let transport = Arc::new(GraphTransport::new(settings, oauth)?);
+        return runtime.block_on(run(args, plan, &transport));
+    }
     let settings = smtp_settings(args)?;
     // The pool runs a task of its own: it is built and dropped inside the runtime.
     runtime.block_on(async {
         let transport = Arc::new(SmtpTransport::new(settings)?);
         run(args, plan, &transport).await
+    })
+}
+
+/// The app's OAuth client credentials, for a token with `scope`.
+fn oauth_settings(args: &SendArgs, scope: String) -> anyhow::Result<OAuthSettings> {
+    let tenant = args
+        .oauth_tenant
+        .clone()
+        .filter(|t| !t.trim().is_empty())
+        .context("no tenant: set INVITEGATE_OAUTH_TENANT (the tenant ID or a domain of it)")?;
+    let client_id = args
+        .oauth_client_id
+        .clone()
+        .filter(|t| !t.trim().is_empty())
+        .context("no app: set INVITEGATE_OAUTH_CLIENT_ID (the app registration's client ID)")?;
+    let secret = match &args.oauth_client_secret_file {
+        Some(path) => {
+            let text =
+                zeroize::Zeroizing::new(std::fs::read_to_string(path).with_context(|| {
+                    format!("reading --oauth-client-secret-file {}", path.display())
+                })?);
+            Some(text.lines().next().unwrap_or_default().to_owned())
+        }
+        None => std::env::var(CLIENT_SECRET_ENV)
+            .ok()
+            .filter(|s| !s.is_empty()),
+    };
+    let credential = match (&args.oauth_client_certificate, secret) {
+        (Some(path), None) => {
+            let pem = zeroize::Zeroizing::new(std::fs::read(path).with_context(|| {
+                format!("reading --oauth-client-certificate {}", path.display())
+            })?);
+            Credential::Certificate(ClientCertificate::from_pem(&pem)?)
+        }
+        (None, Some(secret)) => Credential::Secret(ClientSecret::new(secret)?),
+        (Some(_), Some(_)) => bail!(
+            "both a client secret ({CLIENT_SECRET_ENV}) and --oauth-client-certificate: give one"
+        ),
+        (None, None) => bail!(
+            "no app credential: give --oauth-client-certificate FILE (a PEM certificate and its \
+             key), or a client secret in {CLIENT_SECRET_ENV} or --oauth-client-secret-file"
+        ),
+    };
+    Ok(OAuthSettings {
+        authority: parse_url("--oauth-authority", &args.oauth_authority)?,
+        tenant: tenant.trim().to_owned(),
+        client_id: client_id.trim().to_owned(),
+        credential,
+        scope,
     })
 }
 
@@ -606,6 +701,8 @@ fn check_files(args: &SendArgs, journal: Option<&PathBuf>, rejects: &Path) -> an
         ("--html-template", &args.html_template),
         ("--smtp-password-file", &args.smtp_password_file),
         ("--smtp-ca-file", &args.smtp_ca_file),
+        ("--oauth-client-secret-file", &args.oauth_client_secret_file),
+        ("--oauth-client-certificate", &args.oauth_client_certificate),
     ] {
         if let Some(path) = path {
             inputs.push(Named::path(label, path)?);

@@ -21,6 +21,7 @@
 pub mod campaign;
 pub mod dry_run;
 pub mod journal;
+pub mod oauth;
 pub mod pacing;
 pub mod pool;
 pub mod prepare;
@@ -42,6 +43,7 @@ pub use prepare::{Mail, Prepared, RowOutcome, prepare};
 pub use reply::Reply;
 pub use template::{Columns, Rendered, TemplateSource, Templates, Vars};
 pub use transport::Transport;
+pub use transport::graph::{GraphSettings, GraphTransport};
 pub use transport::smtp::{SmtpPassword, SmtpSettings, SmtpTransport, TlsMode};
 
 use crate::batch::{MintOptions, ReadOptions};

@@ -2,6 +2,7 @@
 //! Graph ([`graph`]). A transport makes one attempt at one message and says what came of it
 //! as a [`Reply`]; pacing, retries, the journal and the accounting are the campaign's, the
 //! same for every transport. Another transport is one more file here.
+pub mod graph;
 pub mod smtp;
 
 use std::future::Future;
