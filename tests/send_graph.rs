@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use invitegate::{KeyRing, UnixTime, VerifyOptions, verify};
 use send_support::{
-    CLIENT_ID, Campaign, GraphServer, SECRET, SENDER, code, data, recipients, run, stderr, stdout,
+    CLIENT_ID, Campaign, GraphServer, SECRET, SENDER, Scripted, code, data, recipients, run,
+    stderr, stdout,
 };
 
 /// No output, journal or rejects file holds the secret or a token.
@@ -228,4 +229,126 @@ fn graph_and_smtp_together_are_a_usage_error_and_http_is_for_loopback_only() {
     assert_eq!(output.status.code(), Some(2), "{err}");
     assert!(err.contains("loopback"), "{err}");
     assert!(server.state().token_requests.is_empty());
+}
+
+#[test]
+fn graph_defaults_to_exchange_onlines_pace_and_at_most_four_at_once() {
+    let campaign = Campaign::new(&recipients(2));
+    let server = GraphServer::start();
+    let output = campaign.run_graph(&server, &["--concurrency", "8"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("--concurrency 8 lowered to 4"),
+        "{}",
+        stderr(&output)
+    );
+    let state = server.state();
+    assert_eq!(state.accepted.len(), 2);
+    // 30 a minute: two seconds apart.
+    let apart = state.accepted[1].0 - state.accepted[0].0;
+    assert!(apart >= Duration::from_millis(1900), "{apart:?}");
+}
+
+#[test]
+fn throttling_waits_for_retry_after_and_does_not_stop_the_run() {
+    let campaign = Campaign::new(&recipients(3));
+    let server = GraphServer::start();
+    // Five refusals for now in a row would stop a run; throttling is not one.
+    server.state().queue = [(429, 1), (503, 0), (429, 0), (429, 0), (503, 1)]
+        .into_iter()
+        .map(|(status, wait)| Scripted {
+            retry_after: Some(wait),
+            ..Scripted::new(status, "ApplicationThrottled")
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let output = campaign.run_graph(&server, &["--rate", "off", "--concurrency", "1"]);
+    let err = stderr(&output);
+    assert!(output.status.success(), "{err}");
+    assert!(started.elapsed() >= Duration::from_secs(2), "it waited");
+    assert!(err.contains("asks to slow down"), "{err}");
+    assert_eq!(server.state().accepted.len(), 3);
+    assert!(err.contains("0 deferred, 0 retried"), "{err}");
+}
+
+#[test]
+fn an_invalid_recipient_is_rejected_with_graphs_error_code_and_the_run_goes_on() {
+    let campaign = Campaign::new(&recipients(3));
+    let server = GraphServer::start();
+    server.state().by_recipient.insert(
+        "p1@contoso.com".to_owned(),
+        Scripted::new(400, "ErrorInvalidRecipients"),
+    );
+    let output = campaign.run_graph(&server, &["--rate", "off"]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    let mut sent = server.recipients();
+    sent.sort();
+    assert_eq!(sent, ["p0@contoso.com", "p2@contoso.com"]);
+    let rejects = std::fs::read_to_string(campaign.path("recipients.csv.rejects.csv")).unwrap();
+    assert!(
+        rejects.contains("P1,p1@contoso.com,line 3: 400 ErrorInvalidRecipients"),
+        "{rejects}"
+    );
+    assert!(err.contains("1 rejected"), "{err}");
+}
+
+#[test]
+fn a_missing_permission_stops_at_once_naming_graphs_code_and_what_to_grant() {
+    for code in [
+        "ErrorAccessDenied",
+        "ErrorSendAsDenied",
+        "MailboxNotEnabledForRESTAPI",
+    ] {
+        let campaign = Campaign::new(&recipients(6));
+        let server = GraphServer::start();
+        server.state().always = Some(Scripted::new(403, code));
+        let output = campaign.run_graph(&server, &["--rate", "off", "--concurrency", "1"]);
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(code) && err.contains("Mail.Send") && err.contains("admin consent"),
+            "{err}"
+        );
+        assert!(err.contains(SENDER), "{err}");
+        assert_eq!(
+            server.state().requests.len(),
+            1,
+            "stopped at the first refusal"
+        );
+        // Nothing went: once granted, the same command sends every row.
+        server.state().always = None;
+        let again = campaign.run_graph(&server, &["--rate", "off"]);
+        assert!(again.status.success(), "{}", stderr(&again));
+        assert_eq!(server.state().accepted.len(), 6);
+    }
+}
+
+#[test]
+fn a_used_up_sending_quota_stops_cleanly_and_the_same_command_resumes() {
+    let campaign = Campaign::new(&recipients(4));
+    let server = GraphServer::start();
+    server.state().by_recipient.insert(
+        "p2@contoso.com".to_owned(),
+        Scripted::new(429, "ErrorExceededMessageLimit"),
+    );
+    let output = campaign.run_graph(&server, &["--rate", "off", "--concurrency", "1"]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains("quota") && err.contains("to resume"), "{err}");
+    assert_eq!(server.recipients(), ["p0@contoso.com", "p1@contoso.com"]);
+    server.state().by_recipient.clear();
+    let again = campaign.run_graph(&server, &["--rate", "off"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let mut sent = server.recipients();
+    sent.sort();
+    assert_eq!(
+        sent,
+        [
+            "p0@contoso.com",
+            "p1@contoso.com",
+            "p2@contoso.com",
+            "p3@contoso.com"
+        ]
+    );
 }

@@ -38,6 +38,9 @@ const CLIENT_SECRET_ENV: &str = "INVITEGATE_OAUTH_CLIENT_SECRET";
 /// handshake and a login.
 const MAX_CONCURRENCY: usize = 64;
 
+/// The pace over SMTP unless --rate says otherwise.
+const DEFAULT_SMTP_RATE: &str = "10/s";
+
 /// How often a plain progress line is printed when standard error is not a terminal.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
@@ -135,13 +138,15 @@ pub struct SendArgs {
     /// Where refused rows go, with an `error` column. Default: INPUT.rejects.csv.
     #[arg(long, value_name = "FILE")]
     rejects: Option<PathBuf>,
-    /// Messages in flight at once (SMTP connections).
+    /// Messages in flight at once (SMTP connections; with Graph, at most 4, Exchange
+    /// Online's limit for one mailbox).
     #[arg(long, default_value_t = 4, value_name = "N")]
     concurrency: usize,
-    /// At most this many messages: 10/s, 600/min, 3000/h, or off. A paced run syncs the
+    /// At most this many messages: 10/s, 600/min, 3000/h, or off. Default: 10/s over SMTP,
+    /// 30/min with Graph (Exchange Online's limit for one mailbox). A paced run syncs the
     /// journal to disk before each message; `off` syncs it every second.
-    #[arg(long, default_value = "10/s", value_name = "RATE")]
-    rate: String,
+    #[arg(long, value_name = "RATE")]
+    rate: Option<String>,
     /// Send the good rows and set bad rows aside in the rejects file instead of stopping.
     #[arg(long)]
     skip_invalid: bool,
@@ -224,14 +229,30 @@ fn plan(args: &SendArgs) -> anyhow::Result<Plan> {
             .transpose()?,
     )?;
     let now = OffsetDateTime::now_utc();
+    // The provider's limits are the defaults; an explicit --rate wins.
+    let rate = match (&args.rate, &args.graph_sender) {
+        (Some(text), _) => invitegate::send::Rate::parse(text)?,
+        (None, Some(_)) => Some(graph::DEFAULT_RATE),
+        (None, None) => invitegate::send::Rate::parse(DEFAULT_SMTP_RATE)?,
+    };
+    let mut concurrency = args.concurrency;
+    if args.graph_sender.is_some() && concurrency > graph::MAX_CONCURRENCY {
+        eprintln!(
+            "invitegate: note: --concurrency {concurrency} lowered to {}: Exchange Online takes \
+             at most {} requests at once for one mailbox",
+            graph::MAX_CONCURRENCY,
+            graph::MAX_CONCURRENCY
+        );
+        concurrency = graph::MAX_CONCURRENCY;
+    }
     let options = SendOptions {
         mint: args.mint.mint_options(now)?,
         read: args.read.read_options()?,
         from,
         to_one,
         sign_up_url: args.sign_up_url.clone(),
-        concurrency: args.concurrency,
-        rate: invitegate::send::Rate::parse(&args.rate)?,
+        concurrency,
+        rate,
         skip_uncertain: args.skip_uncertain,
         retry_rejected: args.retry_rejected,
         retry: Retry {
