@@ -352,3 +352,113 @@ fn a_used_up_sending_quota_stops_cleanly_and_the_same_command_resumes() {
         ]
     );
 }
+
+/// The journal's last event for each recipient.
+fn last_events(journal: &[serde_json::Value]) -> std::collections::BTreeMap<String, String> {
+    let mut by_line = std::collections::HashMap::new();
+    let mut last = std::collections::BTreeMap::new();
+    for record in journal {
+        let line = record["line"].as_u64().unwrap_or(0);
+        let event = record["event"].as_str().unwrap().to_owned();
+        if event == "handed" {
+            by_line.insert(line, record["to"].as_str().unwrap().to_owned());
+        }
+        if let Some(to) = by_line.get(&line) {
+            last.insert(to.clone(), event);
+        }
+    }
+    last
+}
+
+#[test]
+fn a_campaign_begun_over_smtp_is_finished_over_graph_and_back() {
+    let campaign = Campaign::new(&recipients(6));
+    let smtp = send_support::SmtpServer::start(campaign.dir.path());
+    let graph = GraphServer::start();
+    let output = run(campaign.smtp(&smtp, &["--rate", "off", "--limit", "2"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(smtp.recipients(), ["p0@contoso.com", "p1@contoso.com"]);
+    // Rows are known by address: Graph sends only the others, with the same expiry.
+    let output = campaign.run_graph(&graph, &["--rate", "off", "--limit", "2"]);
+    let err = stderr(&output);
+    assert!(output.status.success(), "{err}");
+    assert!(err.contains("resuming the campaign"), "{err}");
+    let mut sent = graph.recipients();
+    sent.sort();
+    assert_eq!(sent, ["p2@contoso.com", "p3@contoso.com"]);
+    // And back to SMTP for the rest.
+    let output = run(campaign.smtp(&smtp, &["--rate", "off"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let mut all = smtp.recipients();
+    all.extend(graph.recipients());
+    all.sort();
+    assert_eq!(all.len(), 6);
+    all.dedup();
+    assert_eq!(all.len(), 6, "nobody twice");
+    let last = last_events(&campaign.journal());
+    assert!(last.values().all(|e| e == "sent"), "{last:?}");
+    assert_eq!(last.len(), 6);
+}
+
+#[test]
+fn a_request_cut_off_by_a_kill_leaves_the_row_uncertain_and_it_is_sent_again() {
+    let campaign = Campaign::new(&recipients(3));
+    let server = GraphServer::start();
+    server.state().delay = Some(Duration::from_secs(3));
+    let mut command = campaign.graph(&server, &["--rate", "off", "--concurrency", "1"]);
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while server.state().requests.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no request came");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Handed, no reply: the journal cannot know whether Graph took it.
+    let last = last_events(&campaign.journal());
+    assert_eq!(
+        last.get("p0@contoso.com").map(String::as_str),
+        Some("handed")
+    );
+    assert_eq!(last.len(), 1);
+
+    // --skip-uncertain leaves it.
+    server.state().delay = None;
+    let output = campaign.run_graph(
+        &server,
+        &["--rate", "off", "--concurrency", "1", "--skip-uncertain"],
+    );
+    let err = stderr(&output);
+    assert!(output.status.success(), "{err}");
+    assert!(
+        err.contains("p0@contoso.com") && err.contains("may have been sent"),
+        "{err}"
+    );
+    // Without it, it is sent again (better twice than never).
+    let output = campaign.run_graph(&server, &["--rate", "off"]);
+    let err = stderr(&output);
+    assert!(output.status.success(), "{err}");
+    assert!(err.contains("sending it again"), "{err}");
+    let requests: Vec<String> = server
+        .state()
+        .requests
+        .iter()
+        .map(|(_, _, mail)| send_support::recipient(mail))
+        .collect();
+    // The request the kill cut off, then the row again; the others once.
+    assert_eq!(
+        requests,
+        [
+            "p0@contoso.com",
+            "p1@contoso.com",
+            "p2@contoso.com",
+            "p0@contoso.com"
+        ]
+    );
+    let last = last_events(&campaign.journal());
+    assert!(last.values().all(|e| e == "sent"), "{last:?}");
+}

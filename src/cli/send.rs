@@ -147,6 +147,10 @@ pub struct SendArgs {
     /// journal to disk before each message; `off` syncs it every second.
     #[arg(long, value_name = "RATE")]
     rate: Option<String>,
+    /// Send only the first N rows still to send; the others wait for a later run (the
+    /// same command). With --to-one, N test messages.
+    #[arg(long, value_name = "N")]
+    limit: Option<u64>,
     /// Send the good rows and set bad rows aside in the rejects file instead of stopping.
     #[arg(long)]
     skip_invalid: bool,
@@ -259,7 +263,7 @@ fn plan(args: &SendArgs) -> anyhow::Result<Plan> {
             first_delay: Duration::from_millis(args.retry_delay_ms),
             ..Retry::default()
         },
-        limit: None,
+        limit: args.limit,
     };
     let ring = keys::load(&args.keys)?;
     Ok(Plan {

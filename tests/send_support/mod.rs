@@ -428,3 +428,102 @@ pub fn code(mail: &serde_json::Value) -> String {
     let start = body.find("CODE: ").unwrap() + 6;
     body[start..start + 29].to_owned()
 }
+
+/// A running aiosmtpd (tests/data/send/smtp_server.py), plain text, no login; killed when
+/// dropped.
+pub struct SmtpServer {
+    child: std::process::Child,
+    _stdin: std::process::ChildStdin,
+    pub port: u16,
+    out: PathBuf,
+}
+
+impl SmtpServer {
+    pub fn start(dir: &Path) -> Self {
+        let out = dir.join("smtp-received.jsonl");
+        let mut child = Command::new("python3")
+            .arg(data("smtp_server.py"))
+            .arg("--out")
+            .arg(&out)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("python3 runs (the tests need python3 with aiosmtpd: pip install aiosmtpd)");
+        let stdin = child.stdin.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .strip_prefix("PORT ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("the SMTP server did not start (aiosmtpd?): {line:?}"));
+        Self {
+            child,
+            _stdin: stdin,
+            port,
+            out,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// The envelope recipients of the messages received so far.
+    pub fn recipients(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.ends_with('}'))
+            .flat_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["to"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.as_str().unwrap().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// The messages received so far, as received.
+    pub fn messages(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.ends_with('}'))
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["data"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Campaign {
+    /// The full SMTP command (plain text, no login: the test server's).
+    pub fn smtp(&self, server: &SmtpServer, extra: &[&str]) -> Command {
+        let mut command = self.base();
+        command
+            .args([
+                "--from",
+                SENDER,
+                "--smtp",
+                &server.url(),
+                "--smtp-tls",
+                "none",
+            ])
+            .args(extra);
+        command
+    }
+}
