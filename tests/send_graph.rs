@@ -377,7 +377,9 @@ fn a_campaign_begun_over_smtp_is_finished_over_graph_and_back() {
     let graph = GraphServer::start();
     let output = run(campaign.smtp(&smtp, &["--rate", "off", "--limit", "2"]));
     assert!(output.status.success(), "{}", stderr(&output));
-    assert_eq!(smtp.recipients(), ["p0@contoso.com", "p1@contoso.com"]);
+    let mut first = smtp.recipients();
+    first.sort();
+    assert_eq!(first, ["p0@contoso.com", "p1@contoso.com"]);
     // Rows are known by address: Graph sends only the others, with the same expiry.
     let output = campaign.run_graph(&graph, &["--rate", "off", "--limit", "2"]);
     let err = stderr(&output);
