@@ -38,6 +38,12 @@ const CLIENT_SECRET_ENV: &str = "INVITEGATE_OAUTH_CLIENT_SECRET";
 /// handshake and a login.
 const MAX_CONCURRENCY: usize = 64;
 
+/// Messages in flight unless --concurrency says otherwise.
+const DEFAULT_CONCURRENCY: usize = 4;
+
+/// Seconds a message's exchange may take unless --smtp-timeout says otherwise.
+const DEFAULT_SMTP_TIMEOUT: u64 = 60;
+
 /// The pace over SMTP unless --rate says otherwise.
 const DEFAULT_SMTP_RATE: &str = "10/s";
 
@@ -101,7 +107,7 @@ pub struct SendArgs {
     smtp_tls: Option<String>,
     /// Seconds a message's exchange with the server may take (connecting and logging in
     /// included) before the attempt counts as a broken connection and is retried.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    #[arg(long, default_value_t = DEFAULT_SMTP_TIMEOUT, value_name = "SECONDS")]
     smtp_timeout: u64,
     /// A PEM file of CA certificates to trust besides the usual web roots (a private CA).
     #[arg(long, env = "INVITEGATE_SMTP_CA_FILE", value_name = "FILE")]
@@ -118,19 +124,13 @@ pub struct SendArgs {
     /// The sign-up page, as `sign_up_url` in templates.
     #[arg(long, value_name = "URL")]
     sign_up_url: Option<String>,
-    /// Write each message as FOLDER/LINE-ADDRESS.eml and send nothing.
-    #[arg(
-        long,
-        value_name = "FOLDER",
-        conflicts_with_all = ["smtp_tls", "smtp_timeout", "concurrency", "rate", "rejects"]
-    )]
+    /// Write each message as FOLDER/LINE-ADDRESS.eml and send nothing: the real command
+    /// plus this flag (flags a dry run does not use are named, not refused).
+    #[arg(long, value_name = "FOLDER")]
     dry_run: Option<PathBuf>,
-    /// Send every message to this one mailbox (a test run; no journal is kept).
-    #[arg(
-        long,
-        value_name = "ADDRESS",
-        conflicts_with_all = ["journal", "skip_uncertain", "retry_rejected"]
-    )]
+    /// Send every message to this one mailbox, its subject naming the real recipient (a
+    /// test run: no journal, no rejects file). The real command plus this flag.
+    #[arg(long, value_name = "ADDRESS")]
     to_one: Option<String>,
     /// The journal that makes the run resumable. Default: INPUT.journal beside the input.
     #[arg(long, value_name = "FILE")]
@@ -140,7 +140,7 @@ pub struct SendArgs {
     rejects: Option<PathBuf>,
     /// Messages in flight at once (SMTP connections; with Graph, at most 4, Exchange
     /// Online's limit for one mailbox).
-    #[arg(long, default_value_t = 4, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_CONCURRENCY, value_name = "N")]
     concurrency: usize,
     /// At most this many messages: 10/s, 600/min, 3000/h, or off. Default: 10/s over SMTP,
     /// 30/min with Graph (Exchange Online's limit for one mailbox). A paced run syncs the
@@ -346,6 +346,7 @@ pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    note_unused(args);
     if let Some(dir) = &args.dry_run {
         return dry_run(args, &mut plan, dir);
     }
@@ -415,6 +416,72 @@ fn oauth_settings(args: &SendArgs, scope: String) -> anyhow::Result<OAuthSetting
     })
 }
 
+/// Names, in one note, the flags given that a dry run or a test run does not use: such a run
+/// is the real command plus one flag, so they are ignored, not refused.
+fn note_unused(args: &SendArgs) {
+    let (mode, unused) = if args.dry_run.is_some() {
+        let mut unused = Vec::new();
+        for (given, flag) in [
+            (args.smtp.is_some(), "--smtp"),
+            (args.smtp_username.is_some(), "--smtp-username"),
+            (args.smtp_password_file.is_some(), "--smtp-password-file"),
+            (args.smtp_tls.is_some(), "--smtp-tls"),
+            (args.smtp_timeout != DEFAULT_SMTP_TIMEOUT, "--smtp-timeout"),
+            (args.smtp_ca_file.is_some(), "--smtp-ca-file"),
+            (args.graph_url != graph::DEFAULT_GRAPH_URL, "--graph-url"),
+            (args.oauth_tenant.is_some(), "--oauth-tenant"),
+            (args.oauth_client_id.is_some(), "--oauth-client-id"),
+            (
+                args.oauth_client_secret_file.is_some(),
+                "--oauth-client-secret-file",
+            ),
+            (
+                args.oauth_client_certificate.is_some(),
+                "--oauth-client-certificate",
+            ),
+            (
+                args.oauth_authority != oauth::DEFAULT_AUTHORITY,
+                "--oauth-authority",
+            ),
+            (args.concurrency != DEFAULT_CONCURRENCY, "--concurrency"),
+            (args.rate.is_some(), "--rate"),
+            (args.rejects.is_some(), "--rejects"),
+            (args.skip_invalid, "--skip-invalid"),
+        ] {
+            if given {
+                unused.push(flag);
+            }
+        }
+        ("a dry run", unused)
+    } else if args.to_one.is_some() {
+        let mut unused = Vec::new();
+        for (given, flag) in [
+            (args.journal.is_some(), "--journal"),
+            (args.rejects.is_some(), "--rejects"),
+            (args.skip_uncertain, "--skip-uncertain"),
+            (args.retry_rejected, "--retry-rejected"),
+        ] {
+            if given {
+                unused.push(flag);
+            }
+        }
+        ("a test run to one mailbox", unused)
+    } else {
+        return;
+    };
+    if !unused.is_empty() {
+        eprintln!(
+            "invitegate: note: {mode} does not use {}; {} ignored",
+            unused.join(", "),
+            if unused.len() == 1 {
+                "it is"
+            } else {
+                "they are"
+            }
+        );
+    }
+}
+
 /// A real run (or a test run to one mailbox) through `transport`.
 async fn run<T: Transport>(
     args: &SendArgs,
@@ -431,7 +498,11 @@ async fn run<T: Transport>(
         (None, Some(path)) => path.clone(),
         (None, None) => beside(&args.input, ".journal"),
     };
-    let rejects_path = args.rejects_path();
+    // Nor touch its rejects file: a test run's refusals are said, not kept.
+    let rejects_path = match &scratch {
+        Some(dir) => dir.path().join("rejects.csv"),
+        None => args.rejects_path(),
+    };
     check_files(
         args,
         scratch.is_none().then_some(&journal_path),
@@ -574,7 +645,9 @@ async fn run<T: Transport>(
         summary_line.push_str(&format!(", {} left for a later run (--limit)", counts.held));
     }
     let ending = Ending::of(&counts, summary.as_ref(), &journal_path)?;
-    write_rejects(&input, rejects_sink, &plan, &rejects)?;
+    if scratch.is_none() {
+        write_rejects(&input, rejects_sink, &plan, &rejects)?;
+    }
     eprintln!("invitegate: send: {summary_line}");
     if let Some(stop) = summary.as_ref().and_then(|s| s.stopped.as_ref()) {
         let name = transport.name();
