@@ -101,6 +101,13 @@ pub struct SendArgs {
     /// A file holding the SMTP password (its first line).
     #[arg(long, value_name = "FILE")]
     smtp_password_file: Option<PathBuf>,
+    /// How to log in: `password` (AUTH PLAIN or LOGIN), or `xoauth2` with an app-only
+    /// token from Entra for --smtp-username's mailbox (Exchange Online).
+    #[arg(long, value_name = "MODE", value_parser = ["password", "xoauth2"])]
+    smtp_auth: Option<String>,
+    /// The scope of the XOAUTH2 token.
+    #[arg(long, default_value = oauth::OUTLOOK_SCOPE, value_name = "SCOPE")]
+    smtp_oauth_scope: String,
     /// `none` sends in plain text (a warning says so); `opportunistic` uses STARTTLS only
     /// when offered. Default: as the URL says (STARTTLS required for smtp://).
     #[arg(long, value_name = "MODE", value_parser = ["required", "opportunistic", "none"])]
@@ -316,7 +323,20 @@ fn smtp_settings(args: &SendArgs) -> anyhow::Result<SmtpSettings> {
         }
         None => std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()),
     };
+    let xoauth2 = args.smtp_auth.as_deref() == Some("xoauth2");
+    if xoauth2 {
+        if password.is_some() {
+            bail!(
+                "--smtp-auth xoauth2 logs in with a token, not a password: unset {PASSWORD_ENV} \
+                 or drop --smtp-password-file"
+            );
+        }
+        // The user logs in with a token: no password credentials.
+    } else if args.smtp_auth.is_some() && args.smtp_username.is_none() {
+        bail!("--smtp-auth password needs --smtp-username");
+    }
     settings.credentials = match (&args.smtp_username, password) {
+        _ if xoauth2 => None,
         (Some(user), Some(password)) => Some((user.clone(), SmtpPassword::new(password))),
         (Some(_), None) => bail!(
             "--smtp-username is set but no password: set {PASSWORD_ENV} or give \
@@ -360,9 +380,22 @@ pub fn send(args: &SendArgs) -> anyhow::Result<Status> {
         return runtime.block_on(run(args, plan, &transport));
     }
     let settings = smtp_settings(args)?;
+    let xoauth2 = match args.smtp_auth.as_deref() {
+        Some("xoauth2") => {
+            let user = args
+                .smtp_username
+                .clone()
+                .context("--smtp-auth xoauth2 logs in as a mailbox: give --smtp-username")?;
+            Some((user, oauth_settings(args, args.smtp_oauth_scope.clone())?))
+        }
+        _ => None,
+    };
     // The pool runs a task of its own: it is built and dropped inside the runtime.
     runtime.block_on(async {
-        let transport = Arc::new(SmtpTransport::new(settings)?);
+        let transport = Arc::new(match xoauth2 {
+            Some((user, oauth)) => SmtpTransport::with_xoauth2(settings, user, oauth)?,
+            None => SmtpTransport::new(settings)?,
+        });
         run(args, plan, &transport).await
     })
 }
@@ -425,6 +458,11 @@ fn note_unused(args: &SendArgs) {
             (args.smtp.is_some(), "--smtp"),
             (args.smtp_username.is_some(), "--smtp-username"),
             (args.smtp_password_file.is_some(), "--smtp-password-file"),
+            (args.smtp_auth.is_some(), "--smtp-auth"),
+            (
+                args.smtp_oauth_scope != oauth::OUTLOOK_SCOPE,
+                "--smtp-oauth-scope",
+            ),
             (args.smtp_tls.is_some(), "--smtp-tls"),
             (args.smtp_timeout != DEFAULT_SMTP_TIMEOUT, "--smtp-timeout"),
             (args.smtp_ca_file.is_some(), "--smtp-ca-file"),

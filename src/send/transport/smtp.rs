@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use lettre::transport::smtp::PoolConfig;
-use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Tokio1Executor};
 use zeroize::Zeroizing;
 
 use super::Transport;
 use crate::Error;
+use crate::send::oauth::{AccessToken, OAuthSettings, TokenError, TokenSource};
 use crate::send::prepare::Mail;
 use crate::send::reply::{Blame, Reply, smtp_blame};
 
@@ -144,8 +145,9 @@ impl SmtpSettings {
         })
     }
 
-    /// Builds the pooled transport. Certificates are always verified.
-    fn pool(&self) -> Result<Pool, Error> {
+    /// Builds the pooled transport, logging in with `xoauth2` (user and token) if given.
+    /// Certificates are always verified.
+    fn pool(&self, xoauth2: Option<(&str, &AccessToken)>) -> Result<Pool, Error> {
         let tls_parameters = || -> Result<TlsParameters, Error> {
             let mut builder = TlsParameters::builder(self.host.clone());
             if let Some(pem) = &self.ca_pem {
@@ -169,7 +171,11 @@ impl SmtpSettings {
             .tls(tls)
             .timeout(Some(self.timeout.min(DEFAULT_TIMEOUT)))
             .pool_config(PoolConfig::new().max_size(self.pool_size.max(1)));
-        if let Some((user, password)) = &self.credentials {
+        if let Some((user, token)) = xoauth2 {
+            builder = builder
+                .credentials(Credentials::new(user.to_owned(), token.secret().to_owned()))
+                .authentication(vec![Mechanism::Xoauth2]);
+        } else if let Some((user, password)) = &self.credentials {
             builder = builder.credentials(Credentials::new(
                 user.clone(),
                 password.0.as_str().to_owned(),
@@ -183,8 +189,17 @@ impl SmtpSettings {
 /// a task of its own), and drop it there.
 pub struct SmtpTransport {
     settings: SmtpSettings,
-    /// The pool, and how many times it was replaced.
-    pool: std::sync::Mutex<(u64, Pool)>,
+    /// With XOAUTH2: the mailbox to log in as, and where its tokens come from.
+    xoauth2: Option<(String, TokenSource)>,
+    /// The pool in use.
+    pool: std::sync::Mutex<Current>,
+}
+
+/// The pool in use, how many times it was replaced, and the token it logs in with.
+struct Current {
+    generation: u64,
+    pool: Pool,
+    token: Option<(u64, std::sync::Arc<AccessToken>)>,
 }
 
 impl std::fmt::Debug for SmtpTransport {
@@ -203,11 +218,32 @@ impl SmtpTransport {
     ///
     /// [`Error::Config`] when the CA file holds no usable certificate.
     pub fn new(settings: SmtpSettings) -> Result<Self, Error> {
-        let pool = settings.pool()?;
+        let pool = settings.pool(None)?;
         Ok(Self {
             settings,
-            pool: std::sync::Mutex::new((0, pool)),
+            xoauth2: None,
+            pool: std::sync::Mutex::new(Current {
+                generation: 0,
+                pool,
+                token: None,
+            }),
         })
+    }
+
+    /// A transport that logs in as `user` with AUTH XOAUTH2 and an app-only token from
+    /// `oauth` (Exchange Online, for tenants that keep SMTP AUTH), renewed before it expires.
+    ///
+    /// # Errors
+    ///
+    /// As [`SmtpTransport::new`]; [`Error::Config`] when the HTTP client cannot be set up.
+    pub fn with_xoauth2(
+        settings: SmtpSettings,
+        user: String,
+        oauth: OAuthSettings,
+    ) -> Result<Self, Error> {
+        let mut transport = Self::new(settings)?;
+        transport.xoauth2 = Some((user, TokenSource::new(oauth)?));
+        Ok(transport)
     }
 
     /// The settings.
@@ -216,8 +252,35 @@ impl SmtpTransport {
         &self.settings
     }
 
-    fn current(&self) -> Option<(u64, Pool)> {
-        self.pool.lock().ok().map(|current| current.clone())
+    /// The pool to send through, and its generation. With XOAUTH2, a new token (the last
+    /// one about to expire) makes a new pool that logs in with it.
+    async fn current(&self) -> Result<(u64, Pool), TokenError> {
+        let token = match &self.xoauth2 {
+            Some((_, tokens)) => Some(tokens.token().await?),
+            None => None,
+        };
+        let mut current = self.pool.lock().map_err(|_| TokenError {
+            reason: "the transport is unusable".to_owned(),
+            refused: false,
+        })?;
+        if let (Some((generation, token)), Some((user, _))) = (token, &self.xoauth2)
+            && current
+                .token
+                .as_ref()
+                .is_none_or(|(had, _)| *had != generation)
+        {
+            let fresh = self
+                .settings
+                .pool(Some((user, &token)))
+                .map_err(|err| TokenError {
+                    reason: err.to_string(),
+                    refused: true,
+                })?;
+            current.generation += 1;
+            current.pool = fresh;
+            current.token = Some((generation, token));
+        }
+        Ok((current.generation, current.pool.clone()))
     }
 
     /// Replaces the pool of generation `stalled` (unless another sender has): an attempt
@@ -225,11 +288,19 @@ impl SmtpTransport {
     /// pool for the next message, whose replies it would then mix up. The old pool goes
     /// with the last message still using it.
     fn renew(&self, stalled: u64) {
-        if let Ok(mut current) = self.pool.lock()
-            && current.0 == stalled
-            && let Ok(fresh) = self.settings.pool()
-        {
-            *current = (stalled + 1, fresh);
+        let Ok(mut current) = self.pool.lock() else {
+            return;
+        };
+        if current.generation != stalled {
+            return;
+        }
+        let login = match (&self.xoauth2, &current.token) {
+            (Some((user, _)), Some((_, token))) => Some((user.as_str(), token.as_ref())),
+            _ => None,
+        };
+        if let Ok(fresh) = self.settings.pool(login) {
+            current.generation += 1;
+            current.pool = fresh;
         }
     }
 }
@@ -240,11 +311,9 @@ impl Transport for SmtpTransport {
     }
 
     async fn check(&self) -> Result<(), Error> {
-        let Some((_, pool)) = self.current() else {
-            return Err(Error::Smtp {
-                reason: "the transport is unusable".to_owned(),
-            });
-        };
+        let (_, pool) = self.current().await.map_err(|err| Error::Smtp {
+            reason: format!("no token for XOAUTH2: {err}"),
+        })?;
         let timeout = self.settings.timeout;
         match tokio::time::timeout(timeout, pool.test_connection())
             .await
@@ -271,12 +340,16 @@ impl Transport for SmtpTransport {
             Ok(message) => message,
             Err(err) => return Reply::Rejected(format!("cannot build the message: {err}")),
         };
-        let Some((generation, pool)) = self.current() else {
-            return Reply::Retry {
-                reply: "the transport is unusable".to_owned(),
-                may_have_gone: false,
-                temporary: false,
-            };
+        let (generation, pool) = match self.current().await {
+            Ok(current) => current,
+            Err(err) if err.refused => return Reply::Fatal(err.reason),
+            Err(err) => {
+                return Reply::Retry {
+                    reply: err.reason,
+                    may_have_gone: false,
+                    temporary: false,
+                };
+            }
         };
         let bytes = message.formatted();
         let attempt = tokio::time::timeout(
