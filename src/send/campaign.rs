@@ -292,7 +292,7 @@ impl Ending {
     }
 }
 
-/// The expiry a campaign's codes get: the one asked for, as an [`Expiry`].
+/// A campaign's expiry in words for messages: RFC 3339, or each row's own.
 #[must_use]
 pub fn expiry_text(expiry: Option<Expiry>) -> String {
     expiry.map_or("each row's expires_at".to_owned(), rfc3339)

@@ -144,27 +144,19 @@ impl std::fmt::Debug for ClientCertificate {
 fn pem_blocks(text: &str) -> Vec<(&str, Zeroizing<Vec<u8>>)> {
     let mut blocks = Vec::new();
     let mut rest = text;
-    while let Some(start) = rest.find("-----BEGIN ") {
-        let after = &rest[start + 11..];
-        let Some(label_end) = after.find("-----") else {
+    while let Some((_, after)) = rest.split_once("-----BEGIN ") {
+        let Some((label, body)) = after.split_once("-----") else {
             break;
         };
-        let label = &after[..label_end];
-        let body_start = &after[label_end + 5..];
-        let end_marker = format!("-----END {label}-----");
-        let Some(body_end) = body_start.find(&end_marker) else {
+        let Some((body, next)) = body.split_once(&format!("-----END {label}-----")) else {
             break;
         };
-        let body: Zeroizing<String> = Zeroizing::new(
-            body_start[..body_end]
-                .chars()
-                .filter(|c| !c.is_whitespace())
-                .collect(),
-        );
+        let body: Zeroizing<String> =
+            Zeroizing::new(body.chars().filter(|c| !c.is_whitespace()).collect());
         if let Ok(der) = STANDARD.decode(body.as_bytes()) {
             blocks.push((label, Zeroizing::new(der)));
         }
-        rest = &body_start[body_end + end_marker.len()..];
+        rest = next;
     }
     blocks
 }
@@ -584,6 +576,40 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_certificate_file_gives_its_thumbprint_and_key_in_either_order() {
+        let pem = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data/send/oauth-client.pem"),
+        )
+        .unwrap();
+        let certificate = ClientCertificate::from_pem(pem.as_bytes()).unwrap();
+        assert_eq!(
+            certificate.thumbprint(),
+            "zMPz1DmLkBAQFRCtHuCs7Za049KBoyDFHywq-37ZDYw"
+        );
+        assert!(!format!("{certificate:?}").contains("key: "));
+        let (cert, key) = pem.split_at(pem.find("-----BEGIN PRIVATE KEY").unwrap());
+        let swapped = format!("{key}{cert}");
+        let again = ClientCertificate::from_pem(swapped.as_bytes()).unwrap();
+        assert_eq!(again.thumbprint(), certificate.thumbprint());
+        for (broken, why) in [
+            (cert.to_owned(), "no PRIVATE KEY"),
+            (key.to_owned(), "no CERTIFICATE"),
+            (
+                format!(
+                    "{cert}-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n"
+                ),
+                "encrypted",
+            ),
+        ] {
+            let err = ClientCertificate::from_pem(broken.as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(why), "{err}");
+        }
+    }
 
     #[test]
     fn secrets_and_tokens_print_nothing() {
