@@ -38,6 +38,10 @@ const ASSERTION_LIFETIME: i64 = 10 * 60;
 /// one): a message never goes with a token about to lapse.
 const RENEW_BEFORE: Duration = Duration::from_secs(5 * 60);
 
+/// The most of a reply body read from the token endpoint or Graph: a token reply or an error
+/// is a few kilobytes; a server that sends more is not one of them.
+const MAX_REPLY_BYTES: usize = 256 * 1024;
+
 /// The longest error text kept from a token endpoint or Graph: enough for the code and the
 /// first sentence, not a page of HTML.
 const MAX_ERROR_TEXT: usize = 300;
@@ -426,10 +430,12 @@ impl TokenSource {
             .await
             .map_err(|err| unreachable(error_chain(&err)))?;
         let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|err| unreachable(error_chain(&err)))?;
+        // The body holds the token: zeroized once read.
+        let bytes = Zeroizing::new(
+            read_body(response)
+                .await
+                .map_err(|err| unreachable(error_chain(&err)))?,
+        );
         if !status.is_success() {
             let refusal: Option<TokenRefusal> = serde_json::from_slice(&bytes).ok();
             let (code, description) = refusal
@@ -505,6 +511,23 @@ impl TokenSource {
         }
         cut(&text)
     }
+}
+
+/// A reply's body, up to [`MAX_REPLY_BYTES`] (the rest is not read).
+///
+/// # Errors
+///
+/// reqwest's, when the body cannot be read.
+pub(crate) async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = MAX_REPLY_BYTES.saturating_sub(body.len());
+        body.extend_from_slice(chunk.get(..room.min(chunk.len())).unwrap_or_default());
+        if body.len() >= MAX_REPLY_BYTES {
+            break;
+        }
+    }
+    Ok(body)
 }
 
 /// `text` cut to [`MAX_ERROR_TEXT`] characters, control characters made spaces.

@@ -394,8 +394,8 @@ async fn run<T: Transport>(
             ),
             Stop::Fatal(reply) => format!("{name} refuses this campaign: {reply}"),
             Stop::Quota(reply) => format!(
-                "the sender's sending quota is used up ({reply}); run the same command again \
-                 once it renews"
+                "the sender's sending quota is used up for now ({reply}); the rest goes once it \
+                 renews"
             ),
             _ => "stopped".to_owned(),
         };

@@ -278,7 +278,7 @@ impl Transport for GraphTransport {
                 }
             }
             let wait = retry_after(response.headers());
-            let bytes = response.bytes().await.unwrap_or_default();
+            let bytes = oauth::read_body(response).await.unwrap_or_default();
             return self.classify(status, wait, &bytes);
         }
     }
