@@ -20,6 +20,7 @@
 
 pub mod campaign;
 pub mod dry_run;
+pub mod http;
 pub mod journal;
 pub mod oauth;
 pub mod pacing;

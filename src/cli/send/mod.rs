@@ -11,7 +11,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Args;
 use invitegate::fsutil::Privacy;
-use invitegate::send::oauth::{self, parse_url};
+use invitegate::send::http::parse_url;
+use invitegate::send::oauth;
 use invitegate::send::transport::graph;
 use invitegate::send::{
     Campaign, Ending, Event, ExpiryAsked, GraphSettings, GraphTransport, RowOutcome, SmtpTransport,

@@ -5,9 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use invitegate::send::oauth::{
-    self, ClientCertificate, ClientSecret, Credential, OAuthSettings, parse_url,
-};
+use invitegate::send::http::parse_url;
+use invitegate::send::oauth::{self, ClientCertificate, ClientSecret, Credential, OAuthSettings};
 use invitegate::send::transport::graph;
 use invitegate::send::{
     Retry, SendOptions, SmtpPassword, SmtpSettings, TemplateSource, Templates, TlsMode,

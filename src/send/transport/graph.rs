@@ -13,7 +13,8 @@ use serde_json::json;
 use super::Transport;
 use crate::Error;
 use crate::send::Rate;
-use crate::send::oauth::{self, OAuthSettings, TokenError, TokenSource};
+use crate::send::http;
+use crate::send::oauth::{OAuthSettings, TokenError, TokenSource};
 use crate::send::prepare::Mail;
 use crate::send::reply::Reply;
 
@@ -74,11 +75,11 @@ impl GraphTransport {
     ///
     /// [`Error::Config`] when the HTTP client cannot be set up.
     pub fn new(settings: GraphSettings, oauth: OAuthSettings) -> Result<Self, Error> {
-        let endpoint = oauth::join(
+        let endpoint = http::join(
             &settings.graph_url,
             &["v1.0", "users", &settings.sender, "sendMail"],
         );
-        let client = oauth::http_client(endpoint.scheme() == "https")?;
+        let client = http::client(endpoint.scheme() == "https")?;
         let tokens = TokenSource::new(oauth)?;
         Ok(Self {
             settings,
@@ -127,7 +128,7 @@ impl GraphTransport {
             .map(|e| {
                 (
                     e.code,
-                    oauth::cut(e.message.lines().next().unwrap_or_default()),
+                    http::cut(e.message.lines().next().unwrap_or_default()),
                 )
             })
             .unwrap_or_default();
@@ -250,7 +251,7 @@ impl Transport for GraphTransport {
                     // out or broke after it left may have.
                     let may_have_gone = !err.is_connect();
                     return Reply::Retry {
-                        reply: format!("cannot reach Graph: {}", oauth::error_chain(&err)),
+                        reply: format!("cannot reach Graph: {}", http::error_chain(&err)),
                         may_have_gone,
                         temporary: false,
                     };
@@ -262,7 +263,7 @@ impl Transport for GraphTransport {
                     .headers()
                     .get("request-id")
                     .and_then(|v| v.to_str().ok())
-                    .map(|id| format!(" (request-id {})", oauth::cut(id)))
+                    .map(|id| format!(" (request-id {})", http::cut(id)))
                     .unwrap_or_default();
                 return Reply::Accepted(format!("202 Accepted{id}"));
             }
@@ -278,7 +279,7 @@ impl Transport for GraphTransport {
                 }
             }
             let wait = retry_after(response.headers());
-            let bytes = oauth::read_body(response).await.unwrap_or_default();
+            let bytes = http::read_body(response).await.unwrap_or_default();
             return self.classify(status, wait, &bytes);
         }
     }
@@ -290,7 +291,7 @@ mod tests {
     use crate::send::oauth::{ClientSecret, Credential};
 
     fn transport() -> GraphTransport {
-        let graph_url = oauth::parse_url("--graph-url", "http://127.0.0.1:9").unwrap();
+        let graph_url = http::parse_url("--graph-url", "http://127.0.0.1:9").unwrap();
         let settings = GraphSettings {
             graph_url: graph_url.clone(),
             sender: "invites@contoso.com".to_owned(),
