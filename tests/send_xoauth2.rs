@@ -162,6 +162,11 @@ fn the_scope_can_be_changed_and_a_refused_token_stops_before_any_row() {
         tokens.state().token_requests[0]["scope"],
         "https://example.test/.default"
     );
+    assert_eq!(
+        tokens.state().token_requests.len(),
+        2,
+        "renewed once, then refused"
+    );
     // XOAUTH2 logs in as a mailbox, with a token, not a password.
     let mut with_password = command(&campaign, &tokens, &smtp, &[]);
     with_password.env("INVITEGATE_SMTP_PASSWORD", "hunter2-password");
@@ -172,4 +177,19 @@ fn the_scope_can_be_changed_and_a_refused_token_stops_before_any_row() {
         "{}",
         stderr(&output)
     );
+}
+
+#[test]
+fn a_token_refused_at_login_is_renewed_once() {
+    let campaign = Campaign::new(&recipients(2));
+    let tokens = GraphServer::start();
+    // As if the first token had been revoked: only the second logs in.
+    let smtp = Xoauth2Server::start(campaign.dir.path(), &["tok-2"]);
+    let output = run(command(&campaign, &tokens, &smtp, &["--rate", "off"]));
+    let err = stderr(&output);
+    assert!(output.status.success(), "{err}");
+    let received = smtp.received();
+    assert_eq!(received.len(), 2);
+    assert!(received.iter().all(|(_, _, token)| token == "tok-2"));
+    assert_eq!(tokens.state().token_requests.len(), 2, "renewed once");
 }

@@ -311,27 +311,37 @@ impl Transport for SmtpTransport {
     }
 
     async fn check(&self) -> Result<(), Error> {
-        let (_, pool) = self.current().await.map_err(|err| Error::Smtp {
-            reason: format!("no token for XOAUTH2: {err}"),
-        })?;
-        let timeout = self.settings.timeout;
-        match tokio::time::timeout(timeout, pool.test_connection())
-            .await
-            .unwrap_or(Ok(false))
-        {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Error::Smtp {
-                reason: format!(
-                    "the server does not answer (no greeting, login or NOOP reply within {} s)",
-                    timeout.as_secs_f64()
-                ),
-            }),
-            Err(err) => {
-                let error = describe(&err);
-                Err(Error::Smtp {
-                    reason: format!("cannot connect and log in: {error}{}", hint(&error)),
-                })
-            }
+        let mut renewed = false;
+        loop {
+            let (_, pool) = self.current().await.map_err(|err| Error::Smtp {
+                reason: format!("no token for XOAUTH2: {err}"),
+            })?;
+            let timeout = self.settings.timeout;
+            return match tokio::time::timeout(timeout, pool.test_connection())
+                .await
+                .unwrap_or(Ok(false))
+            {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(Error::Smtp {
+                    reason: format!(
+                        "the server does not answer (no greeting, login or NOOP reply within {} \
+                         s)",
+                        timeout.as_secs_f64()
+                    ),
+                }),
+                Err(err) if !renewed && self.login_refused(&err) => {
+                    // The token may have been revoked since it was issued: renewed once.
+                    renewed = true;
+                    self.renew_token().await;
+                    continue;
+                }
+                Err(err) => {
+                    let error = describe(&err);
+                    Err(Error::Smtp {
+                        reason: format!("cannot connect and log in: {error}{}", hint(&error)),
+                    })
+                }
+            };
         }
     }
 
@@ -340,46 +350,85 @@ impl Transport for SmtpTransport {
             Ok(message) => message,
             Err(err) => return Reply::Rejected(format!("cannot build the message: {err}")),
         };
-        let (generation, pool) = match self.current().await {
-            Ok(current) => current,
-            Err(err) if err.refused => return Reply::Fatal(err.reason),
-            Err(err) => {
-                return Reply::Retry {
-                    reply: err.reason,
-                    may_have_gone: false,
-                    temporary: false,
-                };
-            }
-        };
         let bytes = message.formatted();
-        let attempt = tokio::time::timeout(
-            self.settings.timeout,
-            pool.send_raw(message.envelope(), &bytes),
-        )
-        .await;
-        match attempt {
-            Ok(Ok(response)) => {
-                let mut reply = response.code().to_string();
-                for part in response.message() {
-                    reply.push(' ');
-                    reply.push_str(part);
+        let mut renewed = false;
+        loop {
+            let (generation, pool) = match self.current().await {
+                Ok(current) => current,
+                Err(err) if err.refused => return Reply::Fatal(err.reason),
+                Err(err) => {
+                    return Reply::Retry {
+                        reply: err.reason,
+                        may_have_gone: false,
+                        temporary: false,
+                    };
                 }
-                Reply::Accepted(reply)
-            }
-            Ok(Err(err)) => classify(&err),
-            Err(_) => {
-                // A stalled server: the message may have gone before it stopped answering.
-                self.renew(generation);
-                Reply::Retry {
-                    reply: format!(
-                        "no answer from the server within {} s",
-                        self.settings.timeout.as_secs_f64()
-                    ),
-                    may_have_gone: true,
-                    temporary: false,
+            };
+            let attempt = tokio::time::timeout(
+                self.settings.timeout,
+                pool.send_raw(message.envelope(), &bytes),
+            )
+            .await;
+            return match attempt {
+                Ok(Ok(response)) => {
+                    let mut reply = response.code().to_string();
+                    for part in response.message() {
+                        reply.push(' ');
+                        reply.push_str(part);
+                    }
+                    Reply::Accepted(reply)
                 }
-            }
+                Ok(Err(err)) if self.login_refused(&err) => {
+                    if !renewed {
+                        // A token refused at login is renewed once, as Graph's 401.
+                        renewed = true;
+                        self.renew_token().await;
+                        continue;
+                    }
+                    Reply::Fatal(format!(
+                        "{}; the server refused a token just renewed: the app needs Office 365 \
+                         Exchange Online's SMTP.SendAsApp permission with admin consent, and its \
+                         service principal rights on the mailbox",
+                        describe(&err)
+                    ))
+                }
+                Ok(Err(err)) => classify(&err),
+                Err(_) => {
+                    // A stalled server: the message may have gone before it stopped answering.
+                    self.renew(generation);
+                    Reply::Retry {
+                        reply: format!(
+                            "no answer from the server within {} s",
+                            self.settings.timeout.as_secs_f64()
+                        ),
+                        may_have_gone: true,
+                        temporary: false,
+                    }
+                }
+            };
         }
+    }
+}
+
+impl SmtpTransport {
+    /// Whether `err` is the server refusing an XOAUTH2 login (535).
+    fn login_refused(&self, err: &lettre::transport::smtp::Error) -> bool {
+        self.xoauth2.is_some() && err.is_permanent() && reply_of(err).0 == Some(535)
+    }
+
+    /// Replaces the token the pool logs in with; the next [`SmtpTransport::current`] builds
+    /// a pool that uses the new one. A failure shows at that call.
+    async fn renew_token(&self) {
+        let Some((_, tokens)) = &self.xoauth2 else {
+            return;
+        };
+        let had = self
+            .pool
+            .lock()
+            .ok()
+            .and_then(|current| current.token.as_ref().map(|(generation, _)| *generation))
+            .unwrap_or(0);
+        let _ = tokens.renew(had).await;
     }
 }
 
