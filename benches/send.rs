@@ -9,9 +9,10 @@
 //!   minting, templating or journalling;
 //! - reference: the bytes `send` built, sent as they are (`send_raw`): lettre without even
 //!   building a message, the floor of the transport alone;
-//! - send: `invitegate::send::deliver`, rate limit off: reading the CSV, minting, rendering
-//!   the default templates, building each message, journalling before and after each one
-//!   (with the journal synced in the background), pacing and retries in place.
+//! - send: `invitegate::send::check` then `deliver` through the SMTP transport, rate limit
+//!   off: reading the CSV, minting, rendering the default templates, building each message,
+//!   journalling before and after each one (with the journal synced in the background),
+//!   pacing and retries in place.
 //!
 //! A round runs the three back to back, and its ratio compares send with the baseline of the
 //! same round: on a shared machine the neighbours' load changes from second to second, and a
@@ -29,8 +30,8 @@ use std::time::{Duration, Instant};
 use invitegate::KeyRing;
 use invitegate::batch::{MintOptions, ReadOptions};
 use invitegate::send::{
-    Campaign, Journal, JournalState, Retry, RowOutcome, SendOptions, SmtpSettings, Templates,
-    TlsMode,
+    Campaign, Journal, JournalState, Retry, RowOutcome, SendOptions, SmtpSettings, SmtpTransport,
+    Templates, TlsMode,
 };
 use lettre::message::Mailbox;
 use lettre::message::SinglePart;
@@ -136,6 +137,7 @@ fn options(now: OffsetDateTime) -> SendOptions {
         skip_uncertain: false,
         retry_rejected: false,
         retry: Retry::default(),
+        limit: None,
     }
 }
 
@@ -206,15 +208,16 @@ fn messages(
         journal_path: Path::new("unused"),
     };
     let mut out = Vec::with_capacity(MESSAGES);
-    invitegate::send::scan(&campaign, input.as_bytes(), |outcome| {
+    invitegate::send::prepare(&campaign, input.as_bytes(), |outcome| {
         if let RowOutcome::Ready { prepared, .. } = outcome {
-            let bytes = prepared.message.formatted();
+            let message = prepared.mail.to_message().unwrap();
+            let bytes = message.formatted();
             let (subject, text) = parts(&bytes);
             out.push(Built {
                 to: prepared.to.clone(),
                 subject,
                 text,
-                envelope: prepared.message.envelope().clone(),
+                envelope: message.envelope().clone(),
                 bytes,
             });
         }
@@ -304,16 +307,26 @@ fn send(
         journal: &state,
         journal_path: &path,
     };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let start = Instant::now();
-    let summary = invitegate::send::deliver(
-        &campaign,
-        input.as_bytes(),
-        &journal,
-        &smtp,
-        std::future::pending(),
-        |_| {},
-    )
-    .unwrap();
+    let summary = runtime.block_on(async {
+        let checked = invitegate::send::check(&campaign, input.as_bytes(), |_| {}).unwrap();
+        let transport = Arc::new(SmtpTransport::new(smtp).unwrap());
+        invitegate::send::deliver(
+            checked.ready,
+            &journal,
+            &transport,
+            options,
+            std::future::pending(),
+            |_| {},
+        )
+        .await
+        .unwrap()
+    });
     let elapsed = start.elapsed();
     assert_eq!(summary.sent, MESSAGES as u64);
     elapsed
