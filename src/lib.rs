@@ -38,6 +38,7 @@ pub mod messages;
 pub mod policy;
 pub mod send;
 pub mod server;
+pub mod source;
 pub mod verify;
 
 pub use audience::{Audience, EmailAddress, normalize_domain};

@@ -7,6 +7,10 @@ pub mod basic;
 pub mod bearer;
 pub mod dev_token;
 pub mod jwks;
+pub mod keystore;
+pub mod rejection;
+mod token;
+mod token_cache;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -15,9 +19,10 @@ use warp::http::{HeaderValue, header};
 
 pub use api_key::ApiKey;
 pub use basic::BasicAuth;
-pub use bearer::{BearerAuth, BearerConfig, ENTRA_CALLER_APP_ID, TokenRejection};
+pub use bearer::{BearerAuth, BearerConfig, ENTRA_CALLER_APP_ID};
 pub use dev_token::DevSigner;
 pub use jwks::{JwksSource, KeySetError};
+pub use rejection::{Details, Refusal, TokenRejection};
 
 /// Who may call an endpoint.
 #[derive(Debug)]
@@ -36,10 +41,14 @@ pub enum Auth {
 /// Why a request was refused: `reason` goes to the log, `message` to the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Denied {
-    /// What went wrong, for the log only (never secret material).
+    /// What went wrong, for the log only (never secret material); a stable short name for
+    /// bearer tokens ([`TokenRejection::reason`]).
     pub reason: &'static str,
     /// What the caller reads: names the scheme, never the reason.
     pub message: &'static str,
+    /// The server cannot check credentials yet (no signing keys, no audience): answered 503,
+    /// not 401.
+    pub unavailable: bool,
 }
 
 impl Auth {
@@ -59,6 +68,18 @@ impl Auth {
             Self::Basic(_) => Some("Basic realm=\"invitegate\""),
             Self::Bearer(_) => Some("Bearer"),
             Self::None | Self::ApiKey(_) => None,
+        }
+    }
+
+    /// Whether the endpoint can accept calls: `Err` says what it waits for.
+    ///
+    /// # Errors
+    ///
+    /// A short phrase, for `/healthz` and `/readyz`.
+    pub fn ready(&self) -> Result<(), &'static str> {
+        match self {
+            Self::Bearer(bearer) => bearer.ready(),
+            Self::None | Self::Basic(_) | Self::ApiKey(_) => Ok(()),
         }
     }
 
@@ -89,6 +110,7 @@ impl Auth {
                     "wrong Basic credentials"
                 },
                 message: "missing or wrong HTTP Basic credentials",
+                unavailable: false,
             }),
             Self::ApiKey(key) => key.accepts(bytes).then_some(()).ok_or(Denied {
                 reason: if bytes.is_none() {
@@ -97,16 +119,24 @@ impl Auth {
                     "wrong API key"
                 },
                 message: "missing or wrong API key",
+                unavailable: false,
             }),
-            Self::Bearer(bearer) => {
-                bearer
-                    .check(bytes, SystemTime::now())
-                    .await
-                    .map_err(|rejection| Denied {
-                        reason: rejection.reason(),
-                        message: "missing or invalid bearer token",
-                    })
-            }
+            Self::Bearer(bearer) => bearer
+                .check_explained(bytes, SystemTime::now())
+                .await
+                .map_err(|refusal| {
+                    refusal.log("entra");
+                    let kind = refusal.kind;
+                    Denied {
+                        reason: kind.reason(),
+                        message: if kind.is_unavailable() {
+                            "the server cannot check bearer tokens yet; try again later"
+                        } else {
+                            "missing or invalid bearer token"
+                        },
+                        unavailable: kind.is_unavailable(),
+                    }
+                }),
         }
     }
 }
