@@ -154,6 +154,8 @@ async fn keys_unavailable_at_start_then_arriving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_for_the_audience() {
     let tenant = Tenant::start().await;
+    // The metadata also declares an issuer none of the accepted ones: start-up says so.
+    *tenant.declared_issuer.lock().unwrap() = "https://elsewhere.example/v2.0".to_owned();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("serve.log");
     let port = free_port();
@@ -176,6 +178,14 @@ async fn waiting_for_the_audience() {
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(log.contains("reason=\"audience-unset\""), "{log}");
     assert!(log.contains("ENTRA_AUDIENCE is not set"), "{log}");
+    assert!(
+        log.contains("declares an issuer that is not accepted"),
+        "{log}"
+    );
+    assert!(
+        log.contains("declared=https://elsewhere.example/v2.0"),
+        "{log}"
+    );
 }
 
 /// A hung key source and a flood of made-up key ids: each such request is answered within

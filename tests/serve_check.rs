@@ -200,6 +200,28 @@ async fn entra_keys_audience_and_metadata_issuer_are_checked() {
     assert!(stdout(&output).contains("problem: ENTRA_METADATA_URL: "));
 }
 
+#[test]
+fn an_entra_setting_without_tenant_or_issuer_is_a_problem() {
+    for (name, value) in [
+        ("ENTRA_AUDIENCE", APP_ID),
+        ("ENTRA_TENANT_SUBDOMAIN", "contoso"),
+        ("ENTRA_JWKS_URL", "https://keys.example/keys"),
+    ] {
+        let output = check(
+            &[
+                ("INVITEGATE_KEYS", KEYS),
+                ("BASIC_AUTH_USERNAME", "b2c"),
+                ("BASIC_AUTH_PASSWORD", "a-password-long-enough"),
+                (name, value),
+            ],
+            &[],
+        );
+        let out = stdout(&output);
+        assert_eq!(output.status.code(), Some(2), "{name}: {out}");
+        assert!(out.contains("problem: ENTRA_TENANT_ID: "), "{name}: {out}");
+    }
+}
+
 /// `serve` itself stops at start only for settings that can never work, with every problem.
 #[test]
 fn serve_refuses_a_configuration_that_can_never_work() {

@@ -214,7 +214,16 @@ impl BearerAuth {
         config.check(false)?;
         let fetcher = Fetcher::new(config.jwks.clone(), &config.issuer)?;
         let cache = Arc::new(TokenCache::new(config.cache_capacity));
-        let store = KeyStore::new(fetcher, Arc::clone(&cache), config.unknown_kid_min_interval);
+        let v2_issuers = std::iter::once(&config.issuer)
+            .chain(&config.also_issuers)
+            .cloned()
+            .collect();
+        let store = KeyStore::new(
+            fetcher,
+            Arc::clone(&cache),
+            config.unknown_kid_min_interval,
+            v2_issuers,
+        );
         let mut validation = Validation::new(Algorithm::RS256);
         validation.required_spec_claims.clear();
         validation.validate_exp = false;

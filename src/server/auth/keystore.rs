@@ -53,12 +53,20 @@ pub(crate) struct KeyStore {
     done: watch::Sender<u64>,
     cache: Arc<TokenCache>,
     min_interval: Duration,
+    /// Issuers a v2 token may carry: metadata declaring another is worth a warning.
+    accepted_issuers: Vec<String>,
 }
 
 impl KeyStore {
     /// An empty store: no key until the first fetch succeeds.
-    pub(crate) fn new(fetcher: Fetcher, cache: Arc<TokenCache>, min_interval: Duration) -> Self {
+    pub(crate) fn new(
+        fetcher: Fetcher,
+        cache: Arc<TokenCache>,
+        min_interval: Duration,
+        accepted_issuers: Vec<String>,
+    ) -> Self {
         Self {
+            accepted_issuers,
             fetcher,
             keys: RwLock::new(Arc::new(Keys {
                 set: KeySet::default(),
@@ -145,6 +153,19 @@ impl KeyStore {
                 let count = set.len();
                 self.install(set);
                 let mut state = self.state();
+                if let Some(declared) = &issuer
+                    && state.metadata_issuer.as_ref() != Some(declared)
+                    && !self.accepted_issuers.contains(declared)
+                {
+                    tracing::warn!(
+                        metadata = %self.fetcher.source_name(),
+                        declared = %declared,
+                        accepted = %self.accepted_issuers.join(", "),
+                        "the key source's metadata declares an issuer that is not accepted: \
+                         tokens it issues will be refused; check ENTRA_TENANT_ID, \
+                         ENTRA_TENANT_SUBDOMAIN and ENTRA_ISSUER"
+                    );
+                }
                 state.metadata_issuer = issuer;
                 state.last_error = None;
                 Ok(count)

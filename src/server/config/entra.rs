@@ -45,13 +45,18 @@ pub struct EntraSettings {
 }
 
 impl EntraSettings {
-    /// Whether the endpoint is asked for: a tenant id or an issuer is given.
+    /// Whether the endpoint is asked for: any Entra setting is given. One given without a
+    /// tenant id or an issuer is then a problem, not silently ignored.
     #[must_use]
     pub fn is_set(&self) -> bool {
-        self.tenant_id
-            .as_deref()
-            .is_some_and(|t| !t.trim().is_empty())
+        let given = |value: &Option<String>| value.as_deref().is_some_and(|v| !v.trim().is_empty());
+        given(&self.tenant_id)
+            || given(&self.tenant_subdomain)
             || self.issuers.iter().any(|i| !i.trim().is_empty())
+            || self.audiences.iter().any(|a| !a.trim().is_empty())
+            || given(&self.jwks_url)
+            || given(&self.metadata_url)
+            || self.jwks_file.is_some()
     }
 
     /// The bearer-token configuration these settings describe, with `leeway` on `exp`/`nbf`.

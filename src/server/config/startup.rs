@@ -22,11 +22,8 @@ pub async fn fetch_entra_keys_at_start(built: &Built) {
         return;
     };
     match tokio::time::timeout(START_KEY_WAIT, bearer.refresh()).await {
-        Ok(Ok(_)) => {
-            if let Some(warning) = metadata_issuer_warning(bearer) {
-                tracing::warn!("{warning}");
-            }
-        }
+        // The key store warns itself when the metadata declares an issuer not accepted.
+        Ok(Ok(_)) => {}
         Ok(Err(error)) => tracing::error!(
             error = %error,
             "entra: the signing keys could not be fetched; serving the other endpoints, \
