@@ -2,7 +2,7 @@
 //! shared by every request that needs it, never waited for longer than a request can afford.
 //!
 //! - At start the keys may be missing (the tenant unreachable for a moment): the store starts
-//!   empty, [`KeyStore::spawn_maintenance`] retries with backoff ([`FIRST_RETRY`] doubling to
+//!   empty, the maintenance task ([`crate::server::auth::BearerAuth::spawn_refresh`]) retries with backoff ([`FIRST_RETRY`] doubling to
 //!   [`LAST_RETRY`]) and logs each failure with the URL and why, then refreshes on schedule.
 //! - A token naming an unknown `kid` starts a fetch in the background unless one is running
 //!   (then it joins it) or the last one was too recent (then it is refused at once), and waits

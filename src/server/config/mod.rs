@@ -28,7 +28,9 @@ use crate::connector::b2c_user_flow::UserFlow;
 use crate::connector::entra::Entra;
 use crate::source::{RingSource, VerifierSource, readable_by_others};
 pub use entra::EntraSettings;
-pub use startup::{EndpointSummary, check_entra_keys, fetch_entra_keys_at_start, summary};
+pub use startup::{
+    EndpointSummary, START_KEY_WAIT, check_entra_keys, fetch_entra_keys_at_start, summary,
+};
 
 /// Environment variable for the Basic password.
 pub const PASSWORD_ENV: &str = "BASIC_AUTH_PASSWORD";
