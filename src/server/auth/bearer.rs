@@ -42,13 +42,13 @@ use std::time::{Duration, SystemTime};
 use jsonwebtoken::{Algorithm, Validation};
 use sha2::{Digest as _, Sha256};
 
+use super::claims::check_claims;
 use super::jwks::{Fetcher, JwksSource, KeySetError};
 use super::keystore::KeyStore;
 use super::rejection::loggable;
 pub use super::rejection::{Details, Refusal, TokenRejection};
 use super::token::{
-    Audiences, Claims, bearer_token, in_window, numeric_date, rejection, token_header,
-    unix_seconds, version_text,
+    Claims, bearer_token, in_window, numeric_date, rejection, token_header, unix_seconds,
 };
 use super::token_cache::{CachedToken, TokenCache};
 
@@ -144,6 +144,21 @@ impl BearerConfig {
         iss == self.issuer
             || self.also_issuers.iter().any(|i| i == iss)
             || (ver == Some("1.0") && self.v1_issuers.iter().any(|i| i == iss))
+    }
+
+    /// The accepted issuers on one line, the v1-only ones marked.
+    #[must_use]
+    pub fn describe_issuers(&self) -> String {
+        let mut issuers: Vec<String> = std::iter::once(&self.issuer)
+            .chain(&self.also_issuers)
+            .cloned()
+            .collect();
+        issuers.extend(
+            self.v1_issuers
+                .iter()
+                .map(|issuer| format!("{issuer} (v1 tokens)")),
+        );
+        issuers.join(", ")
     }
 
     fn check(&self, need_audience: bool) -> Result<(), KeySetError> {
@@ -377,7 +392,7 @@ impl BearerAuth {
             None => i64::MIN,
         };
         self.window(now, not_before, expires)?;
-        self.check_claims(&claims)?;
+        check_claims(&self.config, &claims)?;
         let entry = CachedToken {
             not_before,
             expires,
@@ -389,88 +404,10 @@ impl BearerAuth {
         Ok(())
     }
 
-    /// Issuer, tenant, audience and caller, in that order.
-    fn check_claims(&self, claims: &Claims) -> Result<(), Refusal> {
-        let ver = claims.ver.as_ref().map(version_text);
-        let iss_ok = claims
-            .iss
-            .as_deref()
-            .is_some_and(|iss| self.config.accepts_issuer(iss, ver.as_deref()));
-        if !iss_ok {
-            return Err(Refusal::new(TokenRejection::Issuer).with(|d| {
-                d.iss = Some(
-                    claims
-                        .iss
-                        .as_deref()
-                        .map_or_else(|| "(none)".to_owned(), loggable),
-                );
-                d.ver = ver.as_deref().map(loggable);
-                d.tid = claims.tid.as_deref().map(loggable);
-                d.expected = Some(self.describe_issuers());
-            }));
-        }
-        if let (Some(tenant), Some(tid)) = (&self.config.tenant, &claims.tid)
-            && !tid.eq_ignore_ascii_case(tenant)
-        {
-            return Err(Refusal::new(TokenRejection::Tenant).with(|d| {
-                d.tid = Some(loggable(tid));
-                d.iss = claims.iss.as_deref().map(loggable);
-                d.expected = Some(tenant.clone());
-            }));
-        }
-        if !self.audience_accepted(claims.aud.as_ref()) {
-            return Err(Refusal::new(TokenRejection::Audience).with(|d| {
-                d.aud = Some(match &claims.aud {
-                    Some(Audiences::One(aud)) => loggable(aud),
-                    Some(Audiences::Many(auds)) => loggable(&auds.join(", ")),
-                    None => "(none)".to_owned(),
-                });
-                d.expected = Some(self.config.audiences.join(", "));
-            }));
-        }
-        let callers = [claims.azp.as_deref(), claims.appid.as_deref()];
-        let mut named = callers.iter().flatten().peekable();
-        if named.peek().is_none()
-            || !named.all(|caller| caller.eq_ignore_ascii_case(ENTRA_CALLER_APP_ID))
-        {
-            return Err(Refusal::new(TokenRejection::Caller).with(|d| {
-                d.azp = Some(
-                    claims
-                        .azp
-                        .as_deref()
-                        .map_or_else(|| "(none)".to_owned(), loggable),
-                );
-                d.appid = claims.appid.as_deref().map(loggable);
-                d.ver = ver.as_deref().map(loggable);
-                d.expected = Some(ENTRA_CALLER_APP_ID.to_owned());
-            }));
-        }
-        Ok(())
-    }
-
-    fn audience_accepted(&self, aud: Option<&Audiences>) -> bool {
-        let accepted = |aud: &String| self.config.audiences.contains(aud);
-        match aud {
-            Some(Audiences::One(aud)) => accepted(aud),
-            Some(Audiences::Many(auds)) => auds.iter().any(accepted),
-            None => false,
-        }
-    }
-
     /// The accepted issuers on one line, the v1-only ones marked.
     #[must_use]
     pub fn describe_issuers(&self) -> String {
-        let mut issuers: Vec<String> = std::iter::once(&self.config.issuer)
-            .chain(&self.config.also_issuers)
-            .cloned()
-            .collect();
-        issuers.extend(
-            self.config
-                .v1_issuers
-                .iter()
-                .map(|issuer| format!("{issuer} (v1 tokens)")),
-        );
-        issuers.join(", ")
+        self.config.describe_issuers()
     }
 
     /// Fetches the key set once now, whatever the rate limit, and returns how many keys it

@@ -5,6 +5,7 @@
 pub mod api_key;
 pub mod basic;
 pub mod bearer;
+mod claims;
 pub mod dev_token;
 pub mod jwks;
 pub mod keystore;
