@@ -281,6 +281,28 @@ async fn entra_issuer_lists_exact_issuers_beside_the_tenant() {
 }
 
 #[test]
+fn a_portal_issuer_alone_gets_advice_to_configure_the_tenant() {
+    let settings = EntraSettings {
+        issuers: vec![format!("https://contoso.ciamlogin.com/{TID}/v2.0")],
+        audiences: vec![APP_ID.to_owned()],
+        ..EntraSettings::default()
+    };
+    let warnings = settings.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains(&format!(
+            "set ENTRA_TENANT_ID={TID} ENTRA_TENANT_SUBDOMAIN=contoso instead"
+        )),
+        "{warnings:?}"
+    );
+    let with_tenant = EntraSettings {
+        tenant_id: Some(TID.to_owned()),
+        ..settings
+    };
+    assert!(with_tenant.warnings().is_empty());
+}
+
+#[test]
 fn settings_that_can_never_work_are_refused() {
     let base = EntraSettings {
         audiences: vec![APP_ID.to_owned()],

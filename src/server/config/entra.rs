@@ -204,6 +204,36 @@ impl EntraSettings {
             Vec::new()
         }
     }
+
+    /// Advice that does not stop the server: an `ENTRA_ISSUER` of the portal's
+    /// `https://{subdomain}.ciamlogin.com/{tenantId}/v2.0` form given without the tenant id
+    /// accepts that exact issuer only, while real tenants also sign with the tenant id as the
+    /// host.
+    #[must_use]
+    pub fn warnings(&self) -> Vec<String> {
+        if self.tenant_id.is_some() {
+            return Vec::new();
+        }
+        self.issuers
+            .iter()
+            .filter_map(|issuer| {
+                let rest = issuer.trim().strip_prefix("https://")?;
+                let (subdomain, rest) = rest.split_once(".ciamlogin.com/")?;
+                let tid = parse_guid(rest.strip_suffix("/v2.0")?)?;
+                let subdomain = if subdomain == tid {
+                    String::new()
+                } else {
+                    format!(" ENTRA_TENANT_SUBDOMAIN={subdomain}")
+                };
+                Some(format!(
+                    "ENTRA_ISSUER {issuer} is accepted exactly, but external tenants also sign \
+                     as {}; set ENTRA_TENANT_ID={tid}{subdomain} instead (and unset \
+                     ENTRA_ISSUER) to accept every form of this tenant",
+                    tenant_issuer(&tid)
+                ))
+            })
+            .collect()
+    }
 }
 
 /// The issuer of tokens signed for tenant `tid` on its own host, whose metadata holds the keys.

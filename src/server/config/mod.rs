@@ -286,6 +286,7 @@ pub fn build(settings: &Settings) -> Result<Built, Vec<Problem>> {
         if entra_set {
             entra_auth = entra_bearer(settings, &mut problems).map(Auth::Bearer);
             pending.extend(settings.entra.pending());
+            warnings.extend(settings.entra.warnings());
         } else {
             entra_auth = unauthenticated(
                 "entra",
