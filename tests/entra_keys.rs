@@ -265,3 +265,97 @@ async fn a_hung_key_source_never_holds_a_request_for_long() {
     // One fetch was started for the whole flood, and it is still hanging.
     assert_eq!(tenant.key_fetches.load(Ordering::SeqCst), 2);
 }
+
+/// The same over HTTP: with the key source hung, a flood of tokens naming unknown key ids is
+/// answered 401 within about the bounded wait, while valid Entra calls and the B2C endpoints
+/// keep being answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valid_calls_are_answered_during_a_flood_of_unknown_keys() {
+    let tenant = Tenant::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let port = free_port();
+    let mut child = serve(&tenant, port, Some(APP_ID), &log);
+    wait_up(port, &mut child).await;
+    // Past the unknown-kid rate limit (10 s) since the start-up fetch, so the flood starts a
+    // fetch, which hangs.
+    tokio::time::sleep(Duration::from_millis(10_500)).await;
+    tenant.hanging.store(true, Ordering::SeqCst);
+
+    let good = format!("Bearer {}", token());
+    let signed = token();
+    let rest = signed.split_once('.').unwrap().1.to_owned();
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("b2c:{PASSWORD}"))
+    );
+    let user_flow = json!({
+        "email": "alice@contoso.com",
+        format!("extension_{}_InvitationCode", APP.replace('-', "")): entra_support::ALICE_CODE,
+        "step": "PostAttributeCollection",
+    })
+    .to_string();
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..150 {
+        let header = format!(
+            "Bearer {}.{rest}",
+            b64(&json!({"alg": "RS256", "kid": format!("made-up-{i}")}))
+        );
+        calls.spawn(async move {
+            let begun = Instant::now();
+            let answer = call(
+                port,
+                "POST",
+                "/api/entra/attribute-collection-submit",
+                &[("Authorization", &header)],
+                &entra_body(),
+            )
+            .await;
+            ("flood", answer.map(|a| a.0), begun.elapsed())
+        });
+        if i % 10 == 0 {
+            let good = good.clone();
+            calls.spawn(async move {
+                let begun = Instant::now();
+                let answer = call(
+                    port,
+                    "POST",
+                    "/api/entra/attribute-collection-submit",
+                    &[("Authorization", &good)],
+                    &entra_body(),
+                )
+                .await;
+                ("entra", answer.map(|a| a.0), begun.elapsed())
+            });
+            let (basic, body) = (basic.clone(), user_flow.clone());
+            calls.spawn(async move {
+                let begun = Instant::now();
+                let answer = call(
+                    port,
+                    "POST",
+                    "/api/b2c/user-flow",
+                    &[("Authorization", &basic)],
+                    &body,
+                )
+                .await;
+                ("b2c", answer.map(|a| a.0), begun.elapsed())
+            });
+        }
+    }
+    let mut slowest = Duration::ZERO;
+    while let Some(joined) = calls.join_next().await {
+        let (kind, status, took) = joined.unwrap();
+        let expected = if kind == "flood" { 401 } else { 200 };
+        assert_eq!(status, Some(expected), "{kind} after {took:?}");
+        slowest = slowest.max(took);
+    }
+    // Entra gives a call 1 s by default; 500 ms of wait and a busy machine's scheduling.
+    assert!(
+        slowest < Duration::from_millis(1800),
+        "slowest call {slowest:?}"
+    );
+    // One fetch for the flood (the start-up fetch before it).
+    assert_eq!(tenant.key_fetches.load(Ordering::SeqCst), 2);
+    stop(child);
+}
