@@ -74,6 +74,7 @@ async fn a_good_configuration_is_printed_and_nothing_is_bound() {
         format!("  tenant       {TID} (tid must match)"),
         format!("  audience     {APP_ID}"),
         format!("  keys from    metadata {}", tenant.metadata_url()),
+        format!("  key set      {}", tenant.keys_url()),
         "  keys held    1".to_owned(),
         format!(
             "  reads        attribute extension_{}_InvitationCode (or extension_<attribute>)",

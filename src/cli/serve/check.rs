@@ -99,6 +99,9 @@ fn check_report(built: &Built) -> String {
             out.push_str(&format!("  audience     {audiences}\n"));
             out.push_str(&format!("  caller       {}\n", ENTRA_CALLER_APP_ID));
             out.push_str(&format!("  keys from    {}\n", bearer.source_name()));
+            if let Some(jwks_uri) = bearer.jwks_uri() {
+                out.push_str(&format!("  key set      {jwks_uri}\n"));
+            }
             out.push_str(&format!("  keys held    {}\n", bearer.key_count()));
         } else {
             out.push_str(&format!("  auth         {auth}\n"));

@@ -171,6 +171,7 @@ fn announce(built: &Built) {
             audiences = %config.audiences.join(", "),
             tenant = config.tenant.as_deref(),
             keys_from = %bearer.source_name(),
+            key_set = bearer.jwks_uri().as_deref(),
             keys = bearer.key_count(),
             "entra bearer tokens"
         );

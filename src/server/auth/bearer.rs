@@ -460,6 +460,12 @@ impl BearerAuth {
         self.store.metadata_issuer()
     }
 
+    /// The key set's URL, when the keys come from metadata and have been read.
+    #[must_use]
+    pub fn jwks_uri(&self) -> Option<String> {
+        self.store.jwks_uri()
+    }
+
     /// Where the keys come from, for logs.
     #[must_use]
     pub fn source_name(&self) -> String {

@@ -272,6 +272,15 @@ pub fn metadata_url(issuer: &str) -> String {
     )
 }
 
+/// What one fetch brought.
+pub(crate) struct Fetched {
+    pub(crate) set: KeySet,
+    /// The `issuer` the metadata declared, when the keys came from metadata.
+    pub(crate) metadata_issuer: Option<String>,
+    /// The key set's URL the metadata named.
+    pub(crate) jwks_uri: Option<String>,
+}
+
 /// Reads key sets from one source, again at each refresh.
 pub(crate) struct Fetcher {
     source: JwksSource,
@@ -318,33 +327,40 @@ impl Fetcher {
         }
     }
 
-    /// Reads the key set once, with the metadata's own `issuer` when it came from metadata.
-    pub(crate) async fn fetch(&self) -> Result<(KeySet, Option<String>), KeySetError> {
+    /// Reads the key set once; from metadata, also the metadata's `issuer` and `jwks_uri`.
+    pub(crate) async fn fetch(&self) -> Result<Fetched, KeySetError> {
+        let plain = |set| Fetched {
+            set,
+            metadata_issuer: None,
+            jwks_uri: None,
+        };
         let metadata_at = match &self.source {
             JwksSource::Metadata => metadata_url(&self.issuer),
             JwksSource::MetadataAt(url) => url.clone(),
             JwksSource::Url(url) => {
-                return Ok((
-                    KeySet::parse(&self.get(url).await?, &self.source_name())?,
-                    None,
-                ));
+                let document = self.get(url).await?;
+                return Ok(plain(KeySet::parse(&document, &self.source_name())?));
             }
             JwksSource::File(path) => {
                 let document = read_file(path.clone()).await?;
-                return Ok((KeySet::parse(&document, &self.source_name())?, None));
+                return Ok(plain(KeySet::parse(&document, &self.source_name())?));
             }
             JwksSource::Inline(document) => {
-                return Ok((
-                    KeySet::parse(document.as_bytes(), &self.source_name())?,
-                    None,
-                ));
+                return Ok(plain(KeySet::parse(
+                    document.as_bytes(),
+                    &self.source_name(),
+                )?));
             }
         };
         let metadata = self.get(&metadata_at).await?;
         let (jwks_uri, issuer) = jwks_uri(&metadata, &metadata_at)?;
         let document = self.get(&jwks_uri).await?;
         let set = KeySet::parse(&document, &format!("key set {jwks_uri}"))?;
-        Ok((set, issuer))
+        Ok(Fetched {
+            set,
+            metadata_issuer: issuer,
+            jwks_uri: Some(jwks_uri),
+        })
     }
 
     /// One bounded GET.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::jwks::{Fetcher, KeySet, KeySetError};
+use super::jwks::{Fetched, Fetcher, KeySet, KeySetError};
 use super::token_cache::TokenCache;
 
 /// First wait before fetching again keys that could not be fetched at start.
@@ -40,6 +40,8 @@ struct FetchState {
     metadata_issuer: Option<String>,
     /// Why the last fetch failed, cleared by a success.
     last_error: Option<String>,
+    /// The key set's URL the metadata named at the last successful read.
+    jwks_uri: Option<String>,
 }
 
 /// The keys in use and their fetching.
@@ -100,6 +102,11 @@ impl KeyStore {
         self.state().metadata_issuer.clone()
     }
 
+    /// The key set's URL the metadata named at the last successful read.
+    pub(crate) fn jwks_uri(&self) -> Option<String> {
+        self.state().jwks_uri.clone()
+    }
+
     /// Why the last fetch failed, if it did.
     pub(crate) fn last_error(&self) -> Option<String> {
         self.state().last_error.clone()
@@ -145,14 +152,19 @@ impl KeyStore {
 
     fn finish(
         &self,
-        result: Result<(KeySet, Option<String>), KeySetError>,
+        result: Result<Fetched, KeySetError>,
         background: bool,
     ) -> Result<usize, KeySetError> {
         let outcome = match result {
-            Ok((set, issuer)) => {
+            Ok(Fetched {
+                set,
+                metadata_issuer: issuer,
+                jwks_uri,
+            }) => {
                 let count = set.len();
                 self.install(set);
                 let mut state = self.state();
+                state.jwks_uri = jwks_uri;
                 if let Some(declared) = &issuer
                     && state.metadata_issuer.as_ref() != Some(declared)
                     && !self.accepted_issuers.contains(declared)
