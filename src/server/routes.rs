@@ -1,7 +1,9 @@
-//! Paths and replies: each identity-provider endpoint, `/healthz` and `/metrics`.
+//! Paths and replies: each identity-provider endpoint, `/healthz`, `/readyz` and `/metrics`.
 //!
 //! Every endpoint runs the same steps: method, authentication, body size and read time, then
-//! its [`Connector`] answers, and the request is counted and logged. Domain outcomes are
+//! its [`Connector`] answers, and the request is counted and logged. An endpoint whose
+//! authentication cannot check credentials yet (no Entra signing keys, no audience) answers
+//! 503, not 401: the server is at fault, not the caller. Domain outcomes are
 //! replies, never rejections; one `recover` turns what is left (no route matched) into a JSON
 //! 404.
 
