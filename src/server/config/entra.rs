@@ -160,8 +160,13 @@ impl EntraSettings {
                 return Err(problems);
             }
         };
-        also.dedup();
-        also.retain(|i| *i != issuer);
+        // Each issuer once, in the order given, the first one not repeated.
+        let mut seen = vec![issuer.clone()];
+        also.retain(|i| {
+            let new = !seen.contains(i);
+            seen.push(i.clone());
+            new
+        });
         let jwks = match (&self.jwks_file, &self.jwks_url, &self.metadata_url) {
             (Some(path), _, _) => JwksSource::File(path.clone()),
             (None, Some(url), _) => JwksSource::Url(url.trim().to_owned()),
@@ -386,6 +391,15 @@ mod tests {
         assert!(!config.accepts_issuer(&format!("https://sts.windows.net/{TID}/"), Some("2.0")));
         assert!(config.accepts_issuer(&format!("https://sts.windows.net/{TID}/"), Some("1.0")));
         assert_eq!(config.tenant.as_deref(), Some(TID));
+        let repeated = EntraSettings {
+            issuers: vec![
+                format!("https://contoso.ciamlogin.com/{TID}/v2.0"),
+                format!("https://{TID}.ciamlogin.com/{TID}/v2.0"),
+            ],
+            ..settings.clone()
+        };
+        let again = repeated.bearer_config(Duration::ZERO).unwrap();
+        assert_eq!(again.accepted_issuers(), config.accepted_issuers());
         assert_eq!(config.jwks, JwksSource::Metadata);
         assert_eq!(
             metadata_url(&config.issuer),
