@@ -477,6 +477,9 @@ async fn every_refusal_is_logged_with_its_values_and_never_the_token() {
             vec![
                 "kid=\"made-up-kid\"".to_owned(),
                 format!("one of {}", signer.kid()),
+                // Unverified, the token's own issuer and tenant: which key set it expects.
+                format!("iss=\"{issuer}\""),
+                format!("tid=\"{TID}\""),
             ],
         ),
         (

@@ -49,6 +49,7 @@ use super::rejection::loggable;
 pub use super::rejection::{Details, Refusal, TokenRejection};
 use super::token::{
     Claims, bearer_token, in_window, numeric_date, rejection, token_header, unix_seconds,
+    unverified_claims,
 };
 use super::token_cache::{CachedToken, TokenCache};
 
@@ -338,6 +339,7 @@ impl BearerAuth {
         }
         let Some(kid) = header.kid else {
             return Err(Refusal::new(TokenRejection::UnknownKey).with(|d| {
+                stated(d, token);
                 d.alg = Some(alg);
                 d.expected = Some("a kid in the token header".to_owned());
             }));
@@ -351,6 +353,7 @@ impl BearerAuth {
         }
         if keys.set.is_empty() {
             return Err(Refusal::new(TokenRejection::KeysUnavailable).with(|d| {
+                stated(d, token);
                 d.kid = Some(loggable(&kid));
                 d.expected = Some(match self.store.last_error() {
                     Some(error) => format!("keys from {}: {error}", self.source_name()),
@@ -360,6 +363,7 @@ impl BearerAuth {
         }
         let Some(key) = keys.set.keys.get(&kid) else {
             return Err(Refusal::new(TokenRejection::UnknownKey).with(|d| {
+                stated(d, token);
                 d.kid = Some(loggable(&kid));
                 d.alg = Some(alg);
                 let mut held: Vec<&str> = keys.set.keys.keys().map(String::as_str).collect();
@@ -372,6 +376,7 @@ impl BearerAuth {
         let claims = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation)
             .map_err(|e| {
                 Refusal::new(rejection(&e)).with(|d| {
+                    stated(d, token);
                     d.kid = Some(loggable(&kid));
                     d.alg = Some(alg);
                 })
@@ -514,6 +519,15 @@ impl BearerAuth {
             humantime::format_duration(self.config.refresh_every),
             humantime::format_duration(self.config.leeway),
         )
+    }
+}
+
+/// The `iss` and `tid` a token states, unverified, for the log of a refusal before (or at)
+/// its signature check: they say which tenant's key set the token expects.
+fn stated(details: &mut Details, token: &[u8]) {
+    if let Some(claims) = unverified_claims(token) {
+        details.iss = claims.iss.as_deref().map(loggable);
+        details.tid = claims.tid.as_deref().map(loggable);
     }
 }
 

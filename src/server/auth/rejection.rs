@@ -4,7 +4,9 @@
 //!
 //! A refusal carries only the claims a check looked at (`iss`, `aud`, `azp`, `appid`, `tid`,
 //! `ver`), the header's `kid` and `alg`, the time window and what was expected: never the
-//! token, its signature or any other claim. Values from the token are cut to
+//! token, its signature or any other claim. A refusal made before the signature is verified
+//! (unknown key, no keys, bad signature) carries the `iss` and `tid` the token states,
+//! unverified: they tell which tenant's key set it was signed for. Values from the token are cut to
 //! [`MAX_LOGGED_VALUE`] bytes and control characters replaced, so a made-up token cannot forge
 //! or flood log lines.
 
