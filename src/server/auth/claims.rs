@@ -3,7 +3,7 @@
 //! tenant when both are present, `aud` one of the audiences, and `azp`/`appid` Entra's
 //! authentication events service. A refusal carries the values compared, for the log.
 
-use super::bearer::{BearerConfig, ENTRA_CALLER_APP_ID};
+use super::bearer_config::{BearerConfig, ENTRA_CALLER_APP_ID};
 use super::rejection::{Refusal, TokenRejection, loggable};
 use super::token::{Audiences, Claims, version_text};
 

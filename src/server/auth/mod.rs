@@ -5,6 +5,7 @@
 pub mod api_key;
 pub mod basic;
 pub mod bearer;
+mod bearer_config;
 mod claims;
 pub mod dev_token;
 pub mod jwks;
