@@ -190,7 +190,8 @@ pub(super) struct EntraArgs {
     pub(super) entra_jwks_file: Option<PathBuf>,
     /// Entra: OpenID metadata elsewhere than
     /// https://{tenantId}.ciamlogin.com/{tenantId}/v2.0/.well-known/openid-configuration
-    /// (https, or http to a loopback address); its issuer must be accepted.
+    /// (https, or http to a loopback address); a metadata issuer that is not accepted is warned
+    /// about.
     #[arg(long, env = "ENTRA_METADATA_URL", value_name = "URL")]
     pub(super) entra_metadata_url: Option<String>,
 }
