@@ -40,6 +40,7 @@ pub mod policy;
 pub mod reason;
 pub mod send;
 pub mod server;
+pub mod source;
 pub mod verify;
 
 pub use audience::{Audience, EmailAddress, normalize_domain};

@@ -17,7 +17,7 @@ use super::{KeySource, Status, keys};
 
 /// The largest leeway accepted: clock skew is seconds, not hours; more would quietly extend
 /// every code's life.
-pub const MAX_LEEWAY_SECS: u64 = 3600;
+pub use invitegate::source::MAX_LEEWAY_SECS;
 
 /// When a code expires: relative to now, or at an instant or the end of a day.
 #[derive(Debug, Args)]
@@ -314,10 +314,7 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Status> {
 
 /// Reads a deny list file; a byte order mark at its start is skipped.
 pub fn load_deny_list(path: &std::path::Path) -> anyhow::Result<DenyList> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading deny list {}", path.display()))?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    DenyList::parse(text).with_context(|| format!("reading deny list {}", path.display()))
+    Ok(invitegate::source::read_deny_list(path)?)
 }
 
 /// The CODE argument, or standard input for `-`.

@@ -15,24 +15,13 @@ use zeroize::Zeroizing;
 use super::output::{self, Sink};
 use super::{KeySource, Status};
 
-/// Environment variable holding the key ring text (entries separated by commas or newlines).
-pub const KEYS_ENV: &str = "INVITEGATE_KEYS";
-/// Environment variable holding the path of a key ring file.
-pub const KEYS_FILE_ENV: &str = "INVITEGATE_KEYS_FILE";
+use invitegate::source::RingSource;
+pub use invitegate::source::{KEYS_ENV, KEYS_FILE_ENV};
 /// Bytes of a generated key: the HMAC-SHA256 output size.
 const GENERATED_KEY_BYTES: usize = 32;
 /// Attempts to lock a ring file that another process keeps replacing; each replacement is one
 /// finished edit, so this bounds waiting behind that many others.
 const LOCK_ATTEMPTS: usize = 1000;
-
-const HOW_TO_MAKE_ONE: &str =
-    "make one with `invitegate keygen --add-to keys.txt` and pass `--keys-file keys.txt`";
-
-/// Where the ring comes from once flags and environment are weighed.
-enum Origin {
-    File(PathBuf, &'static str),
-    Env(Zeroizing<String>),
-}
 
 impl KeySource {
     /// The key ring file that [`load`] reads, if the ring comes from a file: `--keys-file`,
@@ -45,93 +34,36 @@ impl KeySource {
         })
     }
 
-    fn origin(&self) -> anyhow::Result<Origin> {
-        if let Some(path) = &self.keys_file {
-            return Ok(Origin::File(path.clone(), "--keys-file"));
+    /// The library's ring source for these flags and the environment; a warning when both
+    /// variables are set is printed here.
+    pub fn ring_source(&self) -> anyhow::Result<RingSource> {
+        let choice = RingSource::choose(self.keys_file.as_deref())?;
+        if let Some(warning) = &choice.warning {
+            eprintln!("invitegate: warning: {warning}");
         }
-        let file = std::env::var_os(KEYS_FILE_ENV).filter(|v| !v.is_empty());
-        let text = std::env::var(KEYS_ENV)
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-            .map(Zeroizing::new);
-        match (file, text) {
-            (Some(path), Some(_)) => {
-                eprintln!(
-                    "invitegate: warning: both {KEYS_FILE_ENV} and {KEYS_ENV} are set; using \
-                     {KEYS_FILE_ENV} ({}), as documented; unset one",
-                    Path::new(&path).display()
-                );
-                Ok(Origin::File(PathBuf::from(path), KEYS_FILE_ENV))
-            }
-            (Some(path), None) => Ok(Origin::File(PathBuf::from(path), KEYS_FILE_ENV)),
-            (None, Some(text)) => Ok(Origin::Env(text)),
-            (None, None) => bail!(
-                "no key ring: give --keys-file PATH or set {KEYS_FILE_ENV} or {KEYS_ENV}; \
-                 {HOW_TO_MAKE_ONE}"
-            ),
-        }
+        Ok(choice.source)
     }
 }
 
 /// Loads the ring: `--keys-file`, else `INVITEGATE_KEYS_FILE`, else `INVITEGATE_KEYS`, with a
 /// warning when both variables are set.
 pub fn load(source: &KeySource) -> anyhow::Result<KeyRing> {
-    match source.origin()? {
-        Origin::File(path, "--keys-file") => read_file(&path),
-        Origin::File(path, name) => read_file(&path).context(name),
-        Origin::Env(text) => KeyRing::parse(&text).with_context(|| format!("parsing {KEYS_ENV}")),
+    let ring_source = source.ring_source()?;
+    let ring = ring_source.load()?;
+    if let Some(path) = ring_source.file() {
+        warn_if_readable_by_others(path);
     }
-}
-
-/// Reads and parses a key ring file, never echoing its content.
-pub fn read_file(path: &Path) -> anyhow::Result<KeyRing> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => Zeroizing::new(text),
-        Err(err) if looks_like_a_key(path) => {
-            // The "path" is probably a key pasted in place of a path: do not print it.
-            bail!(
-                "the keys file path looks like a key entry, not a path ({}); keys never go on \
-                 the command line: put them in a file or in {KEYS_ENV}",
-                err.kind()
-            )
-        }
-        Err(err) => {
-            return Err(err).with_context(|| format!("reading keys file {}", path.display()));
-        }
-    };
-    let ring =
-        KeyRing::parse(&text).with_context(|| format!("reading keys file {}", path.display()))?;
-    warn_if_readable_by_others(path);
     Ok(ring)
 }
 
-/// Whether a would-be path has the shape `KID:BASE64` of a key entry.
-fn looks_like_a_key(path: &Path) -> bool {
-    let text = path.to_string_lossy();
-    text.split_once(':').is_some_and(|(id, key)| {
-        !id.is_empty()
-            && id.bytes().all(|b| b.is_ascii_digit())
-            && key.len() >= 40
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
-    })
-}
-
-#[cfg(unix)]
 fn warn_if_readable_by_others(path: &Path) {
-    use std::os::unix::fs::PermissionsExt as _;
-    let mode = std::fs::metadata(path).map(|meta| meta.permissions().mode());
-    if mode.is_ok_and(|mode| mode & 0o077 != 0) {
+    if invitegate::source::readable_by_others(path) {
         eprintln!(
             "invitegate: warning: keys file {} is readable by other users; chmod 600 it",
             path.display()
         );
     }
 }
-
-#[cfg(not(unix))]
-fn warn_if_readable_by_others(_path: &Path) {}
 
 #[derive(Debug, Args)]
 pub struct KeygenArgs {

@@ -91,6 +91,10 @@ the campaign), 128 + the signal when stopped by one (130 Ctrl-C, 143 SIGTERM).")
     /// policies.
     #[command(after_help = "Examples:
   invitegate serve --dev                  # try it: throwaway keys, prints a curl command
+  invitegate serve --check                # after configuring: every setting checked, the
+                                          # Entra keys fetched, nothing bound (like nginx -t)
+  INVITEGATE_KEYS_FILE=keys.txt ENTRA_TENANT_ID=<tenant GUID> ENTRA_TENANT_SUBDOMAIN=contoso \\
+    ENTRA_AUDIENCE=<extension app id> B2C_EXTENSIONS_APP_ID=... invitegate serve --check
   BASIC_AUTH_USERNAME=b2c BASIC_AUTH_PASSWORD=... INVITEGATE_KEYS_FILE=keys.txt \\
     B2C_EXTENSIONS_APP_ID=... invitegate serve --listen 0.0.0.0:8080 \\
     --log-format json")]

@@ -48,6 +48,9 @@ pub enum Outcome {
     Refused(Reason),
     /// The caller did not authenticate.
     Unauthorized,
+    /// The endpoint cannot check credentials yet (no signing keys held, no audience set):
+    /// answered 503.
+    Unavailable,
     /// Not a `POST`.
     MethodNotAllowed,
     /// The body is over the size limit.
@@ -63,20 +66,22 @@ impl Outcome {
             .chain(Reason::ALL.into_iter().map(Self::Refused))
             .chain([
                 Self::Unauthorized,
+                Self::Unavailable,
                 Self::MethodNotAllowed,
                 Self::TooLarge,
                 Self::Timeout,
             ])
     }
 
-    /// The label value: `valid`, a reason's name, or `unauthorized`, `method-not-allowed`,
-    /// `too-large`, `timeout`.
+    /// The label value: `valid`, a reason's name, or `unauthorized`, `unavailable`,
+    /// `method-not-allowed`, `too-large`, `timeout`.
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Self::Valid => "valid",
             Self::Refused(reason) => reason.name(),
             Self::Unauthorized => "unauthorized",
+            Self::Unavailable => "unavailable",
             Self::MethodNotAllowed => "method-not-allowed",
             Self::TooLarge => "too-large",
             Self::Timeout => "timeout",
@@ -292,7 +297,7 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "{names:?}");
-        assert_eq!(names.len(), 14);
+        assert_eq!(names.len(), 15);
     }
 
     #[test]

@@ -350,6 +350,17 @@ fn admit(key: Key) -> bool {
     in_full
 }
 
+/// The refusals whose details a check logs on a line of its own (a bearer token's claims and
+/// key id), limited as the request lines are. Their counts are in the request lines' summaries,
+/// so this limiter's own summaries are not written.
+static DETAILS: Limiter = Limiter::new();
+
+/// Whether a refusal's details line is written: the first [`limit::REFUSALS_IN_FULL`] of each
+/// place and reason in each window, so that a flood of bad tokens cannot fill a disk.
+pub(crate) fn details_in_full(at: RefusedAt, reason: &'static str) -> bool {
+    DETAILS.admit((at, reason), Instant::now()).0
+}
+
 /// The target of the lines of refusals at `/metrics`.
 const OTHER_TARGET: &str = module_path!();
 

@@ -5,6 +5,7 @@
 //! `warp::test`. The parts, one job each:
 //! - this file: the accept loop, connection limits and shutdown;
 //! - [`mod@routes`]: paths, body limits, the reply of each endpoint and the JSON errors;
+//! - [`mod@config`]: settings to endpoints and their authentication, the Entra issuer rules;
 //! - [`auth`]: how each endpoint authenticates its caller;
 //! - [`log`] and [`metrics`]: what each request leaves behind.
 //!
@@ -12,6 +13,7 @@
 //! [`connector`](crate::connector); what the answer is, in [`decision`](crate::decision).
 
 pub mod auth;
+pub mod config;
 pub mod connection;
 pub mod labels;
 pub mod log;

@@ -14,29 +14,25 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 use crate::decision::Verifier;
+use crate::source::VerifierSource;
 
 /// How often watched files are checked by default.
 pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Builds a new verifier from its sources; the error says which file and why.
-pub type Load = dyn Fn() -> Result<Verifier, String> + Send + Sync;
-
 /// Where a verifier comes from and when to read it again.
+#[derive(Debug, Clone)]
 pub struct ReloadSource {
-    /// Reads every source and prepares a verifier.
-    pub load: Box<Load>,
-    /// Files whose change triggers a reload (followed through symlinks).
-    pub files: Vec<PathBuf>,
-    /// How often to check them; `None` only on SIGHUP.
+    /// The key ring, deny list and messages, read again at each reload.
+    pub source: VerifierSource,
+    /// How often to check the source's files; `None` only on SIGHUP.
     pub interval: Option<Duration>,
 }
 
-impl std::fmt::Debug for ReloadSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReloadSource")
-            .field("files", &self.files)
-            .field("interval", &self.interval)
-            .finish_non_exhaustive()
+impl ReloadSource {
+    /// Files whose change triggers a reload (followed through symlinks).
+    #[must_use]
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.source.files()
     }
 }
 
@@ -82,7 +78,7 @@ impl Current {
 
     /// Reloads now: swaps in a new verifier, or keeps the old one and logs why.
     pub fn reload(&self, source: &ReloadSource, why: &str) {
-        match (source.load)() {
+        match source.source.load() {
             Ok(verifier) => {
                 let keys: Vec<u8> = verifier.ring.key_ids().collect();
                 let deny = verifier.options.deny_list.len();
@@ -101,7 +97,7 @@ impl Current {
                 self.reloads
                     .get_or_create(&ResultLabels { result: "failed" })
                     .inc();
-                tracing::error!(why, %reason, "reload failed; still serving the previous keys, deny list and messages");
+                tracing::error!(why, reason = %reason, "reload failed; still serving the previous keys, deny list and messages");
             }
         }
     }
@@ -142,7 +138,8 @@ type Hangup = tokio::signal::unix::Signal;
 type Hangup = ();
 
 async fn watch(current: Arc<Current>, source: ReloadSource, mut hangup: Option<Hangup>) {
-    let mut stamps: Vec<_> = source.files.iter().map(|p| stamp(p)).collect();
+    let files = source.files();
+    let mut stamps: Vec<_> = files.iter().map(|p| stamp(p)).collect();
     let mut ticks = source.interval.map(|every| {
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -167,11 +164,11 @@ async fn watch(current: Arc<Current>, source: ReloadSource, mut hangup: Option<H
         };
         tokio::select! {
             () = hangup_received => {
-                stamps = source.files.iter().map(|p| stamp(p)).collect();
+                stamps = files.iter().map(|p| stamp(p)).collect();
                 current.reload(&source, "SIGHUP");
             }
             () = tick => {
-                let now: Vec<_> = source.files.iter().map(|p| stamp(p)).collect();
+                let now: Vec<_> = files.iter().map(|p| stamp(p)).collect();
                 if now != stamps {
                     stamps = now;
                     current.reload(&source, "a watched file changed");

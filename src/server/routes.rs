@@ -1,7 +1,9 @@
-//! Paths and replies: each identity-provider endpoint, `/healthz` and `/metrics`.
+//! Paths and replies: each identity-provider endpoint, `/healthz`, `/readyz` and `/metrics`.
 //!
 //! Every endpoint runs the same steps: method, authentication, body size and read time, then
-//! its [`Connector`] answers, and the request is counted and logged. Domain outcomes are
+//! its [`Connector`] answers, and the request is counted and logged. An endpoint whose
+//! authentication cannot check credentials yet (no Entra signing keys, no audience) answers
+//! 503, not 401: the server is at fault, not the caller. Domain outcomes are
 //! replies, never rejections; one `recover` turns what is left (no route matched) into a JSON
 //! 404.
 
@@ -16,7 +18,7 @@ use warp::http::{HeaderValue, Method, StatusCode, header};
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::auth::{Auth, Denied};
+use super::auth::{Auth, BearerAuth, Denied};
 use super::connection::{ConnectionStats, Limits};
 use super::labels::{Outcome, RefusedAt};
 use super::log::{self, DroppedLines, RequestLine};
@@ -118,6 +120,8 @@ impl Config {
 /// What every request shares.
 #[derive(Debug)]
 struct State {
+    /// Endpoints whose authentication may not be ready (bearer tokens without keys yet).
+    readiness: Vec<(&'static str, Arc<BearerAuth>)>,
     verifier: Arc<Current>,
     log_emails: bool,
     metrics_auth: Option<Auth>,
@@ -137,9 +141,24 @@ pub(crate) fn routes_with(
     current: Arc<Current>,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let paths = config.paths().join(", ");
+    let readiness = [
+        ("user-flow", config.user_flow.as_ref().map(|e| &e.auth)),
+        (
+            "custom-policy",
+            config.custom_policy.as_ref().map(|e| &e.auth),
+        ),
+        ("entra", config.entra.as_ref().map(|e| &e.auth)),
+    ]
+    .into_iter()
+    .filter_map(|(name, auth)| match auth {
+        Some(Auth::Bearer(bearer)) => Some((name, Arc::clone(bearer))),
+        _ => None,
+    })
+    .collect();
     let mut metrics = Metrics::new(config.dropped_log_lines, &config.connection_stats);
     current.register(metrics.registry_mut());
     let state = Arc::new(State {
+        readiness,
         verifier: current,
         log_emails: config.log_emails,
         metrics_auth: config.metrics_auth,
@@ -150,14 +169,22 @@ pub(crate) fn routes_with(
             format!("no such path; the endpoints are POST {paths}")
         },
     });
-    let healthz = warp::path!("healthz")
-        .and(warp::method())
-        .map(|method: Method| match method {
-            Method::GET | Method::HEAD => {
-                json_reply(StatusCode::OK, br#"{"status":"ok"}"#.to_vec())
-            }
-            _ => method_not_allowed("GET, HEAD"),
-        });
+    let health_state = Arc::clone(&state);
+    let healthz =
+        warp::path!("healthz")
+            .and(warp::method())
+            .map(move |method: Method| match method {
+                Method::GET | Method::HEAD => health_reply(&health_state, false),
+                _ => method_not_allowed("GET, HEAD"),
+            });
+    let ready_state = Arc::clone(&state);
+    let readyz =
+        warp::path!("readyz")
+            .and(warp::method())
+            .map(move |method: Method| match method {
+                Method::GET | Method::HEAD => health_reply(&ready_state, true),
+                _ => method_not_allowed("GET, HEAD"),
+            });
     let metrics_state = Arc::clone(&state);
     let metrics = warp::path!("metrics")
         .and(warp::method())
@@ -192,6 +219,8 @@ pub(crate) fn routes_with(
         .or(custom_policy)
         .unify()
         .or(healthz)
+        .unify()
+        .or(readyz)
         .unify()
         .or(metrics)
         .unify()
@@ -304,6 +333,11 @@ where
         return method_not_allowed("POST");
     }
     if let Err(denied) = endpoint.auth.check(request.credentials.as_ref()).await {
+        if denied.unavailable {
+            line.outcome = Outcome::Unavailable;
+            line.denied = Some(denied.reason);
+            return unavailable(&denied);
+        }
         line.outcome = Outcome::Unauthorized;
         line.denied = Some(denied.reason);
         return unauthorized(&endpoint.auth, &denied);
@@ -432,6 +466,46 @@ pub(crate) fn json_reply(status: StatusCode, body: Vec<u8>) -> Response {
 pub(crate) fn error_reply(status: StatusCode, code: &str, message: &str) -> Response {
     let body = serde_json::json!({ "error": code, "message": message });
     json_reply(status, body.to_string().into_bytes())
+}
+
+/// `/healthz` (always 200 while the process serves: a restart would not bring the keys
+/// sooner) and `/readyz` (503 until every endpoint on can accept calls): `{"status":"ok"}`, or
+/// `{"status":"not-ready","not_ready":{"entra":"waiting for the signing keys"}}`.
+fn health_reply(state: &State, strict: bool) -> Response {
+    let waiting: serde_json::Map<String, serde_json::Value> = state
+        .readiness
+        .iter()
+        .filter_map(|(name, bearer)| {
+            bearer
+                .ready()
+                .err()
+                .map(|why| ((*name).to_owned(), why.into()))
+        })
+        .collect();
+    if waiting.is_empty() {
+        return json_reply(StatusCode::OK, br#"{"status":"ok"}"#.to_vec());
+    }
+    let body = serde_json::json!({ "status": "not-ready", "not_ready": waiting });
+    let status = if strict {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    json_reply(status, body.to_string().into_bytes())
+}
+
+/// 503 when the endpoint cannot check credentials yet: the caller (Entra) logs a server error,
+/// not an authentication error, and tries again later.
+fn unavailable(denied: &Denied) -> Response {
+    let mut response = error_reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        denied.message,
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    response
 }
 
 /// 401 with the scheme's challenge. The body never says why: that goes to the log.

@@ -43,6 +43,9 @@ pub enum JwksSource {
     /// The issuer's OpenID metadata, `{issuer}/.well-known/openid-configuration`; its
     /// `jwks_uri` names the key set. What a tenant's custom extension should use.
     Metadata,
+    /// OpenID metadata at this URL (https, or http to a loopback address); its `jwks_uri`
+    /// names the key set. For a tenant: the tenant-ID host's metadata.
+    MetadataAt(String),
     /// A key set at this URL (https, or http to a loopback address).
     Url(String),
     /// A key-set file, for hosts that cannot reach the tenant. Re-read at each refresh.
@@ -269,6 +272,15 @@ pub fn metadata_url(issuer: &str) -> String {
     )
 }
 
+/// What one fetch brought.
+pub(crate) struct Fetched {
+    pub(crate) set: KeySet,
+    /// The `issuer` the metadata declared, when the keys came from metadata.
+    pub(crate) metadata_issuer: Option<String>,
+    /// The key set's URL the metadata named.
+    pub(crate) jwks_uri: Option<String>,
+}
+
 /// Reads key sets from one source, again at each refresh.
 pub(crate) struct Fetcher {
     source: JwksSource,
@@ -281,7 +293,7 @@ impl Fetcher {
     pub(crate) fn new(source: JwksSource, issuer: &str) -> Result<Self, KeySetError> {
         let url = match &source {
             JwksSource::Metadata => Some(check_url(&metadata_url(issuer))?),
-            JwksSource::Url(url) => Some(check_url(url)?),
+            JwksSource::MetadataAt(url) | JwksSource::Url(url) => Some(check_url(url)?),
             JwksSource::File(_) | JwksSource::Inline(_) => None,
         };
         let client = match url {
@@ -299,28 +311,56 @@ impl Fetcher {
     pub(crate) fn source_name(&self) -> String {
         match &self.source {
             JwksSource::Metadata => format!("metadata {}", metadata_url(&self.issuer)),
+            JwksSource::MetadataAt(url) => format!("metadata {url}"),
             JwksSource::Url(url) => format!("key set {url}"),
             JwksSource::File(path) => format!("key-set file {}", path.display()),
             JwksSource::Inline(_) => "inline key set".to_owned(),
         }
     }
 
-    /// Reads the key set once.
-    pub(crate) async fn fetch(&self) -> Result<KeySet, KeySetError> {
+    /// The URL of the first document fetched (metadata or key set), if the source is one.
+    pub(crate) fn url(&self) -> Option<String> {
         match &self.source {
-            JwksSource::Metadata => {
-                let url = metadata_url(&self.issuer);
-                let metadata = self.get(&url).await?;
-                let jwks_uri = jwks_uri(&metadata, &url)?;
-                let document = self.get(&jwks_uri).await?;
-                KeySet::parse(&document, &format!("key set {jwks_uri}"))
-            }
-            JwksSource::Url(url) => KeySet::parse(&self.get(url).await?, &self.source_name()),
-            JwksSource::File(path) => {
-                KeySet::parse(&read_file(path.clone()).await?, &self.source_name())
-            }
-            JwksSource::Inline(document) => KeySet::parse(document.as_bytes(), &self.source_name()),
+            JwksSource::Metadata => Some(metadata_url(&self.issuer)),
+            JwksSource::MetadataAt(url) | JwksSource::Url(url) => Some(url.clone()),
+            JwksSource::File(_) | JwksSource::Inline(_) => None,
         }
+    }
+
+    /// Reads the key set once; from metadata, also the metadata's `issuer` and `jwks_uri`.
+    pub(crate) async fn fetch(&self) -> Result<Fetched, KeySetError> {
+        let plain = |set| Fetched {
+            set,
+            metadata_issuer: None,
+            jwks_uri: None,
+        };
+        let metadata_at = match &self.source {
+            JwksSource::Metadata => metadata_url(&self.issuer),
+            JwksSource::MetadataAt(url) => url.clone(),
+            JwksSource::Url(url) => {
+                let document = self.get(url).await?;
+                return Ok(plain(KeySet::parse(&document, &self.source_name())?));
+            }
+            JwksSource::File(path) => {
+                let document = read_file(path.clone()).await?;
+                return Ok(plain(KeySet::parse(&document, &self.source_name())?));
+            }
+            JwksSource::Inline(document) => {
+                return Ok(plain(KeySet::parse(
+                    document.as_bytes(),
+                    &self.source_name(),
+                )?));
+            }
+        };
+        let metadata = self.get(&metadata_at).await?;
+        let (jwks_uri, issuer) = jwks_uri(&metadata, &metadata_at)?;
+        let document = self.get(&jwks_uri).await?;
+        let set = KeySet::parse(&document, &format!("key set {jwks_uri}"))?;
+        Ok(Fetched {
+            set,
+            metadata_issuer: issuer,
+            jwks_uri: Some(jwks_uri),
+        })
     }
 
     /// One bounded GET.
@@ -364,11 +404,13 @@ impl Fetcher {
     }
 }
 
-/// The `jwks_uri` of an OpenID metadata document, checked like any fetched URL.
-fn jwks_uri(metadata: &[u8], metadata_url: &str) -> Result<String, KeySetError> {
+/// The `jwks_uri` of an OpenID metadata document, checked like any fetched URL, and the
+/// document's own `issuer`.
+fn jwks_uri(metadata: &[u8], metadata_url: &str) -> Result<(String, Option<String>), KeySetError> {
     #[derive(serde::Deserialize)]
     struct Metadata {
         jwks_uri: String,
+        issuer: Option<String>,
     }
     let metadata: Metadata =
         serde_json::from_slice(metadata).map_err(|e| KeySetError::Document {
@@ -376,7 +418,7 @@ fn jwks_uri(metadata: &[u8], metadata_url: &str) -> Result<String, KeySetError> 
             reason: format!("not OpenID metadata with a jwks_uri: {e}"),
         })?;
     check_url(&metadata.jwks_uri)?;
-    Ok(metadata.jwks_uri)
+    Ok((metadata.jwks_uri, metadata.issuer))
 }
 
 /// Reads at most [`MAX_DOCUMENT_BYTES`] of a file, off the async threads.

@@ -5,8 +5,14 @@
 pub mod api_key;
 pub mod basic;
 pub mod bearer;
+mod bearer_config;
+mod claims;
 pub mod dev_token;
 pub mod jwks;
+pub mod keystore;
+pub mod rejection;
+mod token;
+mod token_cache;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -17,9 +23,10 @@ use super::labels::Refusal;
 
 pub use api_key::ApiKey;
 pub use basic::BasicAuth;
-pub use bearer::{BearerAuth, BearerConfig, ENTRA_CALLER_APP_ID, TokenRejection};
+pub use bearer::{BearerAuth, BearerConfig, ENTRA_CALLER_APP_ID};
 pub use dev_token::DevSigner;
 pub use jwks::{JwksSource, KeySetError};
+pub use rejection::{Details, TokenRefusal, TokenRejection};
 
 /// Who may call an endpoint.
 #[derive(Debug)]
@@ -43,6 +50,9 @@ pub struct Denied {
     pub reason: Refusal,
     /// What the caller reads: names the scheme, never the reason.
     pub message: &'static str,
+    /// The server cannot check credentials yet (no signing keys, no audience): answered 503,
+    /// not 401.
+    pub unavailable: bool,
 }
 
 impl Auth {
@@ -62,6 +72,18 @@ impl Auth {
             Self::Basic(_) => Some("Basic realm=\"invitegate\""),
             Self::Bearer(_) => Some("Bearer"),
             Self::None | Self::ApiKey(_) => None,
+        }
+    }
+
+    /// Whether the endpoint can accept calls: `Err` says what it waits for.
+    ///
+    /// # Errors
+    ///
+    /// A short phrase, for `/healthz` and `/readyz`.
+    pub fn ready(&self) -> Result<(), &'static str> {
+        match self {
+            Self::Bearer(bearer) => bearer.ready(),
+            Self::None | Self::Basic(_) | Self::ApiKey(_) => Ok(()),
         }
     }
 
@@ -88,20 +110,29 @@ impl Auth {
             Self::Basic(basic) => basic.check(bytes).map_err(|reason| Denied {
                 reason,
                 message: "missing or wrong HTTP Basic credentials",
+                unavailable: false,
             }),
             Self::ApiKey(key) => key.check(bytes).map_err(|reason| Denied {
                 reason,
                 message: "missing or wrong API key",
+                unavailable: false,
             }),
-            Self::Bearer(bearer) => {
-                bearer
-                    .check(bytes, SystemTime::now())
-                    .await
-                    .map_err(|rejection| Denied {
-                        reason: Refusal::new(rejection.name(), rejection.reason()),
-                        message: "missing or invalid bearer token",
-                    })
-            }
+            Self::Bearer(bearer) => bearer
+                .check_explained(bytes, SystemTime::now())
+                .await
+                .map_err(|refusal| {
+                    refusal.log("entra");
+                    let kind = refusal.kind;
+                    Denied {
+                        reason: Refusal::new(kind.reason(), kind.explain()),
+                        message: if kind.is_unavailable() {
+                            "the server cannot check bearer tokens yet; try again later"
+                        } else {
+                            "missing or invalid bearer token"
+                        },
+                        unavailable: kind.is_unavailable(),
+                    }
+                }),
         }
     }
 }
