@@ -224,14 +224,16 @@ impl BearerAuth {
             keys = self.store.snapshot();
         }
         if keys.set.is_empty() {
-            return Err(TokenRefusal::new(TokenRejection::KeysUnavailable).with(|d| {
-                stated(d, token);
-                d.kid = Some(loggable(&kid));
-                d.expected = Some(match self.store.last_error() {
-                    Some(error) => format!("keys from {}: {error}", self.source_name()),
-                    None => format!("keys from {}", self.source_name()),
-                });
-            }));
+            return Err(
+                TokenRefusal::new(TokenRejection::KeysUnavailable).with(|d| {
+                    stated(d, token);
+                    d.kid = Some(loggable(&kid));
+                    d.expected = Some(match self.store.last_error() {
+                        Some(error) => format!("keys from {}: {error}", self.source_name()),
+                        None => format!("keys from {}", self.source_name()),
+                    });
+                }),
+            );
         }
         let Some(key) = keys.set.keys.get(&kid) else {
             return Err(TokenRefusal::new(TokenRejection::UnknownKey).with(|d| {
