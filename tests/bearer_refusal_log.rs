@@ -54,6 +54,7 @@ async fn a_flood_of_refused_tokens_logs_few_details_and_counts_every_one() {
         Entra {
             attribute: AttributeNames::new("InvitationCode", None),
             keep_code_attribute: false,
+            email_source: Default::default(),
         },
     ));
     config.metrics_auth = Some(Auth::Basic(BasicAuth::new("b2c", "a-long-enough-password")));

@@ -180,6 +180,7 @@ fn config(deny: DenyList) -> Config {
         Entra {
             attribute: names,
             keep_code_attribute: false,
+            email_source: Default::default(),
         },
     ));
     config

@@ -329,6 +329,7 @@ mod entra_never_a_5xx {
             Entra {
                 attribute: AttributeNames::new("InvitationCode", Some(APP_ID)),
                 keep_code_attribute: false,
+                email_source: Default::default(),
             },
         ));
         config

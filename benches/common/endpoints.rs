@@ -73,6 +73,7 @@ pub async fn config(signer: &DevSigner) -> Config {
         Entra {
             attribute: names,
             keep_code_attribute: false,
+            email_source: Default::default(),
         },
     ));
     config

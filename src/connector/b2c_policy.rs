@@ -124,6 +124,7 @@ fn render<'b>(
         refusal: decision.refusal(),
         code: decision.code,
         email,
+        email_source: None,
     }
 }
 

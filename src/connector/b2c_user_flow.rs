@@ -168,6 +168,7 @@ impl UserFlow {
             refusal: decision.refusal(),
             code: decision.code,
             email,
+            email_source: None,
         }
     }
 }

@@ -40,6 +40,34 @@ pub struct Entra {
     pub attribute: AttributeNames,
     /// Keep the code as entered (answer `continueWithDefaultBehavior` instead of replacing it).
     pub keep_code_attribute: bool,
+    /// Where the address a code is checked against may come from.
+    pub email_source: EmailSource,
+}
+
+/// Where the address a code is checked against may come from. Entra sends the sign-in
+/// identity's address for an email sign-up (verified by a one-time code before the extension is
+/// called); a federated sign-up (Google, Facebook, OpenID Connect) may have no `email`
+/// identity, and then the only address is the `email` attribute, which the person may be able
+/// to type on the sign-up page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EmailSource {
+    /// Only the `email` sign-in identity: a sign-up without one is refused as having no
+    /// address, so no code is ever checked against a typed address.
+    Identity,
+    /// The `email` sign-in identity, else the `email` attribute (the contract's reading).
+    #[default]
+    IdentityOrAttribute,
+}
+
+impl EmailSource {
+    /// The setting's value: `identity` or `identity-or-attribute`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Identity => "identity",
+            Self::IdentityOrAttribute => "identity-or-attribute",
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -150,7 +178,10 @@ impl<'a> Action<'a> {
 struct SignUp<'b> {
     event: Option<Cow<'b, str>>,
     locale: Option<Cow<'b, str>>,
-    email: Option<Cow<'b, str>>,
+    /// The `email` sign-in identity's address.
+    identity_email: Option<Cow<'b, str>>,
+    /// The `email` attribute's value.
+    attribute_email: Option<Cow<'b, str>>,
     /// The code attribute's key as sent, and its value.
     code: Option<(Cow<'b, str>, Claim<'b>)>,
 }
@@ -177,7 +208,8 @@ impl<'b> SignUp<'b> {
         SignUp {
             event: self.event.map(owned),
             locale: self.locale.map(owned),
-            email: self.email.map(owned),
+            identity_email: self.identity_email.map(owned),
+            attribute_email: self.attribute_email.map(owned),
             code: self
                 .code
                 .map(|(key, value)| (owned(key), value.into_owned())),
@@ -195,21 +227,19 @@ impl<'b> SignUp<'b> {
         let info = data.and_then(|d| d.user_sign_up_info);
         let (attributes, identities) =
             info.map_or_else(Default::default, |info| (info.attributes, info.identities));
-        // The identity the person signs in with, else an `email` attribute.
-        let email = identities
+        // The identity the person signs in with, and an `email` attribute.
+        let identity_email = identities
             .into_iter()
             .filter(|identity| {
                 matches!(&identity.sign_in_type, Claim::Text(t) if t.eq_ignore_ascii_case("email"))
             })
             .find_map(|identity| identity.issuer_assigned_id.text())
-            .filter(|email| !email.trim().is_empty())
-            .or_else(|| {
-                attributes
-                    .iter()
-                    .rev()
-                    .find(|(key, _)| key.eq_ignore_ascii_case("email"))
-                    .and_then(|(_, attribute)| attribute.value.clone().text())
-            });
+            .filter(|email| !email.trim().is_empty());
+        let attribute_email = attributes
+            .iter()
+            .rev()
+            .find(|(key, _)| key.eq_ignore_ascii_case("email"))
+            .and_then(|(_, attribute)| attribute.value.clone().text());
         // The last of equal names wins, as when the members were read into a map.
         let code = attributes
             .into_iter()
@@ -219,9 +249,22 @@ impl<'b> SignUp<'b> {
         Ok(Self {
             event: request.event.text(),
             locale,
-            email,
+            identity_email,
+            attribute_email,
             code,
         })
+    }
+
+    /// The address to check under `source`, and where it came from for the log.
+    fn email(&self, source: EmailSource) -> (Option<&Cow<'b, str>>, Option<&'static str>) {
+        match (&self.identity_email, &self.attribute_email, source) {
+            (Some(email), _, _) => (Some(email), Some("identity")),
+            (None, Some(email), EmailSource::IdentityOrAttribute) => {
+                (Some(email), Some("attribute"))
+            }
+            (None, Some(_), EmailSource::Identity) => (None, Some("attribute-ignored")),
+            (None, None, _) => (None, None),
+        }
     }
 }
 
@@ -238,8 +281,10 @@ impl Connector for Entra {
                 refusal: Some(Reason::BadRequest),
                 code: None,
                 email: None,
+                email_source: None,
             };
         };
+        let (email, email_source) = request.email(self.email_source);
         let is_event = request
             .event
             .as_deref()
@@ -251,7 +296,7 @@ impl Connector for Entra {
                 Some((_, Claim::Text(code))) => Claim::Text(Cow::Borrowed(code)),
                 Some(_) => Claim::NotText,
             };
-            triage(verifier, request.email.as_deref(), &code, now)
+            triage(verifier, email.map(AsRef::as_ref), &code, now)
         } else {
             tracing::warn!(
                 event = request.event.as_deref().map(|e| super::clip(e, 100)),
@@ -311,7 +356,8 @@ impl Connector for Entra {
             body,
             refusal: decision.refusal(),
             code: decision.code,
-            email: request.email.clone(),
+            email: email.cloned(),
+            email_source,
         }
     }
 }
@@ -331,15 +377,39 @@ mod tests {
                 "extension_invitationcode":{"value":"LAST"},
                 "email":{"value":"last@contoso.com"}}}}}"#;
         let request = SignUp::parse(body, &names).unwrap();
-        let (key, value) = request.code.unwrap();
+        let (key, value) = request.code.clone().unwrap();
         assert_eq!(
             (key.as_ref(), value),
             ("extension_invitationcode", Claim::Text("LAST".into()))
         );
-        assert_eq!(request.email.as_deref(), Some("last@contoso.com"));
+        assert_eq!(
+            request.email(EmailSource::IdentityOrAttribute),
+            (Some(&Cow::Borrowed("last@contoso.com")), Some("attribute"))
+        );
+        // With the identity only, a typed address is not checked, and the log says why.
+        assert_eq!(
+            request.email(EmailSource::Identity),
+            (None, Some("attribute-ignored"))
+        );
         let not_an_object = br#"{"data":{"userSignUpInfo":{"attributes":[1,2]}}}"#;
         assert!(SignUp::parse(not_an_object, &names).is_err());
         let none = br#"{"data":{"userSignUpInfo":{}}}"#;
         assert!(SignUp::parse(none, &names).unwrap().code.is_none());
+    }
+
+    #[test]
+    fn the_identity_is_preferred_to_the_attribute_whatever_the_source() {
+        let names = AttributeNames::new("InvitationCode", None);
+        let body = br#"{"data":{"userSignUpInfo":{
+            "attributes":{"email":{"value":"typed@contoso.com"}},
+            "identities":[{"signInType":"email","issuer":"contoso.onmicrosoft.com",
+                "issuerAssignedId":"alice@contoso.com"}]}}}"#;
+        let request = SignUp::parse(body, &names).unwrap();
+        for source in [EmailSource::Identity, EmailSource::IdentityOrAttribute] {
+            assert_eq!(
+                request.email(source),
+                (Some(&Cow::Borrowed("alice@contoso.com")), Some("identity"))
+            );
+        }
     }
 }

@@ -38,6 +38,10 @@ pub struct Answer<'b> {
     pub code: Option<Code>,
     /// The email address as sent (the log shows its domain unless told otherwise).
     pub email: Option<Cow<'b, str>>,
+    /// Where the address came from, for dialects that have more than one place for it
+    /// (Entra: `identity`, `attribute`, or `attribute-ignored` when only a typed address was
+    /// sent and the operator does not accept one); the log shows it.
+    pub email_source: Option<&'static str>,
 }
 
 /// Which request keys hold the code attribute: `extension_<appid>_<attribute>` or

@@ -219,6 +219,8 @@ pub struct RequestLine {
     code: Option<Code>,
     /// What the log shows of the email; only taken when the line will be written.
     email: Option<String>,
+    /// Where the email came from, where a dialect has more than one place for it.
+    email_source: Option<&'static str>,
 }
 
 impl RequestLine {
@@ -231,6 +233,7 @@ impl RequestLine {
             denied: None,
             code: None,
             email: None,
+            email_source: None,
         }
     }
 
@@ -238,6 +241,7 @@ impl RequestLine {
     pub fn record(&mut self, answer: &Answer<'_>, log_emails: bool) {
         self.outcome = answer.refusal.into();
         self.code = answer.code;
+        self.email_source = answer.email_source;
         if enabled() {
             self.email = answer
                 .email
@@ -269,6 +273,7 @@ impl RequestLine {
                 key_id = self.code.map(|c| c.key_id()),
                 code = self.code.map(|c| c.fingerprint()).as_deref(),
                 email = self.email.as_deref(),
+                email_source = self.email_source,
                 denied = self.denied.map(|refusal| refusal.reason()),
                 why = self.denied.map(|refusal| refusal.why()),
                 scheme = self.denied.and_then(|refusal| refusal.scheme()),
@@ -305,6 +310,9 @@ impl RequestLine {
         }
         if let Some(email) = &self.email {
             line.str_field("email", email);
+        }
+        if let Some(source) = self.email_source {
+            line.str_field("email_source", source);
         }
         if let Some(refusal) = &self.denied {
             write_refusal(&mut line, refusal);

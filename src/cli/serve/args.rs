@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use invitegate::connector::b2c_policy::{DEFAULT_CODE_CLAIM, DEFAULT_EMAIL_CLAIM};
+use invitegate::connector::entra::EmailSource;
 use invitegate::server;
 use invitegate::server::config::{
     API_KEY_ENV, EndpointName, EntraSettings, PASSWORD_ENV, Settings,
@@ -194,6 +195,37 @@ pub(super) struct EntraArgs {
     /// about.
     #[arg(long, env = "ENTRA_METADATA_URL", value_name = "URL")]
     pub(super) entra_metadata_url: Option<String>,
+    /// Entra: where the address a code is checked against may come from. `identity`: only the
+    /// `email` sign-in identity, so a federated sign-up (Google, Facebook, OpenID Connect)
+    /// without one is refused rather than checked against an address the person may have
+    /// typed; `identity-or-attribute`: that identity, else the `email` attribute. Each request
+    /// line logs the source as `email_source`.
+    #[arg(
+        long,
+        env = "ENTRA_EMAIL_SOURCE",
+        value_enum,
+        default_value = "identity-or-attribute",
+        value_name = "SOURCE"
+    )]
+    pub(super) entra_email_source: EmailSourceArg,
+}
+
+/// `--entra-email-source`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(super) enum EmailSourceArg {
+    /// Only the `email` sign-in identity.
+    Identity,
+    /// The `email` sign-in identity, else the `email` attribute.
+    IdentityOrAttribute,
+}
+
+impl From<EmailSourceArg> for EmailSource {
+    fn from(arg: EmailSourceArg) -> Self {
+        match arg {
+            EmailSourceArg::Identity => Self::Identity,
+            EmailSourceArg::IdentityOrAttribute => Self::IdentityOrAttribute,
+        }
+    }
 }
 
 /// The endpoints `serve` can run.
@@ -242,6 +274,7 @@ pub(super) fn settings_from(args: &ServeArgs) -> Settings {
             jwks_url: entra.entra_jwks_url.clone(),
             jwks_file: entra.entra_jwks_file.clone(),
             metadata_url: entra.entra_metadata_url.clone(),
+            email_source: entra.entra_email_source.into(),
         },
         leeway: Duration::from_secs(args.leeway),
         deny_list: args.deny_list.clone(),

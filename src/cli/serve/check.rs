@@ -103,6 +103,12 @@ fn check_report(built: &Built) -> String {
                 out.push_str(&format!("  key set      {jwks_uri}\n"));
             }
             out.push_str(&format!("  keys held    {}\n", bearer.key_count()));
+            if let Some(entra) = &built.config.entra {
+                out.push_str(&format!(
+                    "  email from   {}\n",
+                    entra.connector.email_source.name()
+                ));
+            }
         } else {
             out.push_str(&format!("  auth         {auth}\n"));
         }

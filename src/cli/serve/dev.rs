@@ -131,6 +131,7 @@ pub(super) async fn dev_config(
         Entra {
             attribute: names.clone(),
             keep_code_attribute: args.keep_code_attribute,
+            email_source: Default::default(),
         },
     ));
     config.metrics_auth = Some(Auth::Basic(basic));

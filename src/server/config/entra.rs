@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::Problem;
+use crate::connector::entra::EmailSource;
 use crate::server::auth::jwks::metadata_url;
 use crate::server::auth::{BearerConfig, JwksSource, KeySetError};
 
@@ -42,6 +43,10 @@ pub struct EntraSettings {
     /// `ENTRA_METADATA_URL`: OpenID metadata elsewhere than the tenant's (https, or http to a
     /// loopback address).
     pub metadata_url: Option<String>,
+    /// `ENTRA_EMAIL_SOURCE`: whether a code may be checked against the `email` attribute when
+    /// the sign-up has no `email` identity (a federated sign-up). It has a default, so it does
+    /// not turn the endpoint on by itself.
+    pub email_source: EmailSource,
 }
 
 impl EntraSettings {

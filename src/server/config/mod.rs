@@ -356,6 +356,7 @@ pub fn build(settings: &Settings) -> Result<Built, Vec<Problem>> {
             Entra {
                 attribute: names.clone(),
                 keep_code_attribute: settings.keep_code_attribute,
+                email_source: settings.entra.email_source,
             },
         )
     });
