@@ -1,0 +1,322 @@
+//! The Microsoft Graph side of `benches/send.rs`: a loopback server playing Entra's token
+//! endpoint and Graph's `sendMail`, the baseline (a plain reqwest client posting the same JSON
+//! bodies), and `send` through the Graph transport.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::{Request, Response, StatusCode};
+use invitegate::KeyRing;
+use invitegate::send::oauth::{ClientSecret, Credential, OAuthSettings};
+pub use invitegate::send::transport::graph::MAX_CONCURRENCY;
+use invitegate::send::{
+    Campaign, GraphSettings, GraphTransport, Journal, JournalState, Mail, RowOutcome, SendOptions,
+    Templates, Transport as _,
+};
+use serde_json::json;
+
+/// The one token the server gives, and wants on every `sendMail`.
+const TOKEN: &str = "bench-token";
+/// Where the messages come from.
+pub const SENDER: &str = "invites@contoso.com";
+const TENANT: &str = "contoso.onmicrosoft.com";
+const CLIENT_ID: &str = "00000000-0000-0000-0000-00000000b3c4";
+const CLIENT_SECRET: &str = "bench-secret";
+
+/// An HTML body as a campaign sending through Graph would have: Graph takes one body, and
+/// the HTML one when there is one.
+pub const HTML_TEMPLATE: &str = "\
+<p>Hello {{ first_name }},</p>
+<p>You are invited to create an account at <a href=\"{{ sign_up_url }}\">{{ sign_up_url }}</a>.</p>
+<p>Your invitation code is:</p>
+<p style=\"font-family: monospace; font-size: 1.4em\">{{ code }}</p>
+<p>Sign up with this email address, {{ email }}, and enter the code when asked.
+The code is valid until {{ expires_human }}.</p>
+";
+
+/// What the server saw.
+#[derive(Default)]
+pub struct Seen {
+    /// `sendMail` requests answered 202.
+    pub accepted: AtomicU64,
+    /// Token requests.
+    pub tokens: AtomicU64,
+    /// Requests refused: a wrong path or token. None in a good run.
+    pub refused: AtomicU64,
+    /// While set, the accepted bodies are kept (to check both sides post the same ones).
+    pub keep: Mutex<Option<Vec<Bytes>>>,
+}
+
+/// Starts the server on 127.0.0.1, on a thread of its own with a single-threaded runtime,
+/// as the SMTP sink runs. HTTP/1.1 with keep-alive, as Graph speaks to a client without TLS.
+pub fn start_server() -> (u16, Arc<Seen>) {
+    let seen = Arc::new(Seen::default());
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    let shared = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            port_tx.send(listener.local_addr().unwrap().port()).unwrap();
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                socket.set_nodelay(true).unwrap();
+                let seen = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        let seen = Arc::clone(&seen);
+                        async move { answer(request, &seen).await }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
+                        .await;
+                });
+            }
+        });
+    });
+    (port_rx.recv().unwrap(), seen)
+}
+
+async fn answer(
+    request: Request<hyper::body::Incoming>,
+    seen: &Seen,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let path = request.uri().path().to_owned();
+    let bearer = request
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .is_some_and(|value| value.as_bytes() == format!("Bearer {TOKEN}").as_bytes());
+    // Drained whatever the request: as Graph reads a message before it answers.
+    let body = request.into_body().collect().await?.to_bytes();
+    let reply = |status: StatusCode, body: Bytes| {
+        let mut response = Response::new(Full::new(body));
+        *response.status_mut() = status;
+        response
+    };
+    if path == format!("/{TENANT}/oauth2/v2.0/token") {
+        seen.tokens.fetch_add(1, Ordering::Relaxed);
+        let token = json!({"token_type": "Bearer", "expires_in": 3600, "access_token": TOKEN});
+        let mut response = reply(StatusCode::OK, Bytes::from(token.to_string()));
+        response.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
+        return Ok(response);
+    }
+    if path == format!("/v1.0/users/{SENDER}/sendMail") && bearer && !body.is_empty() {
+        seen.accepted.fetch_add(1, Ordering::Relaxed);
+        if let Some(kept) = seen.keep.lock().unwrap().as_mut() {
+            kept.push(body);
+        }
+        return Ok(reply(StatusCode::ACCEPTED, Bytes::new()));
+    }
+    seen.refused.fetch_add(1, Ordering::Relaxed);
+    Ok(reply(StatusCode::UNAUTHORIZED, Bytes::new()))
+}
+
+/// The JSON body the Graph transport posts for `mail`, built as it builds it (the documented
+/// `sendMail` shape: the message's subject, body, recipients and sender; no copy kept in Sent
+/// Items).
+fn graph_body(mail: &Mail) -> String {
+    let (content_type, content) = match &mail.html {
+        Some(html) => ("HTML", html.as_str()),
+        None => ("Text", mail.text.as_str()),
+    };
+    let mut message = json!({
+        "subject": mail.subject,
+        "body": {"contentType": content_type, "content": content},
+        "toRecipients": [{"emailAddress": {"address": mail.to.email.to_string()}}],
+        "from": {"emailAddress": {"address": mail.from.email.to_string()}},
+    });
+    if let Some(name) = &mail.from.name {
+        message["from"]["emailAddress"]["name"] = json!(name);
+    }
+    if let Some(name) = &mail.to.name {
+        message["toRecipients"][0]["emailAddress"]["name"] = json!(name);
+    }
+    json!({"message": message, "saveToSentItems": false}).to_string()
+}
+
+/// The campaign's `sendMail` bodies, prepared by the library once and serialized: what the
+/// baseline posts.
+pub fn bodies(
+    ring: &KeyRing,
+    input: &str,
+    templates: &Templates,
+    options: &SendOptions,
+) -> Vec<Bytes> {
+    let state = JournalState::default();
+    let campaign = Campaign {
+        ring,
+        templates,
+        options,
+        journal: &state,
+        journal_path: Path::new("unused"),
+    };
+    let mut out = Vec::new();
+    invitegate::send::prepare(&campaign, input.as_bytes(), |outcome| {
+        if let RowOutcome::Ready { prepared, .. } = outcome {
+            out.push(Bytes::from(graph_body(&prepared.mail)));
+        }
+        true
+    })
+    .unwrap();
+    out
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The baseline: a plain reqwest client (the product's crate and features: rustls, keep-alive
+/// pool) gets one token, then posts the prepared bodies with `MAX_CONCURRENCY` senders, each
+/// with the bearer token. Timed from the token request to the last 202.
+pub fn baseline(port: u16, bodies: &Arc<Vec<Bytes>>) -> Duration {
+    // reqwest's `rustls-no-provider`, as the product has it, wants a provider installed (or
+    // a configuration given, as the product does).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    runtime().block_on(async {
+        let client = reqwest::Client::builder().build().unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let endpoint: reqwest::Url = format!("{base}/v1.0/users/{SENDER}/sendMail")
+            .parse()
+            .unwrap();
+        let start = Instant::now();
+        let form = form_urlencoded::Serializer::new(String::new())
+            .append_pair("client_id", CLIENT_ID)
+            .append_pair("scope", &format!("{base}/.default"))
+            .append_pair("grant_type", "client_credentials")
+            .append_pair("client_secret", CLIENT_SECRET)
+            .finish();
+        let reply = client
+            .post(format!("{base}/{TENANT}/oauth2/v2.0/token"))
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(form)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+        let token = Arc::new(reply["access_token"].as_str().unwrap().to_owned());
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..MAX_CONCURRENCY {
+            let (client, endpoint, token, next, bodies) = (
+                client.clone(),
+                endpoint.clone(),
+                Arc::clone(&token),
+                Arc::clone(&next),
+                Arc::clone(bodies),
+            );
+            tasks.spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(body) = bodies.get(i) else {
+                        return;
+                    };
+                    let response = client
+                        .post(endpoint.clone())
+                        .bearer_auth(&token)
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
+                    // Read to the end, so that the connection goes back to the pool.
+                    response.bytes().await.unwrap();
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        start.elapsed()
+    })
+}
+
+/// What a run of `send` over Graph took.
+pub struct Run {
+    /// The whole run.
+    pub elapsed: Duration,
+    /// Of which the check of every row (read, minted, rendered, built), before the first
+    /// message.
+    pub check: Duration,
+    /// Messages accepted.
+    pub sent: u64,
+}
+
+/// The whole `send` path over Graph, with a fresh journal in `dir`: the check of every row,
+/// the transport's own check (its token), and `deliver`, as `invitegate send --graph-sender
+/// invites@contoso.com --graph-url http://127.0.0.1:PORT --oauth-authority
+/// http://127.0.0.1:PORT --rate off` runs it.
+pub fn send(
+    port: u16,
+    campaign: (&KeyRing, &str, &Templates, &SendOptions),
+    dir: &Path,
+    name: &str,
+) -> Run {
+    let (ring, input, templates, options) = campaign;
+    let path = dir.join(format!("journal-graph-{name}"));
+    let (journal, state) =
+        Journal::open(&path, options.mint.default_expiry, options.mint.now).unwrap();
+    let journal = Arc::new(journal);
+    let url = invitegate::send::http::parse_url("--graph-url", &format!("http://127.0.0.1:{port}"))
+        .unwrap();
+    let settings = GraphSettings {
+        graph_url: url.clone(),
+        sender: SENDER.to_owned(),
+    };
+    let oauth = OAuthSettings {
+        authority: url,
+        tenant: TENANT.to_owned(),
+        client_id: CLIENT_ID.to_owned(),
+        credential: Credential::Secret(ClientSecret::new(CLIENT_SECRET.to_owned()).unwrap()),
+        scope: settings.scope(),
+    };
+    let campaign = Campaign {
+        ring,
+        templates,
+        options,
+        journal: &state,
+        journal_path: &path,
+    };
+    let runtime = runtime();
+    let start = Instant::now();
+    let (summary, check) = runtime.block_on(async {
+        let checked = invitegate::send::check(&campaign, input.as_bytes(), |_| {}).unwrap();
+        let check = start.elapsed();
+        let transport = Arc::new(GraphTransport::new(settings, oauth).unwrap());
+        transport.check().await.unwrap();
+        let summary = invitegate::send::deliver(
+            checked.ready,
+            &journal,
+            &transport,
+            options,
+            std::future::pending(),
+            |_| {},
+        )
+        .await
+        .unwrap();
+        (summary, check)
+    });
+    Run {
+        elapsed: start.elapsed(),
+        check,
+        sent: summary.sent,
+    }
+}
