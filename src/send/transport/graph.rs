@@ -7,8 +7,7 @@
 use std::time::Duration;
 
 use reqwest::{StatusCode, Url};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::Transport;
 use crate::Error;
@@ -99,24 +98,31 @@ impl GraphTransport {
         )
     }
 
-    fn body(&self, mail: &Mail) -> String {
+    fn body<'a>(&self, mail: &'a Mail) -> bytes::Bytes {
         let (content_type, content) = match &mail.html {
             Some(html) => ("HTML", html.as_str()),
             None => ("Text", mail.text.as_str()),
         };
-        let mut message = json!({
-            "subject": mail.subject,
-            "body": {"contentType": content_type, "content": content},
-            "toRecipients": [{"emailAddress": {"address": mail.to.email.to_string()}}],
-            "from": {"emailAddress": {"address": mail.from.email.to_string()}},
-        });
-        if let Some(name) = &mail.from.name {
-            message["from"]["emailAddress"]["name"] = json!(name);
-        }
-        if let Some(name) = &mail.to.name {
-            message["toRecipients"][0]["emailAddress"]["name"] = json!(name);
-        }
-        json!({"message": message, "saveToSentItems": false}).to_string()
+        let address = |mailbox: &'a lettre::message::Mailbox| Recipient {
+            email_address: EmailAddress {
+                address: AsRef::<str>::as_ref(&mailbox.email),
+                name: mailbox.name.as_deref(),
+            },
+        };
+        let request = SendMail {
+            message: Message {
+                body: Body {
+                    content,
+                    content_type,
+                },
+                from: address(&mail.from),
+                subject: &mail.subject,
+                to_recipients: [address(&mail.to)],
+            },
+            save_to_sent_items: false,
+        };
+        // Serializing borrowed strings and plain structs into a Vec cannot fail.
+        serde_json::to_vec(&request).unwrap_or_default().into()
     }
 
     /// What Graph's answer means for the row.
@@ -285,10 +291,50 @@ impl Transport for GraphTransport {
     }
 }
 
+/// The `sendMail` request: the message and no copy in Sent Items. Its members are in the order
+/// a JSON object of them would list them (by name), as the tests and the bench's baseline see
+/// them.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SendMail<'a> {
+    message: Message<'a>,
+    save_to_sent_items: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Message<'a> {
+    body: Body<'a>,
+    from: Recipient<'a>,
+    subject: &'a str,
+    to_recipients: [Recipient<'a>; 1],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Body<'a> {
+    content: &'a str,
+    content_type: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Recipient<'a> {
+    email_address: EmailAddress<'a>,
+}
+
+#[derive(Serialize)]
+struct EmailAddress<'a> {
+    address: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::send::oauth::{ClientSecret, Credential};
+    use serde_json::json;
 
     fn transport() -> GraphTransport {
         let graph_url = http::parse_url("--graph-url", "http://127.0.0.1:9").unwrap();
@@ -376,7 +422,7 @@ mod tests {
             html: Some("<p>html</p>".to_owned()),
             message_id: None,
         };
-        let body: serde_json::Value = serde_json::from_str(&t.body(&mail)).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&t.body(&mail)).unwrap();
         assert_eq!(body["saveToSentItems"], false);
         assert_eq!(
             body["message"]["toRecipients"][0]["emailAddress"]["address"],
