@@ -17,11 +17,73 @@ fn batch(dir: &std::path::Path, extra: &[&str], input: &[u8]) -> std::process::O
 }
 
 fn rows(output: &[u8]) -> Vec<csv::StringRecord> {
+    rows_with(output, b',')
+}
+
+fn rows_with(output: &[u8], delimiter: u8) -> Vec<csv::StringRecord> {
+    let output = output.strip_prefix("\u{feff}".as_bytes()).unwrap_or(output);
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
+        .delimiter(delimiter)
         .from_reader(output);
     reader.records().map(Result::unwrap).collect()
 }
+
+/// Outlook's contact export in other languages, as Excel saves it: semicolons, a byte order
+/// mark, CRLF. The email column is found by its header without --email-column.
+#[test]
+fn outlook_exports_in_european_languages_are_read() {
+    let dir = with_keys();
+    for (header, address) in [
+        ("Vorname;Nachname;E-Mail-Adresse;Firma", "anna@contoso.de"),
+        (
+            "Prénom;Nom;Adresse de messagerie;Société",
+            "anne@contoso.fr",
+        ),
+        (
+            "Nombre;Apellidos;Dirección de correo electrónico;Organización",
+            "ana@contoso.es",
+        ),
+        (
+            "Nombre;Apellidos;Correo electrónico;Organización",
+            "ana@contoso.es",
+        ),
+        (
+            "Nome;Cognome;Indirizzo posta elettronica;Società",
+            "anna@contoso.it",
+        ),
+        ("Nome;Cognome;Indirizzo e-mail;Società", "anna@contoso.it"),
+        ("Voornaam;Achternaam;E-mailadres;Bedrijf", "anne@contoso.nl"),
+        ("Prénom;Nom;Courriel;Société", "anne@contoso.ca"),
+    ] {
+        let input = format!("\u{feff}{header}\r\nAnne;Martin;{address};Contoso\r\n");
+        let out = batch(dir.path(), &["-"], input.as_bytes());
+        assert_eq!(status(&out), 0, "{header}: {}", stderr(&out));
+        let merged = rows_with(&out.stdout, OUTPUT_DELIMITER);
+        assert_eq!(merged.len(), 2, "{header}");
+        assert_eq!(&merged[1][2], address, "{header}");
+        assert_eq!(&merged[1][5], "email", "{header}");
+        let ok = run(invitegate(dir.path()).args([
+            "verify",
+            "--keys-file",
+            "keys.txt",
+            "--email",
+            address,
+            &merged[1][4],
+        ]));
+        assert_eq!(status(&ok), 0, "{header}: {}", stdout(&ok));
+    }
+    // A second address column beside the first is not taken for it.
+    let out = batch(
+        dir.path(),
+        &["-"],
+        "Vorname;E-Mail-Adresse;E-Mail 2: Adresse\r\nA;a@contoso.de;b@contoso.de\r\n".as_bytes(),
+    );
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+}
+
+/// The delimiter of `batch`'s output for a semicolon input.
+const OUTPUT_DELIMITER: u8 = b',';
 
 #[test]
 fn excel_semicolons_headers_and_bom_are_read() {
@@ -450,13 +512,13 @@ fn a_header_without_an_address_column_is_shown_as_written() {
     let out = batch(
         dir.path(),
         &["-"],
-        "Name;Courriel\r\nA;a@x.com\r\n".as_bytes(),
+        "Nom;Coordonnées\r\nA;a@x.com\r\n".as_bytes(),
     );
     assert_eq!(status(&out), 2);
     assert!(out.stdout.is_empty());
     assert!(
         stderr(&out).starts_with("invitegate: nothing was written to standard output: ")
-            && stderr(&out).contains("it has `Name`, `Courriel`"),
+            && stderr(&out).contains("it has `Nom`, `Coordonnées`"),
         "{}",
         stderr(&out)
     );

@@ -95,8 +95,9 @@ pub struct ReadArgs {
     /// detected from the header line (`,`, `;` or tab). (`batch` writes its output with `,`.)
     #[arg(long, value_name = "CHAR")]
     delimiter: Option<String>,
-    /// The header of the email column, when it is not one of email, e-mail, email address,
-    /// e-mail address, mail (any case).
+    /// The header of the email column, when it is not a common one: email, e-mail address,
+    /// mail, or Outlook's in German, French, Spanish, Italian or Dutch (E-Mail-Adresse,
+    /// Adresse de messagerie, Correo electrónico, ...; any case, accents or not).
     #[arg(long, value_name = "NAME")]
     email_column: Option<String>,
     /// The input's text encoding, e.g. windows-1252 for a "CSV" saved by Excel. Default
