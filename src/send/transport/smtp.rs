@@ -127,6 +127,14 @@ impl SmtpSettings {
             match pair {
                 "tls=required" if tls == TlsMode::Required => {}
                 "tls=opportunistic" if tls == TlsMode::Required => tls = TlsMode::Opportunistic,
+                "tls=none" | "tls=off" | "tls=false" | "tls=no" => {
+                    // Plain text is dangerous: it is asked for by a flag whose name says so,
+                    // never by a URL that may sit in a shared environment file.
+                    return Err(bad(
+                        "the URL takes no tls=none; to send in plain text, keep the URL \
+                         without it and add --smtp-tls none",
+                    ));
+                }
                 _ => {
                     return Err(bad(
                         "the only option is ?tls=required or ?tls=opportunistic",
@@ -585,6 +593,8 @@ mod tests {
             ),
             ("smtp://mail.contoso.com:x", "port"),
             ("smtps://mail.contoso.com?tls=opportunistic", "only option"),
+            ("smtp://mail.contoso.com:25?tls=none", "add --smtp-tls none"),
+            ("smtp://mail.contoso.com?tls=off", "add --smtp-tls none"),
         ] {
             let err = SmtpSettings::from_url(url).unwrap_err().to_string();
             assert!(err.contains(why), "{url}: {err}");
