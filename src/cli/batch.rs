@@ -86,6 +86,16 @@ impl RowMintArgs {
             allow_public_domains: self.allow_public_domain,
         })
     }
+
+    /// The mint options of `send`, where `--tz` alone is allowed: it sets the zone dates are
+    /// written in.
+    pub fn send_mint_options(&self, now: OffsetDateTime) -> anyhow::Result<MintOptions> {
+        Ok(MintOptions {
+            default_expiry: self.expiry.resolve_any_zone(now)?,
+            now,
+            allow_public_domains: self.allow_public_domain,
+        })
+    }
 }
 
 /// How the recipients CSV is read: the flags `batch` and `send` share.
