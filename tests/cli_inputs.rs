@@ -82,8 +82,8 @@ fn outlook_exports_in_european_languages_are_read() {
     assert_eq!(status(&out), 0, "{}", stderr(&out));
 }
 
-/// The delimiter of `batch`'s output for a semicolon input.
-const OUTPUT_DELIMITER: u8 = b',';
+/// The delimiter of `batch`'s output for a semicolon input: the input's.
+const OUTPUT_DELIMITER: u8 = b';';
 
 #[test]
 fn excel_semicolons_headers_and_bom_are_read() {
@@ -92,7 +92,9 @@ fn excel_semicolons_headers_and_bom_are_read() {
                  Bob;bob@contoso.com;blue\r\n";
     let out = batch(dir.path(), &["-"], input.as_bytes());
     assert_eq!(status(&out), 0, "{}", stderr(&out));
-    let merged = rows(&out.stdout);
+    // Written back as Excel wrote it: the mark, then `;` between fields.
+    assert!(out.stdout.starts_with("\u{feff}First Name;".as_bytes()));
+    let merged = rows_with(&out.stdout, b';');
     assert_eq!(
         merged[0],
         vec![
@@ -132,10 +134,23 @@ fn excel_semicolons_headers_and_bom_are_read() {
         let input = format!("{header}Carol{delimiter}carol@contoso.com\n");
         let out = batch(dir.path(), &[extra, &["-"]].concat(), input.as_bytes());
         assert_eq!(status(&out), 0, "{header:?}: {}", stderr(&out));
-        let merged = rows(&out.stdout);
+        // The output keeps the input's delimiter.
+        let merged = rows_with(&out.stdout, delimiter as u8);
         assert_eq!(merged.len(), 2, "{header:?}");
         assert_eq!(&merged[1][1], "carol@contoso.com", "{header:?}");
     }
+    // Unless told otherwise.
+    let out = batch(
+        dir.path(),
+        &["--output-delimiter", ",", "--no-bom", "-"],
+        "\u{feff}Name;EMAIL\r\nCarol;carol@contoso.com\r\n".as_bytes(),
+    );
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    assert!(
+        out.stdout.starts_with(b"Name,EMAIL,code,"),
+        "{}",
+        stdout(&out)
+    );
     let named_nowhere = batch(
         dir.path(),
         &["--email-column", "Courriel", "-"],
@@ -169,6 +184,47 @@ fn windows_1252_is_decoded_when_named_and_refused_otherwise() {
     assert!(decoded.stdout.starts_with("\u{feff}name,email,".as_bytes()));
     let text = String::from_utf8(decoded.stdout).unwrap();
     assert!(text.contains("\nZoë,zoe@contoso.com,"), "{text}");
+    // Without a mark in, none out; the rejects file is written back in the input's encoding,
+    // so that the same command reads it again.
+    let input = b"name;email\nZo\xeb;zoe-at-contoso.com\nAlice;alice@contoso.com\n";
+    let skipped = batch(
+        dir.path(),
+        &[
+            "--encoding",
+            "windows-1252",
+            "--skip-invalid",
+            "--rejects",
+            "bad.csv",
+            "-",
+        ],
+        input,
+    );
+    assert_eq!(status(&skipped), 0, "{}", stderr(&skipped));
+    assert!(skipped.stdout.starts_with(b"name;email;code;"));
+    let rejects = std::fs::read(dir.path().join("bad.csv")).unwrap();
+    assert!(
+        rejects.starts_with(b"name;email;error\nZo\xeb;zoe-at-contoso.com;"),
+        "{}",
+        String::from_utf8_lossy(&rejects)
+    );
+    let again = batch(
+        dir.path(),
+        &[
+            "--encoding",
+            "windows-1252",
+            "--skip-invalid",
+            "--rejects",
+            "bad2.csv",
+            "bad.csv",
+        ],
+        b"",
+    );
+    assert_eq!(status(&again), 0, "{}", stderr(&again));
+    let again = std::fs::read(dir.path().join("bad2.csv")).unwrap();
+    assert!(
+        again.starts_with(b"name;email;error;error\nZo\xeb;"),
+        "{again:?}"
+    );
     let unknown = batch(dir.path(), &["--encoding", "klingon", "-"], input);
     assert_eq!(status(&unknown), 2);
     assert!(

@@ -193,14 +193,16 @@ pub struct Recipients<R: Read> {
 }
 
 /// How a CSV file is written, for a file written back for the same people and tools (a
-/// rejects file to fix and feed in again).
+/// rejects file to fix and feed in again, a mail-merge file).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dialect {
     /// The field delimiter.
     pub delimiter: u8,
-    /// Whether the file starts with a UTF-8 byte order mark: the input had one, or was in a
-    /// legacy encoding (Excel reads UTF-8 accents only with the mark).
+    /// Whether the file starts with a UTF-8 byte order mark, as the input did.
     pub bom: bool,
+    /// The legacy encoding the input was read in (`--encoding windows-1252`), if not UTF-8: a
+    /// rejects file is written back in it, so that the same command reads it again.
+    pub encoding: Option<&'static Encoding>,
 }
 
 impl Default for Dialect {
@@ -208,6 +210,7 @@ impl Default for Dialect {
         Self {
             delimiter: b',',
             bom: false,
+            encoding: None,
         }
     }
 }
@@ -237,8 +240,17 @@ impl<R: Read> Recipients<R> {
         let first = first_line(&mut input).map_err(|err| Error::io("reading input", &err))?;
         let (first, bom) = match first.strip_prefix("\u{feff}".as_bytes()) {
             Some(rest) => (rest.to_vec(), true),
-            None => (first, options.encoding.is_some()),
+            None => (first, false),
         };
+        // Written back in the input's encoding where one can be written (windows-1252, ...);
+        // UTF-16 cannot, and becomes UTF-8 with the mark that input had as UTF-16.
+        let legacy = options
+            .encoding
+            .filter(|&encoding| encoding != encoding_rs::UTF_8);
+        let encoding = legacy
+            .map(Encoding::output_encoding)
+            .filter(|&encoding| encoding != encoding_rs::UTF_8);
+        let bom = bom || (legacy.is_some() && encoding.is_none());
         let delimiter = options
             .delimiter
             .unwrap_or_else(|| detect_delimiter(&first));
@@ -257,7 +269,11 @@ impl<R: Read> Recipients<R> {
             reader,
             header,
             columns,
-            dialect: Dialect { delimiter, bom },
+            dialect: Dialect {
+                delimiter,
+                bom,
+                encoding,
+            },
         })
     }
 

@@ -37,8 +37,16 @@ pub struct BatchArgs {
     #[command(flatten)]
     read: ReadArgs,
     /// Start the output with a UTF-8 byte order mark, so that Excel reads its accents.
-    #[arg(long)]
+    /// Default: as the input did.
+    #[arg(long, conflicts_with = "no_bom")]
     bom: bool,
+    /// Start the output without a byte order mark, though the input had one.
+    #[arg(long)]
+    no_bom: bool,
+    /// The field delimiter of the output: `,`, `;`, `tab` or one other character. Default:
+    /// the input's.
+    #[arg(long, value_name = "CHAR")]
+    output_delimiter: Option<String>,
     /// Write input cells as they are, even those starting with = + - @ that a spreadsheet
     /// runs as formulas (by default they get a leading ').
     #[arg(long)]
@@ -102,7 +110,7 @@ impl RowMintArgs {
 #[derive(Debug, Args)]
 pub struct ReadArgs {
     /// The field delimiter of the input: `,`, `;`, `tab` or one other character. Default:
-    /// detected from the header line (`,`, `;` or tab). (`batch` writes its output with `,`.)
+    /// detected from the header line (`,`, `;` or tab).
     #[arg(long, value_name = "CHAR")]
     delimiter: Option<String>,
     /// The header of the email column, when it is not a common one: email, e-mail address,
@@ -119,16 +127,11 @@ pub struct ReadArgs {
 impl ReadArgs {
     /// The reader's options, or a usage error naming the flag.
     pub fn read_options(&self) -> anyhow::Result<ReadOptions> {
-        let delimiter = match self.delimiter.as_deref() {
-            None => None,
-            Some("tab" | "\\t" | "\t") => Some(b'\t'),
-            Some(text) if text.len() == 1 && text != "\"" && !text.contains(['\n', '\r']) => {
-                text.bytes().next()
-            }
-            Some(text) => bail!(
-                "--delimiter {text:?}: give one ASCII character such as , or ; or the word tab"
-            ),
-        };
+        let delimiter = self
+            .delimiter
+            .as_deref()
+            .map(|text| delimiter("--delimiter", text))
+            .transpose()?;
         let encoding = match self.encoding.as_deref() {
             None => None,
             Some(label) => Some(
@@ -145,6 +148,18 @@ impl ReadArgs {
     }
 }
 
+/// A delimiter flag's value: one ASCII character other than a quote or a line break, or the
+/// word `tab`.
+fn delimiter(flag: &str, text: &str) -> anyhow::Result<u8> {
+    match text {
+        "tab" | "\\t" | "\t" => Ok(b'\t'),
+        _ if text.len() == 1 && text != "\"" && !text.contains(['\n', '\r']) => {
+            text.bytes().next().context("one character")
+        }
+        _ => bail!("{flag} {text:?}: give one ASCII character such as , or ; or the word tab"),
+    }
+}
+
 /// `invitegate batch`.
 pub fn batch(args: &BatchArgs) -> anyhow::Result<Status> {
     args.check_usage()?;
@@ -153,7 +168,16 @@ pub fn batch(args: &BatchArgs) -> anyhow::Result<Status> {
         mint: args.mint.mint_options(now)?,
         read: args.read.read_options()?,
         merge: MergeOptions {
-            bom: args.bom,
+            bom: match (args.bom, args.no_bom) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
+            delimiter: args
+                .output_delimiter
+                .as_deref()
+                .map(|text| delimiter("--output-delimiter", text))
+                .transpose()?,
             raw_cells: args.raw_cells,
         },
         allow_duplicates: args.allow_duplicates,
