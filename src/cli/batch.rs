@@ -236,6 +236,10 @@ fn run(
     rejects: Option<Sink>,
     options: &BatchOptions,
 ) -> anyhow::Result<Status> {
+    // Whether a failed run leaves an earlier file in place, or none: said so in its message.
+    let existed = output
+        .target()
+        .is_some_and(|path| std::fs::symlink_metadata(path).is_ok());
     let progress = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         if let Ok(style) =
@@ -282,7 +286,8 @@ fn run(
     let streamed = counted.bytes;
     let file_output = output.target().map(|p| p.display().to_string());
     let nothing_written = || match &file_output {
-        Some(path) => format!("no output was written ({path} is unchanged)"),
+        Some(path) if existed => format!("no output was written ({path} is unchanged)"),
+        Some(path) => format!("no output was written ({path} was not created)"),
         None if streamed == 0 => "nothing was written to standard output".to_owned(),
         None => "the output on standard output is incomplete".to_owned(),
     };
