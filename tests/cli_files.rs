@@ -173,11 +173,13 @@ fn a_failed_batch_leaves_no_output_and_says_so() {
     .unwrap();
     let out = run(invitegate(dir.path()).args(batch_args(&["bad.csv", "-o", "new.csv"])));
     assert_eq!(status(&out), 1);
+    // A file that was not there is not said to be unchanged.
     assert!(
-        stderr(&out).contains("no output was written"),
+        stderr(&out).contains("no output was written (new.csv was not created)"),
         "{}",
         stderr(&out)
     );
+    assert!(!stderr(&out).contains("unchanged"), "{}", stderr(&out));
     assert!(!dir.path().join("new.csv").exists());
 }
 

@@ -17,11 +17,73 @@ fn batch(dir: &std::path::Path, extra: &[&str], input: &[u8]) -> std::process::O
 }
 
 fn rows(output: &[u8]) -> Vec<csv::StringRecord> {
+    rows_with(output, b',')
+}
+
+fn rows_with(output: &[u8], delimiter: u8) -> Vec<csv::StringRecord> {
+    let output = output.strip_prefix("\u{feff}".as_bytes()).unwrap_or(output);
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
+        .delimiter(delimiter)
         .from_reader(output);
     reader.records().map(Result::unwrap).collect()
 }
+
+/// Outlook's contact export in other languages, as Excel saves it: semicolons, a byte order
+/// mark, CRLF. The email column is found by its header without --email-column.
+#[test]
+fn outlook_exports_in_european_languages_are_read() {
+    let dir = with_keys();
+    for (header, address) in [
+        ("Vorname;Nachname;E-Mail-Adresse;Firma", "anna@contoso.de"),
+        (
+            "Prénom;Nom;Adresse de messagerie;Société",
+            "anne@contoso.fr",
+        ),
+        (
+            "Nombre;Apellidos;Dirección de correo electrónico;Organización",
+            "ana@contoso.es",
+        ),
+        (
+            "Nombre;Apellidos;Correo electrónico;Organización",
+            "ana@contoso.es",
+        ),
+        (
+            "Nome;Cognome;Indirizzo posta elettronica;Società",
+            "anna@contoso.it",
+        ),
+        ("Nome;Cognome;Indirizzo e-mail;Società", "anna@contoso.it"),
+        ("Voornaam;Achternaam;E-mailadres;Bedrijf", "anne@contoso.nl"),
+        ("Prénom;Nom;Courriel;Société", "anne@contoso.ca"),
+    ] {
+        let input = format!("\u{feff}{header}\r\nAnne;Martin;{address};Contoso\r\n");
+        let out = batch(dir.path(), &["-"], input.as_bytes());
+        assert_eq!(status(&out), 0, "{header}: {}", stderr(&out));
+        let merged = rows_with(&out.stdout, OUTPUT_DELIMITER);
+        assert_eq!(merged.len(), 2, "{header}");
+        assert_eq!(&merged[1][2], address, "{header}");
+        assert_eq!(&merged[1][5], "email", "{header}");
+        let ok = run(invitegate(dir.path()).args([
+            "verify",
+            "--keys-file",
+            "keys.txt",
+            "--email",
+            address,
+            &merged[1][4],
+        ]));
+        assert_eq!(status(&ok), 0, "{header}: {}", stdout(&ok));
+    }
+    // A second address column beside the first is not taken for it.
+    let out = batch(
+        dir.path(),
+        &["-"],
+        "Vorname;E-Mail-Adresse;E-Mail 2: Adresse\r\nA;a@contoso.de;b@contoso.de\r\n".as_bytes(),
+    );
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+}
+
+/// The delimiter of `batch`'s output for a semicolon input: the input's.
+const OUTPUT_DELIMITER: u8 = b';';
 
 #[test]
 fn excel_semicolons_headers_and_bom_are_read() {
@@ -30,7 +92,9 @@ fn excel_semicolons_headers_and_bom_are_read() {
                  Bob;bob@contoso.com;blue\r\n";
     let out = batch(dir.path(), &["-"], input.as_bytes());
     assert_eq!(status(&out), 0, "{}", stderr(&out));
-    let merged = rows(&out.stdout);
+    // Written back as Excel wrote it: the mark, then `;` between fields.
+    assert!(out.stdout.starts_with("\u{feff}First Name;".as_bytes()));
+    let merged = rows_with(&out.stdout, b';');
     assert_eq!(
         merged[0],
         vec![
@@ -70,10 +134,23 @@ fn excel_semicolons_headers_and_bom_are_read() {
         let input = format!("{header}Carol{delimiter}carol@contoso.com\n");
         let out = batch(dir.path(), &[extra, &["-"]].concat(), input.as_bytes());
         assert_eq!(status(&out), 0, "{header:?}: {}", stderr(&out));
-        let merged = rows(&out.stdout);
+        // The output keeps the input's delimiter.
+        let merged = rows_with(&out.stdout, delimiter as u8);
         assert_eq!(merged.len(), 2, "{header:?}");
         assert_eq!(&merged[1][1], "carol@contoso.com", "{header:?}");
     }
+    // Unless told otherwise.
+    let out = batch(
+        dir.path(),
+        &["--output-delimiter", ",", "--no-bom", "-"],
+        "\u{feff}Name;EMAIL\r\nCarol;carol@contoso.com\r\n".as_bytes(),
+    );
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    assert!(
+        out.stdout.starts_with(b"Name,EMAIL,code,"),
+        "{}",
+        stdout(&out)
+    );
     let named_nowhere = batch(
         dir.path(),
         &["--email-column", "Courriel", "-"],
@@ -107,6 +184,47 @@ fn windows_1252_is_decoded_when_named_and_refused_otherwise() {
     assert!(decoded.stdout.starts_with("\u{feff}name,email,".as_bytes()));
     let text = String::from_utf8(decoded.stdout).unwrap();
     assert!(text.contains("\nZoë,zoe@contoso.com,"), "{text}");
+    // Without a mark in, none out; the rejects file is written back in the input's encoding,
+    // so that the same command reads it again.
+    let input = b"name;email\nZo\xeb;zoe-at-contoso.com\nAlice;alice@contoso.com\n";
+    let skipped = batch(
+        dir.path(),
+        &[
+            "--encoding",
+            "windows-1252",
+            "--skip-invalid",
+            "--rejects",
+            "bad.csv",
+            "-",
+        ],
+        input,
+    );
+    assert_eq!(status(&skipped), 0, "{}", stderr(&skipped));
+    assert!(skipped.stdout.starts_with(b"name;email;code;"));
+    let rejects = std::fs::read(dir.path().join("bad.csv")).unwrap();
+    assert!(
+        rejects.starts_with(b"name;email;error\nZo\xeb;zoe-at-contoso.com;"),
+        "{}",
+        String::from_utf8_lossy(&rejects)
+    );
+    let again = batch(
+        dir.path(),
+        &[
+            "--encoding",
+            "windows-1252",
+            "--skip-invalid",
+            "--rejects",
+            "bad2.csv",
+            "bad.csv",
+        ],
+        b"",
+    );
+    assert_eq!(status(&again), 0, "{}", stderr(&again));
+    let again = std::fs::read(dir.path().join("bad2.csv")).unwrap();
+    assert!(
+        again.starts_with(b"name;email;error;error\nZo\xeb;"),
+        "{again:?}"
+    );
     let unknown = batch(dir.path(), &["--encoding", "klingon", "-"], input);
     assert_eq!(status(&unknown), 2);
     assert!(
@@ -450,13 +568,13 @@ fn a_header_without_an_address_column_is_shown_as_written() {
     let out = batch(
         dir.path(),
         &["-"],
-        "Name;Courriel\r\nA;a@x.com\r\n".as_bytes(),
+        "Nom;Coordonnées\r\nA;a@x.com\r\n".as_bytes(),
     );
     assert_eq!(status(&out), 2);
     assert!(out.stdout.is_empty());
     assert!(
         stderr(&out).starts_with("invitegate: nothing was written to standard output: ")
-            && stderr(&out).contains("it has `Name`, `Courriel`"),
+            && stderr(&out).contains("it has `Nom`, `Coordonnées`"),
         "{}",
         stderr(&out)
     );

@@ -503,8 +503,9 @@ fn invalid_rows_stop_the_run_unless_skipped() {
         stderr(&output)
     );
     assert!(server.received().is_empty());
+    // Every valid row sent, the invalid one set aside as asked: success, as batch's.
     let output = campaign.run(&server, &["--smtp-tls", "none", "--skip-invalid"]);
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let received = server.received();
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].to, ["a@contoso.com"]);
@@ -1234,7 +1235,10 @@ fn a_server_that_stops_answering_is_timed_out_not_waited_for() {
     );
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{err}");
-    assert!(err.contains("the server does not answer"), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port} does not answer")),
+        "{err}"
+    );
 
     // A server that stalls mid-run: the stalled message is timed out, tried again on a new
     // connection, and the run stops with the row uncertain.
@@ -1255,8 +1259,10 @@ fn a_server_that_stops_answering_is_timed_out_not_waited_for() {
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("no answer from the server within 1 s")
-            && err.contains("stopped: the server is gone"),
+        err.contains(&format!(
+            "no answer from {} within 1 s",
+            server.url().trim_start_matches("smtp://")
+        )) && err.contains("stopped: the server is gone"),
         "{err}"
     );
     assert_eq!(server.received().len(), 1);

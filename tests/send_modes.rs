@@ -200,3 +200,53 @@ fn limit_sends_the_first_rows_and_the_same_command_the_next() {
         ]
     );
 }
+
+/// `--tz` sets the zone of `expires.human` and of the `date` filter, with an `--expires-at`
+/// date (whose end of day it also means) or alone.
+#[test]
+fn expiry_dates_in_messages_follow_tz() {
+    let campaign = Campaign::new(&recipients(1));
+    std::fs::write(
+        campaign.path("dates.txt"),
+        "human: {{ expires.human }}\nfiltered: {{ expires | date(\"%d.%m.%Y %H:%M\") }}\n\
+         instant: {{ expires.rfc3339 }}\n",
+    )
+    .unwrap();
+    let send = |expiry: &[&str], folder: &str| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_invitegate"));
+        command
+            .current_dir(campaign.dir.path())
+            .env_remove("INVITEGATE_SMTP_URL")
+            .args(["send", "recipients.csv", "--keys-file", "keys.txt"])
+            .args([
+                "--text-template",
+                "dates.txt",
+                "--from",
+                "invites@contoso.com",
+            ])
+            .args(expiry)
+            .args(["--dry-run", folder]);
+        let output = run(command);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let file = eml_files(&campaign, folder).remove(0);
+        std::fs::read_to_string(campaign.path(folder).join(file)).unwrap()
+    };
+    let paris = send(
+        &["--expires-at", "2027-01-01", "--tz", "Europe/Paris"],
+        "paris",
+    );
+    for line in [
+        "human: 1 January 2027, 23:59 CET",
+        "filtered: 01.01.2027 23:59",
+        "instant: 2027-01-01T22:59:59Z",
+    ] {
+        assert!(paris.contains(line), "{line}: {paris}");
+    }
+    let berlin = send(&["--expires-in", "30d", "--tz", "Europe/Berlin"], "berlin");
+    assert!(
+        berlin.contains(" CET\r\n") || berlin.contains(" CEST\r\n"),
+        "{berlin}"
+    );
+    let utc = send(&["--expires-at", "2027-01-01"], "utc");
+    assert!(utc.contains("human: 1 January 2027, 23:59 UTC"), "{utc}");
+}

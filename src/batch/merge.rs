@@ -8,8 +8,11 @@ use super::recipients::Columns;
 /// How the mail-merge file is written.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MergeOptions {
-    /// Start the file with a UTF-8 byte order mark, which Excel needs to read UTF-8.
-    pub bom: bool,
+    /// Start the file with a UTF-8 byte order mark, which Excel needs to read UTF-8 accents;
+    /// `None` as the input did.
+    pub bom: Option<bool>,
+    /// The field delimiter; `None` the input's (Excel in a `;` locale reads `;`).
+    pub delimiter: Option<u8>,
     /// Write input cells exactly as read, even those a spreadsheet would run as a formula.
     pub raw_cells: bool,
 }
@@ -40,7 +43,7 @@ pub fn neutralise(cell: &[u8]) -> Cow<'_, [u8]> {
 pub const ADDED_COLUMNS: [&[u8]; 3] = [b"code", b"kind", b"expires_at"];
 
 /// Appends one output row to `out` as CSV: the input fields but `expires_at` (neutralised
-/// unless `raw_cells`), then the added ones, separated by `,` and ended by a line feed.
+/// unless `raw_cells`), then the added ones, separated by `delimiter` and ended by a line feed.
 ///
 /// Written by hand rather than through `csv::Writer` so that each row's end in the buffer is
 /// known without a flush (duplicates are cut out by offset), and so that no intermediate
@@ -50,15 +53,16 @@ pub(crate) fn write_row(
     record: &csv::ByteRecord,
     added: [&[u8]; 3],
     raw_cells: bool,
+    delimiter: u8,
     out: &mut Vec<u8>,
 ) {
     let mut first = true;
     let mut field = |cell: &[u8], out: &mut Vec<u8>| {
         if !first {
-            out.push(b',');
+            out.push(delimiter);
         }
         first = false;
-        write_field(cell, out);
+        write_field(cell, delimiter, out);
     };
     for (i, cell) in record.iter().enumerate() {
         if Some(i) == columns.expires_at {
@@ -76,12 +80,12 @@ pub(crate) fn write_row(
     out.push(b'\n');
 }
 
-/// One CSV field, quoted when it holds a comma, a quote or a line break (or leads with a
+/// One CSV field, quoted when it holds the delimiter, a quote or a line break (or leads with a
 /// space a reader might trim), as `csv`'s `QuoteStyle::Necessary` does.
-fn write_field(cell: &[u8], out: &mut Vec<u8>) {
+fn write_field(cell: &[u8], delimiter: u8, out: &mut Vec<u8>) {
     let needs_quotes = cell
         .iter()
-        .any(|&b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
+        .any(|&b| b == delimiter || matches!(b, b'"' | b'\n' | b'\r'))
         || cell.first().is_some_and(|&b| b == b' ' || b == b'\t')
         || cell.last().is_some_and(|&b| b == b' ' || b == b'\t');
     if !needs_quotes {
@@ -104,27 +108,44 @@ mod tests {
 
     #[test]
     fn rows_read_back_as_written() {
-        let record =
-            csv::ByteRecord::from(vec!["Carol, Jr", "say \"hi\"", "two\nlines", " pad", ""]);
+        let record = csv::ByteRecord::from(vec![
+            "Carol, Jr",
+            "Dupont; Marie",
+            "tab\there",
+            "say \"hi\"",
+            "two\nlines",
+            " pad",
+            "",
+        ]);
         let columns = Columns {
             audience: 0,
             kind: crate::Kind::Email,
             recipient: None,
             subdomains: None,
             expires_at: None,
-            len: 5,
+            len: 7,
         };
-        let mut out = Vec::new();
-        write_row(&columns, &record, [b"c", b"k", b"e"], true, &mut out);
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .from_reader(out.as_slice());
-        let back = reader.byte_records().next().unwrap().unwrap();
         let mut expected = record.clone();
         for added in ["c", "k", "e"] {
             expected.push_field(added.as_bytes());
         }
-        assert_eq!(back, expected);
+        for delimiter in [b',', b';', b'\t'] {
+            let mut out = Vec::new();
+            write_row(
+                &columns,
+                &record,
+                [b"c", b"k", b"e"],
+                true,
+                delimiter,
+                &mut out,
+            );
+            let mut reader = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .delimiter(delimiter)
+                .from_reader(out.as_slice());
+            let back = reader.byte_records().next().unwrap().unwrap();
+            assert_eq!(back, expected, "{}", char::from(delimiter));
+        }
     }
 
     #[test]

@@ -147,15 +147,17 @@ struct Worker<'a> {
     minter: RowMinter<'a>,
     columns: &'a Columns,
     raw_cells: bool,
+    delimiter: u8,
     expiry_text: ExpiryText,
 }
 
 impl<'a> Worker<'a> {
-    fn new(minter: RowMinter<'a>, columns: &'a Columns, raw_cells: bool) -> Self {
+    fn new(minter: RowMinter<'a>, columns: &'a Columns, raw_cells: bool, delimiter: u8) -> Self {
         Self {
             minter,
             columns,
             raw_cells,
+            delimiter,
             expiry_text: ExpiryText::default(),
         }
     }
@@ -178,6 +180,7 @@ impl<'a> Worker<'a> {
                         record,
                         added,
                         self.raw_cells,
+                        self.delimiter,
                         &mut chunk.output,
                     );
                     RowResult::Minted {
@@ -243,11 +246,14 @@ pub fn run<R: Read, W: Write>(
     let mut reader = Recipients::open(input, &options.read)?;
     let header = reader.header().clone();
     let columns = reader.columns().clone();
+    // Written as the input was unless told otherwise: Excel in a `;` locale opens a `;` file.
+    let input = reader.dialect();
+    let delimiter = options.merge.delimiter.unwrap_or(input.delimiter);
     let mut head = Vec::new();
-    if options.merge.bom {
+    if options.merge.bom.unwrap_or(input.bom) {
         head.extend_from_slice(BOM);
     }
-    merge::write_row(&columns, &header, ADDED_COLUMNS, true, &mut head);
+    merge::write_row(&columns, &header, ADDED_COLUMNS, true, delimiter, &mut head);
     write_output(&mut output, &head)?;
 
     let minter = RowMinter::new(ring, &columns, &options.mint);
@@ -259,7 +265,7 @@ pub fn run<R: Read, W: Write>(
     let (done_tx, done) = std::sync::mpsc::channel::<Result<Chunk, Error>>();
     let summary = std::thread::scope(|scope| {
         for _ in 0..helpers {
-            let worker = Worker::new(minter.sibling(), &columns, raw_cells);
+            let worker = Worker::new(minter.sibling(), &columns, raw_cells, delimiter);
             let (queue, done_tx) = (&queue, done_tx.clone());
             scope.spawn(move || help(worker, queue, &done_tx));
         }
@@ -273,7 +279,7 @@ pub fn run<R: Read, W: Write>(
             to_queue: &to_queue,
             queue: &queue,
             done: &done,
-            worker: Worker::new(minter.sibling(), &columns, raw_cells),
+            worker: Worker::new(minter.sibling(), &columns, raw_cells, delimiter),
             duplicates: (!options.allow_duplicates).then(Duplicates::new),
         };
         let result = driver.drive(&mut on_row);
@@ -656,6 +662,41 @@ mod tests {
     }
 
     #[test]
+    fn the_output_is_written_as_the_input_was_unless_told_otherwise() {
+        let ring = KeyRing::parse(KEYS).unwrap();
+        let input = "\u{feff}Name;E-mail Address\r\nDupont, Marie;marie@contoso.fr\r\n";
+        let mut output = Vec::new();
+        run(&ring, input.as_bytes(), &mut output, &options(), |_| {}).unwrap();
+        let text = String::from_utf8(output).unwrap();
+        assert!(
+            text.starts_with("\u{feff}Name;E-mail Address;code;kind;expires_at\n"),
+            "{text}"
+        );
+        assert!(text.contains("\nDupont, Marie;marie@contoso.fr;"), "{text}");
+        let told = BatchOptions {
+            merge: MergeOptions {
+                bom: Some(false),
+                delimiter: Some(b','),
+                raw_cells: false,
+            },
+            ..options()
+        };
+        let mut output = Vec::new();
+        run(&ring, input.as_bytes(), &mut output, &told, |_| {}).unwrap();
+        let text = String::from_utf8(output).unwrap();
+        assert!(text.starts_with("Name,E-mail Address,code,"), "{text}");
+        assert!(
+            text.contains("\n\"Dupont, Marie\",marie@contoso.fr,"),
+            "{text}"
+        );
+        // No mark in, none out; a tab in, a tab out.
+        let mut output = Vec::new();
+        let input = "Name\temail\nBob\tbob@contoso.com\n";
+        run(&ring, input.as_bytes(), &mut output, &options(), |_| {}).unwrap();
+        assert!(output.starts_with(b"Name\temail\tcode\t"));
+    }
+
+    #[test]
     fn formula_cells_are_neutralised_unless_raw() {
         let ring = KeyRing::parse(KEYS).unwrap();
         let input = "name;email\n=HYPERLINK(\"x\");a@contoso.com\n";
@@ -663,13 +704,14 @@ mod tests {
         run(&ring, input.as_bytes(), &mut output, &options(), |_| {}).unwrap();
         let text = String::from_utf8(output).unwrap();
         assert!(
-            text.contains("\"'=HYPERLINK(\"\"x\"\")\",a@contoso.com,"),
+            text.contains("\"'=HYPERLINK(\"\"x\"\")\";a@contoso.com;"),
             "{text}"
         );
         let raw = BatchOptions {
             merge: MergeOptions {
                 raw_cells: true,
-                bom: true,
+                bom: Some(true),
+                delimiter: Some(b','),
             },
             ..options()
         };

@@ -11,9 +11,44 @@ use encoding_rs::Encoding;
 
 use crate::{Error, Kind};
 
-/// The header names taken for the email column, compared case-insensitively once spaces,
-/// underscores and surrounding blanks are normalized.
-pub const EMAIL_HEADERS: &[&str] = &["email", "e-mail", "email address", "e-mail address", "mail"];
+/// The header names taken for the email column, as compared: lower case, accents dropped,
+/// runs of spaces and underscores one space, surrounding blanks trimmed (see `header_key`).
+///
+/// Besides the English ones, the email column of Outlook's contact export in German, French,
+/// Italian and Dutch (`E-Mail-Adresse`, `Adresse de messagerie`, `Indirizzo posta
+/// elettronica`, `E-mailadres`; Spanish Outlook writes `E-mail Address`), and the names people
+/// give that column in those languages and in Spanish. Second and third addresses (`E-Mail 2:
+/// Adresse`) are not taken: the first is the one to invite.
+pub const EMAIL_HEADERS: &[&str] = &[
+    "email",
+    "e-mail",
+    "email address",
+    "e-mail address",
+    "mail",
+    // German
+    "e-mail-adresse",
+    "e-mail adresse",
+    "email-adresse",
+    // French
+    "adresse de messagerie",
+    "adresse e-mail",
+    "adresse email",
+    "adresse electronique",
+    "courriel",
+    // Spanish
+    "direccion de correo electronico",
+    "correo electronico",
+    "correo",
+    // Italian
+    "indirizzo posta elettronica",
+    "indirizzo di posta elettronica",
+    "indirizzo e-mail",
+    "indirizzo email",
+    "posta elettronica",
+    // Dutch
+    "e-mailadres",
+    "emailadres",
+];
 
 /// The longest header line read to detect the delimiter: a header is a few hundred bytes.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -49,11 +84,17 @@ pub struct Columns {
     pub len: usize,
 }
 
-/// A header field as compared: blanks trimmed, a byte order mark dropped, lower case, runs of
-/// spaces and underscores made one space.
+/// A header field as compared: blanks trimmed, a byte order mark dropped, lower case, accents
+/// dropped (`Dirección` is `direccion`), runs of spaces and underscores made one space.
 fn header_key(field: &[u8]) -> String {
+    use unicode_normalization::UnicodeNormalization as _;
+    use unicode_normalization::char::is_combining_mark;
     let field = field.strip_prefix("\u{feff}".as_bytes()).unwrap_or(field);
-    let text = String::from_utf8_lossy(field).to_lowercase();
+    let text: String = String::from_utf8_lossy(field)
+        .nfd()
+        .filter(|c| !is_combining_mark(*c))
+        .collect::<String>()
+        .to_lowercase();
     text.split(|c: char| c.is_whitespace() || c == '_')
         .filter(|part| !part.is_empty())
         .collect::<Vec<_>>()
@@ -152,14 +193,16 @@ pub struct Recipients<R: Read> {
 }
 
 /// How a CSV file is written, for a file written back for the same people and tools (a
-/// rejects file to fix and feed in again).
+/// rejects file to fix and feed in again, a mail-merge file).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dialect {
     /// The field delimiter.
     pub delimiter: u8,
-    /// Whether the file starts with a UTF-8 byte order mark: the input had one, or was in a
-    /// legacy encoding (Excel reads UTF-8 accents only with the mark).
+    /// Whether the file starts with a UTF-8 byte order mark, as the input did.
     pub bom: bool,
+    /// The legacy encoding the input was read in (`--encoding windows-1252`), if not UTF-8: a
+    /// rejects file is written back in it, so that the same command reads it again.
+    pub encoding: Option<&'static Encoding>,
 }
 
 impl Default for Dialect {
@@ -167,6 +210,7 @@ impl Default for Dialect {
         Self {
             delimiter: b',',
             bom: false,
+            encoding: None,
         }
     }
 }
@@ -196,8 +240,17 @@ impl<R: Read> Recipients<R> {
         let first = first_line(&mut input).map_err(|err| Error::io("reading input", &err))?;
         let (first, bom) = match first.strip_prefix("\u{feff}".as_bytes()) {
             Some(rest) => (rest.to_vec(), true),
-            None => (first, options.encoding.is_some()),
+            None => (first, false),
         };
+        // Written back in the input's encoding where one can be written (windows-1252, ...);
+        // UTF-16 cannot, and becomes UTF-8 with the mark that input had as UTF-16.
+        let legacy = options
+            .encoding
+            .filter(|&encoding| encoding != encoding_rs::UTF_8);
+        let encoding = legacy
+            .map(Encoding::output_encoding)
+            .filter(|&encoding| encoding != encoding_rs::UTF_8);
+        let bom = bom || (legacy.is_some() && encoding.is_none());
         let delimiter = options
             .delimiter
             .unwrap_or_else(|| detect_delimiter(&first));
@@ -216,7 +269,11 @@ impl<R: Read> Recipients<R> {
             reader,
             header,
             columns,
-            dialect: Dialect { delimiter, bom },
+            dialect: Dialect {
+                delimiter,
+                bom,
+                encoding,
+            },
         })
     }
 
@@ -522,6 +579,12 @@ mod tests {
             "\u{feff}email",
             "EMAIL_ADDRESS",
             " Mail ",
+            "E-Mail-Adresse",
+            "Adresse de messagerie",
+            "Dirección de correo electrónico",
+            "DIRECCION DE CORREO ELECTRONICO",
+            "Indirizzo posta elettronica",
+            "E-mailadres",
         ] {
             let text = format!("First Name;{header};Team\nA;a@contoso.com;x\n");
             let recipients = open(text.as_bytes(), &options).unwrap();
@@ -530,6 +593,13 @@ mod tests {
         }
         let two = open(b"email,e-mail\n", &options).unwrap_err().to_string();
         assert!(two.contains("--email-column"), "{two}");
+        // Outlook's second address is not an email column: the first is taken alone.
+        let second = open(
+            "Name;E-Mail-Adresse;E-Mail 2: Adresse\n".as_bytes(),
+            &options,
+        )
+        .unwrap();
+        assert_eq!(second.columns().audience, 1);
         let named = ReadOptions {
             email_column: Some("Courriel".to_owned()),
             ..ReadOptions::default()

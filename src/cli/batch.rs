@@ -37,8 +37,16 @@ pub struct BatchArgs {
     #[command(flatten)]
     read: ReadArgs,
     /// Start the output with a UTF-8 byte order mark, so that Excel reads its accents.
-    #[arg(long)]
+    /// Default: as the input did.
+    #[arg(long, conflicts_with = "no_bom")]
     bom: bool,
+    /// Start the output without a byte order mark, though the input had one.
+    #[arg(long)]
+    no_bom: bool,
+    /// The field delimiter of the output: `,`, `;`, `tab` or one other character. Default:
+    /// the input's.
+    #[arg(long, value_name = "CHAR")]
+    output_delimiter: Option<String>,
     /// Write input cells as they are, even those starting with = + - @ that a spreadsheet
     /// runs as formulas (by default they get a leading ').
     #[arg(long)]
@@ -86,17 +94,28 @@ impl RowMintArgs {
             allow_public_domains: self.allow_public_domain,
         })
     }
+
+    /// The mint options of `send`, where `--tz` alone is allowed: it sets the zone dates are
+    /// written in.
+    pub fn send_mint_options(&self, now: OffsetDateTime) -> anyhow::Result<MintOptions> {
+        Ok(MintOptions {
+            default_expiry: self.expiry.resolve_any_zone(now)?,
+            now,
+            allow_public_domains: self.allow_public_domain,
+        })
+    }
 }
 
 /// How the recipients CSV is read: the flags `batch` and `send` share.
 #[derive(Debug, Args)]
 pub struct ReadArgs {
     /// The field delimiter of the input: `,`, `;`, `tab` or one other character. Default:
-    /// detected from the header line (`,`, `;` or tab). (`batch` writes its output with `,`.)
+    /// detected from the header line (`,`, `;` or tab).
     #[arg(long, value_name = "CHAR")]
     delimiter: Option<String>,
-    /// The header of the email column, when it is not one of email, e-mail, email address,
-    /// e-mail address, mail (any case).
+    /// The header of the email column, when it is not a common one: email, e-mail address,
+    /// mail, or Outlook's in German, French, Spanish, Italian or Dutch (E-Mail-Adresse,
+    /// Adresse de messagerie, Correo electrónico, ...; any case, accents or not).
     #[arg(long, value_name = "NAME")]
     email_column: Option<String>,
     /// The input's text encoding, e.g. windows-1252 for a "CSV" saved by Excel. Default
@@ -108,16 +127,11 @@ pub struct ReadArgs {
 impl ReadArgs {
     /// The reader's options, or a usage error naming the flag.
     pub fn read_options(&self) -> anyhow::Result<ReadOptions> {
-        let delimiter = match self.delimiter.as_deref() {
-            None => None,
-            Some("tab" | "\\t" | "\t") => Some(b'\t'),
-            Some(text) if text.len() == 1 && text != "\"" && !text.contains(['\n', '\r']) => {
-                text.bytes().next()
-            }
-            Some(text) => bail!(
-                "--delimiter {text:?}: give one ASCII character such as , or ; or the word tab"
-            ),
-        };
+        let delimiter = self
+            .delimiter
+            .as_deref()
+            .map(|text| delimiter("--delimiter", text))
+            .transpose()?;
         let encoding = match self.encoding.as_deref() {
             None => None,
             Some(label) => Some(
@@ -134,6 +148,18 @@ impl ReadArgs {
     }
 }
 
+/// A delimiter flag's value: one ASCII character other than a quote or a line break, or the
+/// word `tab`.
+fn delimiter(flag: &str, text: &str) -> anyhow::Result<u8> {
+    match text {
+        "tab" | "\\t" | "\t" => Ok(b'\t'),
+        _ if text.len() == 1 && text != "\"" && !text.contains(['\n', '\r']) => {
+            text.bytes().next().context("one character")
+        }
+        _ => bail!("{flag} {text:?}: give one ASCII character such as , or ; or the word tab"),
+    }
+}
+
 /// `invitegate batch`.
 pub fn batch(args: &BatchArgs) -> anyhow::Result<Status> {
     args.check_usage()?;
@@ -142,7 +168,16 @@ pub fn batch(args: &BatchArgs) -> anyhow::Result<Status> {
         mint: args.mint.mint_options(now)?,
         read: args.read.read_options()?,
         merge: MergeOptions {
-            bom: args.bom,
+            bom: match (args.bom, args.no_bom) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
+            delimiter: args
+                .output_delimiter
+                .as_deref()
+                .map(|text| delimiter("--output-delimiter", text))
+                .transpose()?,
             raw_cells: args.raw_cells,
         },
         allow_duplicates: args.allow_duplicates,
@@ -201,6 +236,10 @@ fn run(
     rejects: Option<Sink>,
     options: &BatchOptions,
 ) -> anyhow::Result<Status> {
+    // Whether a failed run leaves an earlier file in place, or none: said so in its message.
+    let existed = output
+        .target()
+        .is_some_and(|path| std::fs::symlink_metadata(path).is_ok());
     let progress = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         if let Ok(style) =
@@ -247,7 +286,8 @@ fn run(
     let streamed = counted.bytes;
     let file_output = output.target().map(|p| p.display().to_string());
     let nothing_written = || match &file_output {
-        Some(path) => format!("no output was written ({path} is unchanged)"),
+        Some(path) if existed => format!("no output was written ({path} is unchanged)"),
+        Some(path) => format!("no output was written ({path} was not created)"),
         None if streamed == 0 => "nothing was written to standard output".to_owned(),
         None => "the output on standard output is incomplete".to_owned(),
     };

@@ -30,7 +30,8 @@ pub struct ExpiryArgs {
     #[arg(long, value_name = "DATE|RFC3339")]
     pub expires_at: Option<String>,
     /// With a date in --expires-at: the time zone whose end of day is meant, an IANA name
-    /// (Europe/Paris) or an offset (+02:00). Default UTC.
+    /// (Europe/Paris) or an offset (+02:00). Default UTC. With send, also the zone of
+    /// expires.human and of the date filter in templates.
     #[arg(long, value_name = "ZONE", allow_hyphen_values = true)]
     pub tz: Option<String>,
 }
@@ -43,6 +44,11 @@ impl ExpiryArgs {
                 "--tz applies only to a date in --expires-at (--expires-at 2027-01-01 --tz Europe/Paris)"
             );
         }
+        self.resolve_any_zone(now)
+    }
+
+    /// As [`ExpiryArgs::resolve`], with `--tz` allowed alone: `send` also writes dates in it.
+    pub fn resolve_any_zone(&self, now: OffsetDateTime) -> anyhow::Result<Option<Expiry>> {
         let at = match (&self.expires_in, &self.expires_at) {
             (Some(duration), _) => {
                 let duration = time::Duration::try_from(Duration::from(*duration))
@@ -114,7 +120,7 @@ pub fn parse_expires_at(text: &str, tz: Option<&str>) -> anyhow::Result<OffsetDa
 }
 
 /// A `--tz` value: an IANA time zone name or a fixed offset such as `+02:00`.
-fn time_zone(name: &str) -> anyhow::Result<jiff::tz::TimeZone> {
+pub fn time_zone(name: &str) -> anyhow::Result<jiff::tz::TimeZone> {
     let fixed = name
         .strip_prefix('+')
         .map(|rest| (1i32, rest))

@@ -348,12 +348,13 @@ fn interrupted(signal: i32) -> ! {
 /// The rejects file of `batch` and `send`: the input's header with an `error` column, then
 /// each refused row as it was read, with its error. Cells a spreadsheet would run as a
 /// formula get a leading `'` unless `raw`.
-/// It is written as the input was (its delimiter, and a byte order mark if it had one), so
-/// that the spreadsheet it came from opens it the same way.
+/// It is written as the input was (its delimiter, a byte order mark only if it had one, and
+/// its legacy encoding if it was read in one), so that the spreadsheet it came from opens it
+/// the same way, and the same command reads it again.
 pub struct Rejects {
-    /// The sink until the first row, then its CSV writer.
-    sink: Option<Sink>,
-    writer: Option<csv::Writer<Sink>>,
+    sink: Sink,
+    /// Whether the header is written.
+    started: bool,
     raw: bool,
 }
 
@@ -361,8 +362,8 @@ impl Rejects {
     /// A rejects file written to `sink`.
     pub fn new(sink: Sink, raw: bool) -> Self {
         Self {
-            sink: Some(sink),
-            writer: None,
+            sink,
+            started: false,
             raw,
         }
     }
@@ -397,24 +398,35 @@ impl Rejects {
             row.push_field(error.as_bytes());
             row
         };
-        if let Some(mut sink) = self.sink.take() {
+        let mut writer = csv::WriterBuilder::new()
+            // A row with too few or too many fields is rejected and kept as it was read.
+            .flexible(true)
+            .delimiter(dialect.delimiter)
+            .from_writer(Vec::new());
+        if !self.started {
+            self.started = true;
             if dialect.bom {
-                sink.write_all(invitegate::batch::BOM)?;
+                self.sink.write_all(invitegate::batch::BOM)?;
             }
-            let mut writer = csv::WriterBuilder::new()
-                // A row with too few or too many fields is rejected and kept as it was read.
-                .flexible(true)
-                .delimiter(dialect.delimiter)
-                .from_writer(sink);
             let mut header = self.cells(header);
             header.push_field(b"error");
             writer.write_byte_record(&header)?;
-            self.writer = Some(writer);
         }
-        match &mut self.writer {
-            Some(writer) => writer.write_byte_record(&row),
-            None => Ok(()),
+        writer.write_byte_record(&row)?;
+        let text = writer
+            .into_inner()
+            .map_err(|err| csv::Error::from(std::io::Error::other(err.to_string())))?;
+        match dialect.encoding {
+            // The cells were decoded from this encoding, so they encode back; the error text is
+            // ours (a character it lacks becomes a numeric character reference).
+            Some(encoding) => {
+                let text = String::from_utf8_lossy(&text);
+                let (bytes, _, _) = encoding.encode(&text);
+                self.sink.write_all(&bytes)?;
+            }
+            None => self.sink.write_all(&text)?,
         }
+        Ok(())
     }
 
     /// Everything written, ready to commit.
@@ -422,13 +434,8 @@ impl Rejects {
     /// # Errors
     ///
     /// When writing fails.
-    pub fn finish(self) -> anyhow::Result<Sink> {
-        match (self.writer, self.sink) {
-            (Some(writer), _) => writer
-                .into_inner()
-                .map_err(|err| anyhow::anyhow!("writing the rejects file: {}", err.error())),
-            (None, Some(sink)) => Ok(sink),
-            (None, None) => anyhow::bail!("writing the rejects file: it was lost"),
-        }
+    pub fn finish(mut self) -> anyhow::Result<Sink> {
+        self.sink.flush().context("writing the rejects file")?;
+        Ok(self.sink)
     }
 }

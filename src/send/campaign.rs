@@ -255,7 +255,28 @@ impl Ending {
     /// [`Error::Journal`] when a run that was not stopped accounts for fewer rows than it had
     /// to send: the journal holds what happened to them.
     pub fn of(counts: &Counts, summary: Option<&Summary>, journal: &Path) -> Result<Self, Error> {
-        let rows_left = counts.invalid + counts.duplicates + counts.rejected_earlier > 0;
+        Self::of_run(counts, summary, journal, false)
+    }
+
+    /// As [`Ending::of`]; with `invalid_set_aside` (`--skip-invalid`), invalid and duplicate
+    /// rows were set aside as asked, and a run that sent every other row is
+    /// [`Ending::Done`], as `batch --skip-invalid` succeeds once the good rows are written.
+    ///
+    /// # Errors
+    ///
+    /// As [`Ending::of`].
+    pub fn of_run(
+        counts: &Counts,
+        summary: Option<&Summary>,
+        journal: &Path,
+        invalid_set_aside: bool,
+    ) -> Result<Self, Error> {
+        let set_aside_left = if invalid_set_aside {
+            0
+        } else {
+            counts.invalid + counts.duplicates
+        };
+        let rows_left = set_aside_left + counts.rejected_earlier > 0;
         let Some(summary) = summary else {
             return Ok(if rows_left {
                 Self::RowsLeft
@@ -296,4 +317,34 @@ impl Ending {
 #[must_use]
 pub fn expiry_text(expiry: Option<Expiry>) -> String {
     expiry.map_or("each row's expires_at".to_owned(), rfc3339)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_set_aside_as_asked_leave_a_run_done() {
+        let journal = Path::new("campaign.journal");
+        let invalid = Counts {
+            already_sent: 3,
+            invalid: 1,
+            duplicates: 1,
+            ..Counts::default()
+        };
+        assert_eq!(Ending::of(&invalid, None, journal), Ok(Ending::RowsLeft));
+        assert_eq!(
+            Ending::of_run(&invalid, None, journal, true),
+            Ok(Ending::Done)
+        );
+        // A row the server refused is not set aside by --skip-invalid: it was valid.
+        let refused = Counts {
+            rejected_earlier: 1,
+            ..invalid
+        };
+        assert_eq!(
+            Ending::of_run(&refused, None, journal, true),
+            Ok(Ending::RowsLeft)
+        );
+    }
 }

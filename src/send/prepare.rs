@@ -204,9 +204,6 @@ pub fn prepare(
     let minter = RowMinter::new(ring, &columns, &options.mint);
     let mut duplicates = Duplicates::new();
     let mut record = csv::ByteRecord::new();
-    let human = time::macros::format_description!(
-        "[day padding:none] [month repr:long] [year], [hour]:[minute] UTC"
-    );
     let mut expiry_texts: Option<(Expiry, Value, Value)> = None;
     let sign_up_url = Value::from(options.sign_up_url.as_deref().unwrap_or_default());
     while reader.read_row(&mut record)? {
@@ -318,11 +315,7 @@ pub fn prepare(
             }
             texts => {
                 let expires = journal::rfc3339(minted.expiry);
-                let human = minted
-                    .expiry
-                    .to_datetime()
-                    .format(&human)
-                    .unwrap_or_else(|_| expires.clone());
+                let human = templates.human_date(i64::from(minted.expiry.unix()));
                 let (expires, human) = (
                     template::ExpiryText::value(&expires, &human),
                     Value::from(human),

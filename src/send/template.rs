@@ -72,7 +72,12 @@ pub struct Templates {
     /// builds).
     sources: BTreeMap<&'static str, TemplateSource>,
     html: bool,
+    /// The zone of `expires.human` and of the `date` filter's output.
+    zone: jiff::tz::TimeZone,
 }
+
+/// How `expires.human` writes the expiry: `15 December 2026, 23:59 UTC`.
+pub const HUMAN_DATE: &str = "%-d %B %Y, %H:%M %Z";
 
 impl std::fmt::Debug for Templates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -126,7 +131,9 @@ impl Templates {
             env,
             sources: BTreeMap::new(),
             html: html.is_some(),
+            zone: jiff::tz::TimeZone::UTC,
         };
+        templates.set_time_zone(jiff::tz::TimeZone::UTC);
         let subject =
             subject.unwrap_or_else(|| TemplateSource::new("the default subject", DEFAULT_SUBJECT));
         let text = text.unwrap_or_else(|| TemplateSource::new("the default text", DEFAULT_TEXT));
@@ -145,6 +152,34 @@ impl Templates {
     #[must_use]
     pub fn has_html(&self) -> bool {
         self.html
+    }
+
+    /// Writes dates in `zone` (UTC unless set): `expires.human`, and the `date` filter
+    /// unless a template names another zone (`{{ expires | date("%d.%m.%Y", tz="Europe/Berlin")
+    /// }}`).
+    pub fn set_time_zone(&mut self, zone: jiff::tz::TimeZone) {
+        self.zone = zone.clone();
+        self.env.add_filter(
+            "date",
+            move |value: &Value, format: &str, kwargs: minijinja::value::Kwargs| {
+                let tz: Option<String> = kwargs.get("tz")?;
+                kwargs.assert_all_used()?;
+                date_filter(value, format, tz.as_deref(), &zone)
+            },
+        );
+    }
+
+    /// An instant as `expires.human` writes it, in the zone set by
+    /// [`Templates::set_time_zone`]: `15 December 2026, 23:59 UTC`, `16 December 2026, 00:59
+    /// CET`.
+    #[must_use]
+    pub fn human_date(&self, unix_seconds: i64) -> String {
+        jiff::Timestamp::from_second(unix_seconds)
+            .ok()
+            .and_then(|at| {
+                jiff::fmt::strtime::format(HUMAN_DATE, &at.to_zoned(self.zone.clone())).ok()
+            })
+            .unwrap_or_else(|| unix_seconds.to_string())
     }
 
     /// Renders the three parts for one row's variables.
@@ -366,6 +401,45 @@ impl Object for ExpiryText {
     fn render(self: &Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Display::fmt(&self.rfc3339, f)
     }
+}
+
+/// The `date` filter: `value` (`expires`, or a cell holding an RFC 3339 instant or a
+/// `YYYY-MM-DD` date) written with `format`, strftime's directives (`%d.%m.%Y`, `%-d %B %Y`,
+/// `%H:%M %Z`; month and day names in English), in `tz` or else `zone`. A date without a time
+/// is written as it is, in no zone.
+fn date_filter(
+    value: &Value,
+    format: &str,
+    tz: Option<&str>,
+    zone: &jiff::tz::TimeZone,
+) -> Result<String, minijinja::Error> {
+    let invalid =
+        |reason: String| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, reason);
+    let text = match value.get_attr("rfc3339") {
+        Ok(rfc3339) if !rfc3339.is_undefined() => rfc3339.to_string(),
+        _ => value.to_string(),
+    };
+    let text = text.trim();
+    let zone = match tz {
+        Some(name) => jiff::tz::TimeZone::get(name).map_err(|_| {
+            invalid(format!(
+                "date: tz={name:?} is not a known time zone; give an IANA name such as \
+                 Europe/Paris"
+            ))
+        })?,
+        None => zone.clone(),
+    };
+    let written = if let Ok(at) = text.parse::<jiff::Timestamp>() {
+        jiff::fmt::strtime::format(format, &at.to_zoned(zone))
+    } else if let Ok(day) = text.parse::<jiff::civil::Date>() {
+        jiff::fmt::strtime::format(format, day)
+    } else {
+        return Err(invalid(format!(
+            "date: {text:?} is not an RFC 3339 date and time (2026-12-15T23:59:00Z) or a date \
+             (2026-12-15)"
+        )));
+    };
+    written.map_err(|err| invalid(format!("date: cannot write {text:?} as {format:?}: {err}")))
 }
 
 /// `row`: a message's cells by their headers as written.
@@ -663,6 +737,59 @@ mod tests {
             "2026-12-31T23:59:00Z | 31 December 2026, 23:59 UTC | 2026-12-31T23:59:00Z | 31 \
              December 2026, 23:59 UTC"
         );
+    }
+
+    #[test]
+    fn dates_follow_the_time_zone_and_the_date_filter_takes_a_format() {
+        let text = TemplateSource::new(
+            "invite.txt",
+            "{{ expires.human }}\n{{ expires | date(\"%d.%m.%Y %H:%M %Z\") }}\n\
+             {{ expires | date(\"%Y-%m-%d %H:%M\", tz=\"America/New_York\") }}\n\
+             {{ \"2027-03-01\" | date(\"%-d %B %Y\") }}",
+        );
+        let mut templates = Templates::new(None, Some(text), None).unwrap();
+        // 2026-12-31T23:59:00Z
+        let at = 1_798_761_540;
+        assert_eq!(templates.human_date(at), "31 December 2026, 23:59 UTC");
+        assert_eq!(
+            templates.render(vars()).unwrap().text,
+            "31 December 2026, 23:59 UTC\n31.12.2026 23:59 UTC\n2026-12-31 18:59\n1 March 2027"
+        );
+        templates.set_time_zone(jiff::tz::TimeZone::get("Europe/Paris").unwrap());
+        assert_eq!(templates.human_date(at), "1 January 2027, 00:59 CET");
+        // expires.human is made by the caller (prepare) with human_date; the filter follows
+        // the zone by itself.
+        let text = templates.render(vars()).unwrap().text;
+        assert!(
+            text.contains("\n01.01.2027 00:59 CET\n2026-12-31 18:59\n"),
+            "{text}"
+        );
+        let fixed = jiff::tz::TimeZone::fixed(jiff::tz::offset(2));
+        templates.set_time_zone(fixed);
+        assert_eq!(templates.human_date(at), "1 January 2027, 01:59 +02");
+    }
+
+    #[test]
+    fn the_date_filter_says_what_it_cannot_read() {
+        for (template, why) in [
+            (
+                "{{ first_name | date(\"%d\") }}",
+                "is not an RFC 3339 date and time",
+            ),
+            (
+                "{{ expires | date(\"%d\", tz=\"Mars/Olympus\") }}",
+                "not a known time zone",
+            ),
+            ("{{ expires | date(\"%d\", zone=\"UTC\") }}", "zone"),
+        ] {
+            let text = TemplateSource::new("invite.txt", template);
+            let templates = Templates::new(None, Some(text), None).unwrap();
+            let err = templates.render(vars()).unwrap_err().to_string();
+            assert!(
+                err.contains(why) && err.starts_with("invite.txt:1:"),
+                "{template}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -378,7 +378,7 @@ async fn run<T: Transport>(
     if counts.held > 0 {
         summary_line.push_str(&format!(", {} left for a later run (--limit)", counts.held));
     }
-    let ending = Ending::of(&counts, summary.as_ref(), &journal_path)?;
+    let ending = Ending::of_run(&counts, summary.as_ref(), &journal_path, args.skip_invalid)?;
     if scratch.is_none() {
         write_rejects(&input, rejects_sink, &plan, &rejects)?;
     }

@@ -70,7 +70,7 @@ pub(super) fn plan(args: &SendArgs) -> anyhow::Result<Plan> {
         ),
         None => None,
     };
-    let templates = Templates::new(
+    let mut templates = Templates::new(
         args.subject
             .as_ref()
             .map(|s| TemplateSource::new("--subject", s.clone())),
@@ -83,6 +83,9 @@ pub(super) fn plan(args: &SendArgs) -> anyhow::Result<Plan> {
             .map(read_template)
             .transpose()?,
     )?;
+    if let Some(name) = &args.mint.expiry.tz {
+        templates.set_time_zone(super::super::codes::time_zone(name)?);
+    }
     let now = OffsetDateTime::now_utc();
     // The provider's limits are the defaults; an explicit --rate wins.
     let rate = match (&args.rate, &args.graph_sender) {
@@ -101,7 +104,7 @@ pub(super) fn plan(args: &SendArgs) -> anyhow::Result<Plan> {
         concurrency = graph::MAX_CONCURRENCY;
     }
     let options = SendOptions {
-        mint: args.mint.mint_options(now)?,
+        mint: args.mint.send_mint_options(now)?,
         read: args.read.read_options()?,
         from,
         to_one,

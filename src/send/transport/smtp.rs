@@ -74,6 +74,16 @@ pub struct SmtpSettings {
 }
 
 impl SmtpSettings {
+    /// The server as messages name it: `host:port`, an IPv6 address in brackets.
+    #[must_use]
+    pub fn endpoint(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
     /// Parses `smtp://HOST[:PORT][?tls=required|opportunistic]` or `smtps://HOST[:PORT]`.
     /// Default ports: 587 for `smtp`, 465 for `smtps`.
     ///
@@ -127,6 +137,14 @@ impl SmtpSettings {
             match pair {
                 "tls=required" if tls == TlsMode::Required => {}
                 "tls=opportunistic" if tls == TlsMode::Required => tls = TlsMode::Opportunistic,
+                "tls=none" | "tls=off" | "tls=false" | "tls=no" => {
+                    // Plain text is dangerous: it is asked for by a flag whose name says so,
+                    // never by a URL that may sit in a shared environment file.
+                    return Err(bad(
+                        "the URL takes no tls=none; to send in plain text, keep the URL \
+                         without it and add --smtp-tls none",
+                    ));
+                }
                 _ => {
                     return Err(bad(
                         "the only option is ?tls=required or ?tls=opportunistic",
@@ -324,8 +342,8 @@ impl Transport for SmtpTransport {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(Error::Smtp {
                     reason: format!(
-                        "the server does not answer (no greeting, login or NOOP reply within {} \
-                         s)",
+                        "{} does not answer (no greeting, login or NOOP reply within {} s)",
+                        self.settings.endpoint(),
                         timeout.as_secs_f64()
                     ),
                 }),
@@ -338,7 +356,11 @@ impl Transport for SmtpTransport {
                 Err(err) => {
                     let error = describe(&err);
                     Err(Error::Smtp {
-                        reason: format!("cannot connect and log in: {error}{}", hint(&error)),
+                        reason: format!(
+                            "cannot connect and log in to {}: {error}{}",
+                            self.settings.endpoint(),
+                            hint(&error)
+                        ),
                     })
                 }
             };
@@ -392,13 +414,14 @@ impl Transport for SmtpTransport {
                         describe(&err)
                     ))
                 }
-                Ok(Err(err)) => classify(&err),
+                Ok(Err(err)) => classify(&err, &self.settings.endpoint()),
                 Err(_) => {
                     // A stalled server: the message may have gone before it stopped answering.
                     self.renew(generation);
                     Reply::Retry {
                         reply: format!(
-                            "no answer from the server within {} s",
+                            "no answer from {} within {} s",
+                            self.settings.endpoint(),
                             self.settings.timeout.as_secs_f64()
                         ),
                         may_have_gone: true,
@@ -432,9 +455,14 @@ impl SmtpTransport {
     }
 }
 
-/// What a lettre error means for the row.
-fn classify(err: &lettre::transport::smtp::Error) -> Reply {
-    let reply = describe(err);
+/// What a lettre error means for the row. A failure that is not the server's reply (a refused
+/// or broken connection, TLS) names the server, `at`: the run's last words may quote it.
+fn classify(err: &lettre::transport::smtp::Error, at: &str) -> Reply {
+    let reply = if err.status().is_some() {
+        describe(err)
+    } else {
+        format!("{at}: {}", describe(err))
+    };
     if err.is_permanent() {
         let (code, text) = reply_of(err);
         return match smtp_blame(code, &text) {
@@ -503,18 +531,31 @@ fn hint(text: &str) -> &'static str {
 }
 
 /// An SMTP error in one line, with its causes: the server's reply or the network's error.
+/// lettre's own heading for an exchange it could not make (`internal client error`) is left
+/// out: it reads as a fault of this program, while the cause (`STARTTLS is not supported on
+/// this server`) says what happened.
 fn describe(err: &lettre::transport::smtp::Error) -> String {
-    let mut text = err.to_string();
+    let mut text = if err.is_client() {
+        String::new()
+    } else {
+        err.to_string()
+    };
     let mut source = std::error::Error::source(err);
     while let Some(cause) = source {
         let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
+        if text.is_empty() {
+            text = cause_text;
+        } else if !text.contains(&cause_text) {
             text.push_str(": ");
             text.push_str(&cause_text);
         }
         source = cause.source();
     }
-    text
+    if text.is_empty() {
+        "the exchange with the server could not be made".to_owned()
+    } else {
+        text
+    }
 }
 
 #[cfg(test)]
@@ -557,6 +598,93 @@ mod tests {
     }
 
     #[test]
+    fn connection_errors_name_the_server_and_not_the_mail_library() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let settings = |port: u16| SmtpSettings {
+                tls: TlsMode::None,
+                timeout: Duration::from_secs(10),
+                ..SmtpSettings::from_url(&format!("smtp://127.0.0.1:{port}")).unwrap()
+            };
+            // A port nobody listens on.
+            let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = closed.local_addr().unwrap().port();
+            drop(closed);
+            let transport = SmtpTransport::new(settings(port)).unwrap();
+            let err = transport.check().await.unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("cannot connect and log in to 127.0.0.1:{port}: ")),
+                "{err}"
+            );
+            assert!(!err.contains("internal client error"), "{err}");
+            // A server that accepts and hangs up at once.
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            tokio::spawn(async move {
+                while let Ok((socket, _)) = listener.accept().await {
+                    drop(socket);
+                }
+            });
+            let transport = SmtpTransport::new(settings(port)).unwrap();
+            let err = transport.check().await.unwrap_err().to_string();
+            assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+            assert!(!err.contains("internal client error"), "{err}");
+        });
+    }
+
+    #[test]
+    fn lettres_client_heading_is_left_out() {
+        // A server that greets and answers EHLO without offering STARTTLS, which is required.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            tokio::spawn(async move {
+                while let Ok((socket, _)) = listener.accept().await {
+                    tokio::spawn(async move {
+                        let (read, mut write) = socket.into_split();
+                        let mut lines = tokio::io::BufReader::new(read).lines();
+                        let _ = write.write_all(b"220 test ESMTP\r\n").await;
+                        while let Ok(Some(line)) = lines.next_line().await {
+                            let reply: &[u8] = if line.starts_with("EHLO") {
+                                b"250 test\r\n"
+                            } else if line.starts_with("QUIT") {
+                                b"221 bye\r\n"
+                            } else {
+                                b"250 ok\r\n"
+                            };
+                            if write.write_all(reply).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            });
+            let settings = SmtpSettings {
+                timeout: Duration::from_secs(10),
+                ..SmtpSettings::from_url(&format!("smtp://127.0.0.1:{port}")).unwrap()
+            };
+            let transport = SmtpTransport::new(settings).unwrap();
+            let err = transport.check().await.unwrap_err().to_string();
+            assert!(
+                err.contains(&format!(
+                    "cannot connect and log in to 127.0.0.1:{port}: STARTTLS is not supported \
+                     on this server (the server offers no STARTTLS"
+                )),
+                "{err}"
+            );
+            assert!(!err.contains("internal client error"), "{err}");
+        });
+    }
+
+    #[test]
     fn urls_parse_to_secure_defaults() {
         let s = SmtpSettings::from_url("smtp://mail.contoso.com").unwrap();
         assert_eq!(
@@ -585,6 +713,8 @@ mod tests {
             ),
             ("smtp://mail.contoso.com:x", "port"),
             ("smtps://mail.contoso.com?tls=opportunistic", "only option"),
+            ("smtp://mail.contoso.com:25?tls=none", "add --smtp-tls none"),
+            ("smtp://mail.contoso.com?tls=off", "add --smtp-tls none"),
         ] {
             let err = SmtpSettings::from_url(url).unwrap_err().to_string();
             assert!(err.contains(why), "{url}: {err}");
