@@ -61,7 +61,7 @@ impl Metrics {
              unauthorized, ...)",
             requests.clone(),
         );
-        // 50 µs to about 3.3 s: verification is microseconds, B2C gives up at 5 s.
+        // 50 µs to about 3.3 s: verification is microseconds, Entra gives up at 2 s at most.
         let latency = Histogram::new(exponential_buckets(0.000_05, 2.0, 17));
         registry.register(
             "connector_request_duration_seconds",

@@ -33,7 +33,8 @@ use crate::decision::Verifier;
 /// Largest request body read. A sign-up request is a few hundred bytes of claims; 64 KiB leaves
 /// room for every attribute a flow can collect and stops a client from making us buffer more.
 pub const MAX_BODY_BYTES: u64 = 64 * 1024;
-/// Time to send the body once the head is in. B2C itself gives up after 5 s, Entra after 2 s.
+/// Time to send the body once the head is in. Entra gives up after 1 s by default (2 s at most),
+/// B2C user flows after 20 s.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The B2C user-flow API connector. With an Azure Functions custom handler whose function
 /// route is `b2c/user-flow`, this is the path the host forwards.
