@@ -201,8 +201,9 @@ impl Journal {
         Ok(read_records(&text).map_err(fail)?.0)
     }
 
-    /// Opens or creates the journal at `path` (mode 0600), locks it, reads it, and on a new
-    /// journal, or one that records no row, writes the campaign line with `expires_at`.
+    /// Opens or creates the journal at `path` (mode 0600; an existing one readable by others
+    /// is made 0600), locks it, reads it, and on a new journal, or one that records no row,
+    /// writes the campaign line with `expires_at`.
     ///
     /// # Errors
     ///
@@ -233,6 +234,21 @@ impl Journal {
                     ));
                 }
                 Err(err) => return Err(fail(format!("cannot lock it: {err}"))),
+            }
+        }
+        // The journal names every recipient: one an earlier tool left readable by others is
+        // made private, as a new one is.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = file
+                .metadata()
+                .map_err(|err| fail(format!("cannot read its mode: {err}")))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                    .map_err(|err| fail(format!("cannot make it private (mode 0600): {err}")))?;
             }
         }
         let mut text = Vec::new();
@@ -556,5 +572,20 @@ mod tests {
                 .contains("finish this campaign with that release"),
             "{err}"
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_existing_journal_readable_by_others_is_made_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let now = time::macros::datetime!(2026-12-06 0:00 UTC);
+        let (journal, _) = Journal::open(&path, None, now).unwrap();
+        drop(journal);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 }
