@@ -57,7 +57,16 @@ fn stop(mut child: Child) {
     let _ = Command::new("sh")
         .args(["-c", &format!("kill -TERM {}", child.id())])
         .status();
-    let _ = child.wait();
+    // A server that does not stop fails the test rather than hanging it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve did not stop within 60 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

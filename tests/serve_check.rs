@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod entra_support;
+mod support;
 
 use std::process::{Command, Output};
 
@@ -23,7 +24,7 @@ fn check(envs: &[(&str, &str)], args: &[&str]) -> Output {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = support::wait_with_output_within(child, support::DEADLINE);
     assert!(
         !String::from_utf8_lossy(&output.stderr).contains("panicked"),
         "{output:?}"
@@ -226,15 +227,16 @@ fn an_entra_setting_without_tenant_or_issuer_is_a_problem() {
 /// `serve` itself stops at start only for settings that can never work, with every problem.
 #[test]
 fn serve_refuses_a_configuration_that_can_never_work() {
-    let output = Command::new(env!("CARGO_BIN_EXE_invitegate"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_invitegate"));
+    command
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env_clear()
         .env("INVITEGATE_KEYS", KEYS)
         .env("ENTRA_TENANT_ID", "not-a-guid")
         .env("ENTRA_ISSUER", "http://contoso.ciamlogin.com/x/v2.0")
         .env("ENTRA_AUDIENCE", APP_ID)
-        .output()
-        .unwrap();
+        .stdin(std::process::Stdio::null());
+    let output = support::output_within(&mut command, support::DEADLINE);
     assert_eq!(output.status.code(), Some(2));
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("2 problems in the configuration"), "{err}");
@@ -243,4 +245,39 @@ fn serve_refuses_a_configuration_that_can_never_work() {
         "{err}"
     );
     assert!(err.contains("is not an https:// URL"), "{err}");
+}
+
+/// Problems clap could have stopped at alone are listed with the rest: two key sources, and a
+/// subdomain beside an empty tenant id.
+#[test]
+fn two_key_sources_and_an_empty_tenant_are_listed_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("keys.json");
+    std::fs::write(&jwks, r#"{"keys":[]}"#).unwrap();
+    let output = check(
+        &[
+            ("INVITEGATE_KEYS", KEYS),
+            ("ENTRA_TENANT_ID", ""),
+            ("ENTRA_TENANT_SUBDOMAIN", "contoso"),
+            ("ENTRA_ISSUER", "https://issuer.example/v2.0"),
+            ("ENTRA_AUDIENCE", APP_ID),
+            ("ENTRA_JWKS_URL", "https://keys.example/keys"),
+            ("ENTRA_JWKS_FILE", jwks.to_str().unwrap()),
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let text = format!(
+        "{}{}",
+        stdout(&output),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.contains("ENTRA_JWKS_FILE and ENTRA_JWKS_URL name the signing keys twice"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ENTRA_TENANT_SUBDOMAIN is set but ENTRA_TENANT_ID is not"),
+        "{text}"
+    );
 }

@@ -182,12 +182,9 @@ pub(super) struct EntraArgs {
     #[arg(long, env = "ENTRA_JWKS_URL", value_name = "URL")]
     pub(super) entra_jwks_url: Option<String>,
     /// Entra: a JWKS file, for hosts that cannot reach the tenant.
-    #[arg(
-        long,
-        env = "ENTRA_JWKS_FILE",
-        value_name = "PATH",
-        conflicts_with = "entra_jwks_url"
-    )]
+    // Given with ENTRA_JWKS_URL, the configuration reports both among its problems (so that
+    // `--check` lists every problem), rather than clap stopping at that one.
+    #[arg(long, env = "ENTRA_JWKS_FILE", value_name = "PATH")]
     pub(super) entra_jwks_file: Option<PathBuf>,
     /// Entra: OpenID metadata elsewhere than
     /// https://{tenantId}.ciamlogin.com/{tenantId}/v2.0/.well-known/openid-configuration

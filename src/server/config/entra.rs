@@ -91,7 +91,11 @@ impl EntraSettings {
         };
         let subdomain = match self.tenant_subdomain.as_deref().map(str::trim) {
             Some(text) if !text.is_empty() => {
-                if self.tenant_id.is_none() {
+                if self
+                    .tenant_id
+                    .as_deref()
+                    .is_none_or(|id| id.trim().is_empty())
+                {
                     problems.push(Problem::new(
                         "ENTRA_TENANT_ID",
                         "ENTRA_TENANT_SUBDOMAIN is set but ENTRA_TENANT_ID is not: the \
