@@ -34,6 +34,7 @@ pub mod decision;
 pub mod error;
 pub mod expiry;
 pub mod fsutil;
+mod https;
 pub mod keys;
 pub mod messages;
 pub mod policy;

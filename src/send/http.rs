@@ -2,12 +2,12 @@
 //! token endpoint and Graph (bounded in time, following no redirect), the rule for their
 //! URLs (https, or http on loopback for tests), and bounded, one-line reading of replies.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
 
 use crate::Error;
+use crate::https::TlsSetupError;
 
 /// How long a request to the token endpoint or Graph may take.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
@@ -111,27 +111,14 @@ pub(crate) fn cut(text: &str) -> String {
 ///
 /// [`Error::Config`] when TLS cannot be set up for an https URL.
 pub(crate) fn client(needs_tls: bool) -> Result<reqwest::Client, Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config_error = |reason: String| Error::Config { reason };
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| config_error(format!("tls setup: {e}")))?;
-    let tls = match rustls_platform_verifier::Verifier::new(provider) {
-        Ok(verifier) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth(),
-        Err(e) if needs_tls => {
-            return Err(config_error(format!(
-                "cannot check https certificates: {e}; install the system's CA certificates \
-                 (ca-certificates)"
-            )));
-        }
-        // Loopback http needs no certificates.
-        Err(_) => builder
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth(),
-    };
+    let tls = crate::https::client_config(needs_tls).map_err(|e| match e {
+        TlsSetupError::Protocols(e) => config_error(format!("tls setup: {e}")),
+        TlsSetupError::NoVerifier(e) => config_error(format!(
+            "cannot check https certificates: {e}; install the system's CA certificates \
+             (ca-certificates)"
+        )),
+    })?;
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .timeout(TIMEOUT)
@@ -142,20 +129,7 @@ pub(crate) fn client(needs_tls: bool) -> Result<reqwest::Client, Error> {
         .map_err(|e| config_error(format!("http client: {}", error_chain(&e))))
 }
 
-/// An error and its sources on one line: reqwest's own message alone says little.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let line = cause.to_string();
-        if !text.contains(&line) {
-            text.push_str(": ");
-            text.push_str(&line);
-        }
-        source = cause.source();
-    }
-    text
-}
+pub(crate) use crate::https::error_chain;
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -17,6 +16,8 @@ use jsonwebtoken::DecodingKey;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse};
 use reqwest::Url;
 use sha2::{Digest as _, Sha256};
+
+use crate::https::{TlsSetupError, client_config, error_chain};
 
 /// Time allowed for one HTTP fetch, connecting included. The tenant's endpoints answer in
 /// milliseconds; a hung fetch must not hold the key-set lock (and the requests waiting on an
@@ -454,27 +455,16 @@ fn read_bounded(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
 /// A reqwest client over rustls with the ring provider, bounded in time, that follows only
 /// redirects that stay https (or loopback http).
 fn http_client(needs_tls: bool) -> Result<reqwest::Client, KeySetError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config_error = |reason: String| KeySetError::Config { reason };
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| config_error(format!("tls setup: {e}")))?;
-    let tls = match rustls_platform_verifier::Verifier::new(provider) {
-        Ok(verifier) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth(),
-        Err(e) if needs_tls => {
-            return Err(config_error(format!(
-                "cannot check the tenant's https certificates: {e}; install the system's CA \
-                 certificates (ca-certificates)"
-            )));
-        }
-        // Loopback http needs no certificates; https fetches fail with a clear TLS error.
-        Err(_) => builder
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth(),
-    };
+    // Without the system's certificates, loopback http still works; https fetches fail with a
+    // clear TLS error.
+    let tls = client_config(needs_tls).map_err(|e| match e {
+        TlsSetupError::Protocols(e) => config_error(format!("tls setup: {e}")),
+        TlsSetupError::NoVerifier(e) => config_error(format!(
+            "cannot check the tenant's https certificates: {e}; install the system's CA \
+             certificates (ca-certificates)"
+        )),
+    })?;
     let redirects = reqwest::redirect::Policy::custom(|attempt| {
         if attempt.previous().len() >= MAX_REDIRECTS {
             attempt.error("too many redirects")
@@ -492,20 +482,4 @@ fn http_client(needs_tls: bool) -> Result<reqwest::Client, KeySetError> {
         .user_agent(concat!("invitegate/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| config_error(format!("http client: {}", error_chain(&e))))
-}
-
-/// An error and its sources on one line: reqwest's own message alone says little
-/// ("error sending request").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let line = cause.to_string();
-        if !text.contains(&line) {
-            text.push_str(": ");
-            text.push_str(&line);
-        }
-        source = cause.source();
-    }
-    text
 }
