@@ -6,7 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::{Arc, Mutex};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use invitegate::KeyRing;
@@ -22,23 +23,9 @@ const ISSUER: &str = "https://contoso.ciamlogin.com/30000000-0000-0000-0000-0000
 const AUDIENCE: &str = "66666666-7777-8888-9999-000000000000";
 const FLOOD: u64 = 600;
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(data);
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn a_flood_of_refused_tokens_logs_few_details_and_counts_every_one() {
-    let captured = Captured::default();
+    let captured = support::Captured::default();
     let logging = invitegate::server::log::init("info", true, false, captured.clone()).unwrap();
     let signer = DevSigner::generate().unwrap();
     let bearer = BearerAuth::start(BearerConfig::new(
@@ -90,7 +77,7 @@ async fn a_flood_of_refused_tokens_logs_few_details_and_counts_every_one() {
 
     tokio::time::sleep(REFUSAL_WINDOW + Duration::from_millis(300)).await;
     drop(logging);
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     let details = log
         .lines()
         .filter(|line| line.contains("bearer token refused"))

@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::{Arc, Mutex};
+mod support;
 
 use invitegate::connector::AttributeNames;
 use invitegate::connector::entra::{EmailSource, Entra};
@@ -19,20 +19,6 @@ use serde_json::{Value, json};
 
 const KEYS: &str = "7:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const ATTR: &str = "extension_93fd07aa333c409d955d96008fd08dd9_InvitationCode";
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(data);
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn config(source: EmailSource) -> Config {
     let mut config = Config::new(Verifier::new(KeyRing::parse(KEYS).unwrap()));
@@ -88,7 +74,7 @@ async fn action(source: EmailSource, body: &Value) -> String {
 
 #[tokio::test]
 async fn a_typed_address_is_checked_only_when_the_operator_accepts_one() {
-    let captured = Captured::default();
+    let captured = support::Captured::default();
     let logging = invitegate::server::log::init("info", true, false, captured.clone()).unwrap();
     let ring = KeyRing::parse(KEYS).unwrap();
     let expiry = Expiry::from_unix(4_102_444_800);
@@ -110,7 +96,7 @@ async fn a_typed_address_is_checked_only_when_the_operator_accepts_one() {
         "microsoft.graph.attributeCollectionSubmit.showBlockPage"
     );
     drop(logging);
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     let lines: Vec<Value> = log
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())

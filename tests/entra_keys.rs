@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod entra_support;
+mod support;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -58,15 +59,7 @@ fn stop(mut child: Child) {
         .args(["-c", &format!("kill -TERM {}", child.id())])
         .status();
     // A server that does not stop fails the test rather than hanging it.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("serve did not stop within 60 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    support::wait_within(&mut child, Duration::from_secs(60));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

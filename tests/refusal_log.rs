@@ -6,7 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::{Arc, Mutex};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -24,20 +25,6 @@ const PASSWORD: &str = "s3cret-password";
 const GUESS: &str = "guessed-wrong";
 const FLOOD: u64 = 1500;
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(data);
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 fn basic(user: &str, password: &str) -> String {
     let pair = format!("{user}:{password}");
     format!(
@@ -48,7 +35,7 @@ fn basic(user: &str, password: &str) -> String {
 
 #[tokio::test]
 async fn a_flood_of_refusals_writes_few_lines_and_is_counted_whole() {
-    let captured = Captured::default();
+    let captured = support::Captured::default();
     let logging = invitegate::server::log::init("info", true, false, captured.clone()).unwrap();
     let mut config = Config::new(Verifier::new(KeyRing::parse(KEYS).unwrap()));
     let flow = UserFlow {
@@ -129,7 +116,7 @@ async fn a_flood_of_refusals_writes_few_lines_and_is_counted_whole() {
     // The log thread writes the last window's summary once the window has ended.
     tokio::time::sleep(REFUSAL_WINDOW + Duration::from_millis(300)).await;
     drop(logging);
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     assert!(!log.contains(PASSWORD) && !log.contains(GUESS), "{log}");
     let lines: Vec<Value> = log
         .lines()

@@ -348,3 +348,28 @@ pub fn key_fingerprint(key: &[u8]) -> String {
     let full = mac.finalize().into_bytes();
     format!("{}-{}", hex(&full[..4]), hex(&full[4..8]))
 }
+
+// ---- the process's log, captured ----
+
+/// A log writer that keeps what it is given, for a test binary that installs the process's
+/// log writer (`invitegate::server::log::init`) and reads the lines back.
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// Everything written so far, as text.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
