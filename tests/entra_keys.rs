@@ -299,50 +299,37 @@ async fn valid_calls_are_answered_during_a_flood_of_unknown_keys() {
     })
     .to_string();
     let mut calls = tokio::task::JoinSet::new();
-    for i in 0..150 {
-        let header = format!(
-            "Bearer {}.{rest}",
-            b64(&json!({"alg": "RS256", "kid": format!("made-up-{i}")}))
-        );
-        calls.spawn(async move {
-            let begun = Instant::now();
-            let answer = call(
-                port,
-                "POST",
-                "/api/entra/attribute-collection-submit",
-                &[("Authorization", &header)],
-                &entra_body(),
-            )
-            .await;
-            ("flood", answer.map(|a| a.0), begun.elapsed())
-        });
-        if i % 10 == 0 {
-            let good = good.clone();
+    // One timed call of `kind` to `path`, answered with its status (None: no answer).
+    let mut spawn =
+        |kind: &'static str, path: &'static str, authorization: String, body: String| {
             calls.spawn(async move {
                 let begun = Instant::now();
                 let answer = call(
                     port,
                     "POST",
-                    "/api/entra/attribute-collection-submit",
-                    &[("Authorization", &good)],
-                    &entra_body(),
-                )
-                .await;
-                ("entra", answer.map(|a| a.0), begun.elapsed())
-            });
-            let (basic, body) = (basic.clone(), user_flow.clone());
-            calls.spawn(async move {
-                let begun = Instant::now();
-                let answer = call(
-                    port,
-                    "POST",
-                    "/api/b2c/user-flow",
-                    &[("Authorization", &basic)],
+                    path,
+                    &[("Authorization", &authorization)],
                     &body,
                 )
                 .await;
-                ("b2c", answer.map(|a| a.0), begun.elapsed())
+                (kind, answer.map(|a| a.0), begun.elapsed())
             });
+        };
+    const ENTRA: &str = "/api/entra/attribute-collection-submit";
+    for i in 0..150 {
+        let made_up = format!(
+            "Bearer {}.{rest}",
+            b64(&json!({"alg": "RS256", "kid": format!("made-up-{i}")}))
+        );
+        spawn("flood", ENTRA, made_up, entra_body());
+        if i % 10 == 0 {
+            spawn("entra", ENTRA, good.clone(), entra_body());
+            spawn(
+                "b2c",
+                "/api/b2c/user-flow",
+                basic.clone(),
+                user_flow.clone(),
+            );
         }
     }
     let mut slowest = Duration::ZERO;
