@@ -435,10 +435,14 @@ async fn send_one<T: Transport>(ready: Ready, shared: &Senders<T>) -> Done {
                     row: row.clone(),
                     reply: reply.clone(),
                 };
-                let result = journal
-                    .write(&record)
-                    .map(|()| reply)
-                    .map_err(Failure::Journal);
+                // Unpaced, the next `handed` record carries it, in one write for both; paced,
+                // the next may be seconds away, and it is written now.
+                let written = if shared.durable {
+                    journal.write(&record)
+                } else {
+                    journal.write_soon(&record)
+                };
+                let result = written.map(|()| reply).map_err(Failure::Journal);
                 return Done {
                     ready,
                     retried,
