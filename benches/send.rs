@@ -16,24 +16,31 @@
 //!
 //! The same rows then go through Microsoft Graph, to a local server (in this process, on
 //! 127.0.0.1, plain HTTP/1.1) playing Entra's token endpoint (one token for the run) and
-//! Graph's `sendMail` (the body read, then 202), twice over (`send/graph.rs`):
+//! Graph's `sendMail` (the body read, then 202), three ways (`send/graph.rs`):
 //!
 //! - baseline: a plain reqwest client (the crate and features the product uses, rustls, its
 //!   keep-alive pool) asks for one token, then posts the very bodies the transport posts,
 //!   serialized beforehand from the library's prepared messages, with a bearer token, as many
 //!   at once as Graph's cap on concurrent requests to one mailbox (4);
+//! - floor: what no campaign can avoid, written plainly: every row read, minted, rendered
+//!   (subject and HTML) and serialized before the first request, as a campaign checks every
+//!   row before it sends any; then the baseline's posting, with one line appended to a log file
+//!   by one `write` before each request, the least a journal that knows which messages may
+//!   have gone can do;
 //! - send: `check`, the transport's check (its token), then `deliver` through the Graph
 //!   transport, with `--graph-url` and `--oauth-authority` the local server, rate limit off,
 //!   concurrency 4, an HTML template beside the default text one (Graph takes the HTML body).
 //!
-//! Before the rounds, one untimed run of send over Graph keeps every body the server takes,
-//! and they must be the baseline's, byte for byte.
+//! Before the rounds, one untimed run of send over Graph and one of the floor keep every body
+//! the server takes, and they must be the baseline's, byte for byte. The three run in a
+//! different order each round.
 //!
-//! A round runs the five back to back, and each ratio compares send with the baseline of the
-//! same round: on a shared machine the neighbours' load changes from second to second, and a
-//! ratio of two runs made close together cancels most of it. The median over `ROUNDS`
-//! rounds is reported, with the lowest and highest. Target: send at least 0.8 of the
-//! baseline, over SMTP and over Graph; the share of the SMTP reference is printed too.
+//! A round runs them all back to back, and each ratio compares two runs of the same round:
+//! on a shared machine the neighbours' load changes from second to second, and a ratio of two
+//! runs made close together cancels most of it. The median over the rounds (5, or
+//! `INVITEGATE_BENCH_ROUNDS`) is reported, with the lowest and highest. Target: send at least
+//! 0.8 of the baseline, over SMTP and over Graph; the share of the SMTP reference, and over
+//! Graph the share of the floor and the floor's share of the baseline, are printed too.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -59,6 +66,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 
 const MESSAGES: usize = 10_000;
 const CONCURRENCY: usize = 4;
+/// Rounds by default; `INVITEGATE_BENCH_ROUNDS` sets more on a busy machine.
 const ROUNDS: usize = 5;
 
 /// A minimal SMTP server that accepts everything and counts messages.
@@ -355,6 +363,11 @@ fn rate(elapsed: Duration) -> f64 {
 }
 
 fn main() {
+    let rounds = std::env::var("INVITEGATE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(ROUNDS);
     let ring = KeyRing::parse("7:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
     let now = OffsetDateTime::now_utc();
     let options = options(now);
@@ -391,6 +404,27 @@ fn main() {
     posted.sort();
     expected.sort();
     assert!(posted == expected, "send over Graph posts other bodies");
+    // The floor too: its own preparation must come to the same bodies.
+    *graph_seen.keep.lock().unwrap() = Some(Vec::new());
+    graph::floor(
+        graph_port,
+        graph_campaign,
+        &dir.path().join("floor-check.log"),
+    );
+    let mut floor_posted = graph_seen.keep.lock().unwrap().take().unwrap();
+    floor_posted.sort();
+    if let Some((floor_body, body)) = floor_posted
+        .iter()
+        .zip(&expected)
+        .find(|(floor_body, body)| floor_body != body)
+    {
+        panic!(
+            "the floor posts other bodies than send:\n{}\n{}",
+            String::from_utf8_lossy(floor_body),
+            String::from_utf8_lossy(body)
+        );
+    }
+    assert_eq!(floor_posted.len(), expected.len());
     let first: serde_json::Value = serde_json::from_slice(&graph_bodies[0]).unwrap();
     assert_eq!(first["message"]["body"]["contentType"], "HTML");
     assert_eq!(first["saveToSentItems"], false);
@@ -398,7 +432,9 @@ fn main() {
     let (mut ratios, mut raw_ratios) = (Vec::new(), Vec::new());
     let (mut graph_base_rates, mut graph_send_rates, mut graph_ratios) =
         (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
+    let (mut floor_rates, mut floor_ratios, mut floor_of_base) =
+        (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
         let built_base = baseline(port, &built, &options.from, true);
         let ours = send(port, &ring, &input, &templates, &options, dir.path(), round);
         let raw_base = baseline(port, &built, &options.from, false);
@@ -416,38 +452,65 @@ fn main() {
         ratios.push(built_base.as_secs_f64() / ours.as_secs_f64());
         raw_ratios.push(raw_base.as_secs_f64() / ours.as_secs_f64());
 
-        let graph_base = graph::baseline(graph_port, &graph_bodies);
-        let run = graph::send(graph_port, graph_campaign, dir.path(), &round.to_string());
+        // The three in a different order each round: none always runs first or last.
+        let (mut graph_base, mut floor, mut run) = (None, None, None);
+        for turn in 0..3 {
+            match (turn + round) % 3 {
+                0 => graph_base = Some(graph::baseline(graph_port, &graph_bodies)),
+                1 => {
+                    floor = Some(graph::floor(
+                        graph_port,
+                        graph_campaign,
+                        &dir.path().join(format!("floor-{round}.log")),
+                    ));
+                }
+                _ => {
+                    run = Some(graph::send(
+                        graph_port,
+                        graph_campaign,
+                        dir.path(),
+                        &round.to_string(),
+                    ));
+                }
+            }
+        }
+        let (graph_base, floor, run) = (graph_base.unwrap(), floor.unwrap(), run.unwrap());
         assert_eq!(run.sent, MESSAGES as u64);
         let graph_ours = run.elapsed;
         println!(
-            "round {}: reqwest posting the same JSON {:>6.0} messages/s, send over Graph {:>6.0} messages/s (checking the rows first: {:.0} ms): {:.2} of the baseline",
+            "round {}: reqwest posting the same JSON {:>6.0} messages/s, the floor {:>6.0} messages/s, send over Graph {:>6.0} messages/s (checking the rows first: {:.0} ms): {:.2} of the baseline, {:.2} of the floor; the floor {:.2} of the baseline",
             round + 1,
             rate(graph_base),
+            rate(floor),
             rate(graph_ours),
             run.check.as_secs_f64() * 1000.0,
             graph_base.as_secs_f64() / graph_ours.as_secs_f64(),
+            floor.as_secs_f64() / graph_ours.as_secs_f64(),
+            graph_base.as_secs_f64() / floor.as_secs_f64(),
         );
         graph_base_rates.push(rate(graph_base));
         graph_send_rates.push(rate(graph_ours));
         graph_ratios.push(graph_base.as_secs_f64() / graph_ours.as_secs_f64());
+        floor_rates.push(rate(floor));
+        floor_ratios.push(floor.as_secs_f64() / graph_ours.as_secs_f64());
+        floor_of_base.push(graph_base.as_secs_f64() / floor.as_secs_f64());
     }
     assert_eq!(
         received.load(Ordering::Relaxed),
-        (3 * ROUNDS * MESSAGES) as u64
+        (3 * rounds * MESSAGES) as u64
     );
     assert_eq!(
         graph_seen.accepted.load(Ordering::Relaxed),
-        ((2 * ROUNDS + 1) * MESSAGES) as u64
+        ((3 * rounds + 2) * MESSAGES) as u64
     );
     assert_eq!(graph_seen.refused.load(Ordering::Relaxed), 0);
-    // One token a run: every round's two, and the check's.
+    // One token a run: every round's three, and the two checks'.
     assert_eq!(
         graph_seen.tokens.load(Ordering::Relaxed),
-        (2 * ROUNDS + 1) as u64
+        (3 * rounds + 2) as u64
     );
     println!(
-        "send/raw-lettre: {MESSAGES} messages, concurrency {CONCURRENCY}, rate limit off, median of {ROUNDS} rounds"
+        "send/raw-lettre: {MESSAGES} messages, concurrency {CONCURRENCY}, rate limit off, median of {rounds} rounds"
     );
     println!(
         "  baseline (lettre, building each message):  {:>8.0} messages/s",
@@ -469,11 +532,15 @@ fn main() {
         median(&mut raw_ratios)
     );
     println!(
-        "send/reqwest over Microsoft Graph: {MESSAGES} messages, concurrency {CONCURRENCY}, rate limit off, median of {ROUNDS} rounds"
+        "send/reqwest over Microsoft Graph: {MESSAGES} messages, concurrency {CONCURRENCY}, rate limit off, median of {rounds} rounds"
     );
     println!(
         "  baseline (reqwest, the same JSON bodies):   {:>8.0} messages/s",
         median(&mut graph_base_rates)
+    );
+    println!(
+        "  floor (prepare every row first, a log line before each request): {:>8.0} messages/s",
+        median(&mut floor_rates)
     );
     println!(
         "  invitegate send --graph-sender:             {:>8.0} messages/s",
@@ -484,6 +551,15 @@ fn main() {
         median(&mut graph_ratios),
         graph_ratios.first().copied().unwrap_or_default(),
         graph_ratios.last().copied().unwrap_or_default(),
+    );
+    println!(
+        "  ratio: {:.2} of the floor (rounds {:.2} to {:.2}); the floor is {:.2} of the baseline (rounds {:.2} to {:.2})",
+        median(&mut floor_ratios),
+        floor_ratios.first().copied().unwrap_or_default(),
+        floor_ratios.last().copied().unwrap_or_default(),
+        median(&mut floor_of_base),
+        floor_of_base.first().copied().unwrap_or_default(),
+        floor_of_base.last().copied().unwrap_or_default(),
     );
 }
 

@@ -193,27 +193,7 @@ pub fn baseline(port: u16, bodies: &Arc<Vec<Bytes>>) -> Duration {
             .parse()
             .unwrap();
         let start = Instant::now();
-        let form = form_urlencoded::Serializer::new(String::new())
-            .append_pair("client_id", CLIENT_ID)
-            .append_pair("scope", &format!("{base}/.default"))
-            .append_pair("grant_type", "client_credentials")
-            .append_pair("client_secret", CLIENT_SECRET)
-            .finish();
-        let reply = client
-            .post(format!("{base}/{TENANT}/oauth2/v2.0/token"))
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .body(form)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap();
-        let token = Arc::new(reply["access_token"].as_str().unwrap().to_owned());
+        let token = Arc::new(token(&client, &base).await);
         let next = Arc::new(AtomicUsize::new(0));
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..MAX_CONCURRENCY {
@@ -247,6 +227,243 @@ pub fn baseline(port: u16, bodies: &Arc<Vec<Bytes>>) -> Duration {
         while tasks.join_next().await.is_some() {}
         start.elapsed()
     })
+}
+
+/// The `sendMail` body, serialized from borrowed fields as an efficient client would.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FloorMail<'a> {
+    message: FloorMessage<'a>,
+    save_to_sent_items: bool,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FloorMessage<'a> {
+    body: FloorBody<'a>,
+    from: FloorRecipient<'a>,
+    subject: &'a str,
+    to_recipients: [FloorRecipient<'a>; 1],
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FloorBody<'a> {
+    content: &'a str,
+    content_type: &'a str,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FloorRecipient<'a> {
+    email_address: FloorAddress<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct FloorAddress<'a> {
+    address: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+}
+
+/// One line a message in the floor's log: what a journal must say before the request goes
+/// (the row, its address, its code's key and expiry) and the previous message's reply.
+#[derive(serde::Serialize)]
+struct FloorLine<'a> {
+    line: u64,
+    to: &'a str,
+    key_id: u8,
+    expires_at: &'a str,
+    previous_reply: &'a str,
+}
+
+/// The floor: what no `send` over Graph can avoid, written plainly, with no code of ours but
+/// the minting (the code format is ours to compute). Timed from the start, it first prepares
+/// every row, as a campaign must before its first message (a bad row on line 9,000 must not
+/// leave 8,999 people invited): reads it with the csv crate, mints its code, renders the
+/// subject and the HTML body with minijinja from a plain context, and serializes the
+/// `sendMail` body from borrowed fields. Then, as the baseline, it gets one token and posts the
+/// bodies with `MAX_CONCURRENCY` senders, each appending one JSON line to a log file with one
+/// `write` before its request (the row, and the reply to the one before): the least a
+/// journal that knows which messages may have gone can do. No pacing, retries, reply
+/// classification or progress.
+pub fn floor(
+    port: u16,
+    campaign: (&KeyRing, &str, &Templates, &SendOptions),
+    log: &Path,
+) -> Duration {
+    let (ring, input, _, options) = campaign;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let expiry = options.mint.default_expiry.unwrap();
+    let expires_at = invitegate::send::journal::rfc3339(expiry);
+    let from = options.from.email.to_string();
+    let from_name = options.from.name.clone();
+    let sign_up_url = options.sign_up_url.clone().unwrap_or_default();
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    // `/` left as it is in HTML, as `send` leaves it (minijinja's own escaping writes it
+    // `&#x2f;`).
+    env.set_formatter(|out, state, value| {
+        if *state.auto_escape() == minijinja::AutoEscape::Html
+            && !value.is_safe()
+            && let Some(text) = value.as_str()
+        {
+            let escaped = text
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;")
+                .replace('\'', "&#x27;");
+            return out.write_str(&escaped).map_err(minijinja::Error::from);
+        }
+        minijinja::escape_formatter(out, state, value)
+    });
+    env.add_template("subject", invitegate::send::template::DEFAULT_SUBJECT)
+        .unwrap();
+    env.add_template("html.html", HTML_TEMPLATE).unwrap();
+    let (subject, html) = (
+        env.get_template("subject").unwrap(),
+        env.get_template("html.html").unwrap(),
+    );
+    let start = Instant::now();
+    let expires_human = jiff::fmt::strtime::format(
+        invitegate::send::template::HUMAN_DATE,
+        &jiff::Timestamp::from_second(i64::from(expiry.unix()))
+            .unwrap()
+            .to_zoned(jiff::tz::TimeZone::UTC),
+    )
+    .unwrap();
+    let mut reader = csv::Reader::from_reader(input.as_bytes());
+    let mut prepared = Vec::new();
+    for (i, row) in reader.records().enumerate() {
+        let row = row.unwrap();
+        let email = row.get(2).unwrap().trim();
+        let audience = invitegate::Audience::email(email).unwrap();
+        let code = invitegate::verify::mint(ring, &audience, expiry).to_string();
+        let context = minijinja::context! {
+            first_name => row.get(0).unwrap(),
+            last_name => row.get(1).unwrap(),
+            email => email,
+            code => code,
+            sign_up_url => &sign_up_url,
+            expires_human => &expires_human,
+        };
+        let subject = subject.render(&context).unwrap();
+        let content = html.render(&context).unwrap();
+        let body = serde_json::to_vec(&FloorMail {
+            message: FloorMessage {
+                body: FloorBody {
+                    content: &content,
+                    content_type: "HTML",
+                },
+                from: FloorRecipient {
+                    email_address: FloorAddress {
+                        address: &from,
+                        name: from_name.as_deref(),
+                    },
+                },
+                subject: &subject,
+                to_recipients: [FloorRecipient {
+                    email_address: FloorAddress {
+                        address: email,
+                        name: None,
+                    },
+                }],
+            },
+            save_to_sent_items: false,
+        })
+        .unwrap();
+        prepared.push((i as u64 + 2, email.to_owned(), Bytes::from(body)));
+    }
+    let prepared = Arc::new(prepared);
+    let file = Arc::new(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(log)
+            .unwrap(),
+    );
+    let key_id = ring.signing_key_id();
+    let expires_at = Arc::new(expires_at);
+    runtime().block_on(async {
+        let client = reqwest::Client::builder().build().unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let endpoint: reqwest::Url = format!("{base}/v1.0/users/{SENDER}/sendMail")
+            .parse()
+            .unwrap();
+        let token = Arc::new(token(&client, &base).await);
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..MAX_CONCURRENCY {
+            let (client, endpoint, token, next, prepared, file, expires_at) = (
+                client.clone(),
+                endpoint.clone(),
+                Arc::clone(&token),
+                Arc::clone(&next),
+                Arc::clone(&prepared),
+                Arc::clone(&file),
+                Arc::clone(&expires_at),
+            );
+            tasks.spawn(async move {
+                let mut previous = String::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((line, to, body)) = prepared.get(i) else {
+                        return;
+                    };
+                    let mut record = serde_json::to_vec(&FloorLine {
+                        line: *line,
+                        to,
+                        key_id,
+                        expires_at: &expires_at,
+                        previous_reply: &previous,
+                    })
+                    .unwrap();
+                    record.push(b'\n');
+                    std::io::Write::write_all(&mut &*file, &record).unwrap();
+                    let response = client
+                        .post(endpoint.clone())
+                        .bearer_auth(&token)
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
+                    response.bytes().await.unwrap();
+                    previous = format!("{line} 202 Accepted");
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    });
+    start.elapsed()
+}
+
+/// One token from the server's token endpoint, as a plain client asks for it.
+async fn token(client: &reqwest::Client, base: &str) -> String {
+    let form = form_urlencoded::Serializer::new(String::new())
+        .append_pair("client_id", CLIENT_ID)
+        .append_pair("scope", &format!("{base}/.default"))
+        .append_pair("grant_type", "client_credentials")
+        .append_pair("client_secret", CLIENT_SECRET)
+        .finish();
+    let reply = client
+        .post(format!("{base}/{TENANT}/oauth2/v2.0/token"))
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(form)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+    reply["access_token"].as_str().unwrap().to_owned()
 }
 
 /// What a run of `send` over Graph took.
