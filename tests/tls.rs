@@ -482,3 +482,90 @@ fn the_arr_header_counts_only_when_trusted() {
     let log = ignoring.log.seen();
     assert_eq!(log.matches("which is ignored").count(), 1, "{log}");
 }
+
+#[test]
+fn check_lists_every_tls_and_certificate_problem() {
+    let dir = support::with_keys();
+    let first = tls::pair("first");
+    let second = tls::pair("second");
+    std::fs::write(dir.path().join("tls.crt"), &first.cert_pem).unwrap();
+    std::fs::write(dir.path().join("tls.key"), &second.key_pem).unwrap();
+    let output = support::run(
+        support::invitegate(dir.path())
+            .args([
+                "serve",
+                "--check",
+                "--keys-file",
+                "keys.txt",
+                "--tls-cert",
+                "tls.crt",
+                "--tls-key",
+                "tls.key",
+                "--client-cert-thumbprints",
+                "abc,0123",
+            ])
+            .env("INVITEGATE_LOG", "off"),
+    );
+    let out = support::stdout(&output);
+    assert_eq!(support::status(&output), 2, "{out}");
+    assert!(out.contains("does not belong to the certificate"), "{out}");
+    assert_eq!(
+        out.matches("is not a certificate thumbprint").count(),
+        2,
+        "{out}"
+    );
+    assert!(!out.contains("PRIVATE KEY"), "{out}");
+
+    // Pins with no way for a certificate to arrive; a key without its certificate.
+    let output = support::run(
+        support::invitegate(dir.path())
+            .args([
+                "serve",
+                "--check",
+                "--keys-file",
+                "keys.txt",
+                "--tls-key",
+                "tls.key",
+            ])
+            .env("INVITEGATE_CLIENT_CERT_THUMBPRINTS", first.sha1())
+            .env("INVITEGATE_LOG", "off"),
+    );
+    let out = support::stdout(&output);
+    assert_eq!(support::status(&output), 2, "{out}");
+    assert!(
+        out.contains("--tls-key (INVITEGATE_TLS_KEY) is set but --tls-cert"),
+        "{out}"
+    );
+    assert!(out.contains("no client certificate can arrive"), "{out}");
+}
+
+#[test]
+fn plain_http_off_loopback_is_warned_about() {
+    let dir = support::with_keys();
+    let server = support::serve(
+        support::invitegate(dir.path())
+            .args(["serve", "--listen", "0.0.0.0:0", "--keys-file", "keys.txt"])
+            .env("BASIC_AUTH_USERNAME", "b2c")
+            .env("BASIC_AUTH_PASSWORD", PASSWORD)
+            .env("INVITEGATE_LOG", support::START_UP_LOG),
+    );
+    let seen = server.log.seen();
+    assert!(
+        seen.contains("a non-loopback address, without TLS") && seen.contains("clear text"),
+        "{seen}"
+    );
+    let dir = folder(&tls::pair("server"));
+    let server = support::serve(
+        support::invitegate(dir.path())
+            .args(["serve", "--listen", "0.0.0.0:0", "--keys-file", "keys.txt"])
+            .args(["--tls-cert", "tls.crt", "--tls-key", "tls.key"])
+            .env("BASIC_AUTH_USERNAME", "b2c")
+            .env("BASIC_AUTH_PASSWORD", PASSWORD)
+            .env("INVITEGATE_LOG", support::START_UP_LOG),
+    );
+    assert!(
+        !server.log.seen().contains("without TLS"),
+        "{}",
+        server.log.seen()
+    );
+}
