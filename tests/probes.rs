@@ -74,7 +74,10 @@ fn the_metrics_listener_needs_no_credentials_and_the_main_metrics_still_do() {
     assert_ne!(metrics, server.addr);
     let (status, text) = get(metrics, "/metrics", "");
     assert_eq!(status, 200, "{text}");
-    assert!(text.contains("invitegate_connector_requests_total"), "{text}");
+    assert!(
+        text.contains("invitegate_connector_requests_total"),
+        "{text}"
+    );
     for probe in ["/healthz", "/readyz"] {
         assert_eq!(get(metrics, probe, "").0, 200, "{probe}");
     }
@@ -213,4 +216,51 @@ fn readyz_names_every_part_not_ready_and_the_drain() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let status = support::wait_within(&mut server.process, support::DEADLINE);
     assert!(status.success(), "{status:?}");
+}
+
+/// `healthcheck` beside a server that speaks TLS asks the metrics listener, which answers in
+/// plain HTTP; without one it says what to set rather than probing TLS with plain HTTP.
+#[test]
+fn healthcheck_asks_the_metrics_listener_when_serve_speaks_tls() {
+    let dir = support::with_keys();
+    support::tls::pair("server").write(&dir.path().join("tls.crt"), &dir.path().join("tls.key"));
+    let server = support::serve(
+        support::invitegate(dir.path())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--keys-file",
+                "keys.txt",
+            ])
+            .args(["--tls-cert", "tls.crt", "--tls-key", "tls.key"])
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .env("BASIC_AUTH_USERNAME", "b2c")
+            .env("BASIC_AUTH_PASSWORD", PASSWORD)
+            .env("INVITEGATE_LOG", support::START_UP_LOG),
+    );
+    let metrics = metrics_address(&server);
+    let healthcheck = |envs: &[(&str, String)]| {
+        let mut command = support::invitegate(dir.path());
+        command
+            .arg("healthcheck")
+            .env_remove("INVITEGATE_METRICS_LISTEN")
+            .env_remove("INVITEGATE_TLS_CERT")
+            .env("INVITEGATE_LISTEN", server.addr.to_string());
+        for (name, value) in envs {
+            command.env(name, value);
+        }
+        support::run(&mut command)
+    };
+    let up = healthcheck(&[
+        ("INVITEGATE_TLS_CERT", "tls.crt".to_owned()),
+        ("INVITEGATE_METRICS_LISTEN", metrics.to_string()),
+    ]);
+    assert_eq!(up.status.code(), Some(0), "{up:?}");
+    let unset = healthcheck(&[("INVITEGATE_TLS_CERT", "tls.crt".to_owned())]);
+    assert_ne!(unset.status.code(), Some(0), "{unset:?}");
+    assert!(
+        support::stderr(&unset).contains("INVITEGATE_METRICS_LISTEN"),
+        "{unset:?}"
+    );
 }

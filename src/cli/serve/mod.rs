@@ -82,7 +82,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<Status> {
 }
 
 /// `--listen`: `IP:PORT`, `HOST:PORT` (resolved once, first address) or a port alone.
-fn parse_listen(text: &str) -> anyhow::Result<SocketAddr> {
+pub(super) fn parse_listen(text: &str) -> anyhow::Result<SocketAddr> {
     let text = text.trim();
     if let Ok(port) = text.parse::<u16>() {
         return Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port));
