@@ -277,7 +277,8 @@ impl ClientCertAuth {
         if !self.pins.admit(der) {
             return Checked::Refused(UNKNOWN.with_thumbprint(thumbprint));
         }
-        let Ok(certificate) = x509_cert::Certificate::from_der(der) else {
+        let Ok(certificate) = x509_cert::certificate::CertificateInner::<Lenient>::from_der(der)
+        else {
             return Checked::Refused(MALFORMED.with_thumbprint(thumbprint));
         };
         let validity = certificate.tbs_certificate().validity();
@@ -291,6 +292,19 @@ impl ClientCertAuth {
             return Checked::Refused(EXPIRED.with_thumbprint(thumbprint));
         }
         Checked::Accepted
+    }
+}
+
+/// How a pinned certificate is parsed: only its dates are read (the pin is the trust), so a
+/// serial number longer than RFC 5280 allows, as some tools make, is no reason to refuse it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+struct Lenient;
+
+impl x509_cert::certificate::Profile for Lenient {
+    fn check_serial_number(
+        _serial: &x509_cert::serial_number::SerialNumber<Self>,
+    ) -> x509_cert::der::Result<()> {
+        Ok(())
     }
 }
 
@@ -317,6 +331,70 @@ mod tests {
         let bad = Pins::parse(["abc", "zz".repeat(20).as_str(), sha1]).unwrap_err();
         assert_eq!(bad.len(), 2);
         assert!(bad[0].to_string().contains("40 hex digits"), "{}", bad[0]);
+    }
+
+    /// A self-signed certificate valid from `not_before` to `not_after` (seconds from now),
+    /// with a 30-byte serial number, longer than RFC 5280 allows.
+    fn certificate(not_before: i64, not_after: i64) -> Vec<u8> {
+        let now = time::OffsetDateTime::now_utc();
+        let mut params = rcgen::CertificateParams::new(vec!["b2c".to_owned()]).unwrap();
+        params.not_before = now + time::Duration::seconds(not_before);
+        params.not_after = now + time::Duration::seconds(not_after);
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x42; 30]));
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    fn tls(der: &[u8]) -> Presented {
+        Presented {
+            tls: Some(Arc::new(CertificateDer::from(der.to_vec()))),
+            arr: None,
+        }
+    }
+
+    #[test]
+    fn dates_are_checked_with_the_leeway_and_refusals_carry_the_thumbprint() {
+        let fresh = certificate(-3600, 3600);
+        let just_expired = certificate(-3600, -30);
+        let long_expired = certificate(-7200, -3600);
+        let early = certificate(30, 3600);
+        let pins: Vec<String> = [&fresh, &just_expired, &long_expired, &early]
+            .iter()
+            .map(|der| {
+                Sha256::digest(der)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect()
+            })
+            .collect();
+        let pins = Pins::parse(pins.iter().map(String::as_str)).unwrap();
+        let auth = ClientCertAuth::new(pins, Duration::from_secs(60), false);
+        let now = SystemTime::now();
+        for der in [&fresh, &just_expired, &early] {
+            assert_eq!(auth.check(Some(&tls(der)), now), Checked::Accepted);
+        }
+        let Checked::Refused(refusal) = auth.check(Some(&tls(&long_expired)), now) else {
+            panic!("an expired certificate was not refused");
+        };
+        assert_eq!(
+            refusal,
+            EXPIRED.with_thumbprint(Sha1::digest(&long_expired).into())
+        );
+        let strict = ClientCertAuth::new(auth.pins.clone(), Duration::ZERO, false);
+        assert_eq!(
+            strict.check(Some(&tls(&early)), now),
+            Checked::Refused(NOT_YET_VALID.with_thumbprint(Sha1::digest(&early).into()))
+        );
+        let unknown = certificate(-10, 10);
+        let Checked::Refused(refusal) = auth.check(Some(&tls(&unknown)), now) else {
+            panic!("an unknown certificate was not refused");
+        };
+        let shown = refusal.thumbprint().unwrap();
+        assert_eq!(shown.len(), 40);
+        assert_eq!(
+            refusal,
+            UNKNOWN.with_thumbprint(Sha1::digest(&unknown).into())
+        );
     }
 
     #[test]
