@@ -569,3 +569,28 @@ fn plain_http_off_loopback_is_warned_about() {
         server.log.seen()
     );
 }
+
+#[test]
+fn a_handshake_not_finished_within_the_header_timeout_is_closed_and_counted() {
+    let dir = folder(&tls::pair("server"));
+    let server = serve_tls(dir.path(), &["--header-timeout", "1s"]);
+    // A client that connects and never says hello.
+    let mut silent = std::net::TcpStream::connect(server.addr).unwrap();
+    silent.set_read_timeout(Some(support::DEADLINE)).unwrap();
+    let mut byte = [0u8; 1];
+    let read = std::io::Read::read(&mut silent, &mut byte);
+    assert!(matches!(read, Ok(0)), "{read:?}");
+    let (status, metrics) = tls::ask(
+        server.addr,
+        None,
+        &format!(
+            "GET /metrics HTTP/1.1\r\nHost: localhost\r\n{}\r\n",
+            basic()
+        ),
+    );
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(r#"invitegate_connection_limit_hits_total{limit="header-timeout"} 1"#),
+        "{metrics}"
+    );
+}
