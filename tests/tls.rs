@@ -166,6 +166,25 @@ fn a_new_pair_is_served_without_dropping_connections_and_a_bad_one_is_refused() 
     let log = server.log.seen();
     assert!(!log.contains("PRIVATE KEY"), "{log}");
     assert_eq!(tls::served(server.addr), second.der);
+    let (_, metrics) = tls::ask(
+        server.addr,
+        None,
+        &format!(
+            "GET /metrics HTTP/1.1\r\nHost: localhost\r\n{}\r\n",
+            basic()
+        ),
+    );
+    let count = |result: &str| -> u64 {
+        let prefix = format!(r#"invitegate_tls_reloads_total{{result="{result}"}} "#);
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no {prefix} in {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(count("ok") >= 1, "{metrics}");
+    assert!(count("failed") >= 2, "{metrics}");
 }
 
 /// Kubernetes updates a mounted Secret by writing a new timestamped folder and renaming a new

@@ -68,7 +68,7 @@ pub async fn run(
     let limits = config.limits;
     let stats = Arc::clone(&config.connection_stats);
     let current = Arc::new(reload::Current::new(config.verifier.clone()));
-    let certificates = config.tls.take();
+    let certificates = config.tls.clone();
     let metrics_listener = config.metrics_listener.take();
     let client_certificates = config.takes_client_certificates();
     let tls = match &certificates {

@@ -184,6 +184,9 @@ pub(crate) fn routes_with(
     .collect();
     let mut metrics = Metrics::new(config.dropped_log_lines, &config.connection_stats);
     current.register(metrics.registry_mut());
+    if let Some(certificates) = &config.tls {
+        certificates.register(metrics.registry_mut());
+    }
     let state = Arc::new(State {
         readiness,
         verifier: current,

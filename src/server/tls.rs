@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject as _;
@@ -101,10 +104,16 @@ fn provider() -> CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
 /// The certificate and key in use, swapped whole by a reload.
 pub struct Certificates {
     files: TlsFiles,
     current: ArcSwap<CertifiedKey>,
+    reloads: Family<ResultLabels, Counter>,
 }
 
 impl Certificates {
@@ -115,10 +124,24 @@ impl Certificates {
     /// As [`TlsFiles::load`].
     pub fn load(files: TlsFiles) -> Result<Self, String> {
         let pair = files.load()?;
+        let reloads = Family::default();
+        for result in ["ok", "failed"] {
+            let _ = reloads.get_or_create(&ResultLabels { result });
+        }
         Ok(Self {
             files,
             current: ArcSwap::from_pointee(pair),
+            reloads,
         })
+    }
+
+    /// Registers the reload counters.
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "tls_reloads",
+            "Reloads of the TLS certificate and key, by result",
+            self.reloads.clone(),
+        );
     }
 
     /// The files the pair is read from.
@@ -139,8 +162,10 @@ impl Certificates {
     ///
     /// As [`TlsFiles::load`]; the pair in use is unchanged.
     pub fn reload(&self) -> Result<(), String> {
-        let pair = self.files.load()?;
-        self.current.store(Arc::new(pair));
+        let loaded = self.files.load();
+        let result = if loaded.is_ok() { "ok" } else { "failed" };
+        self.reloads.get_or_create(&ResultLabels { result }).inc();
+        self.current.store(Arc::new(loaded?));
         Ok(())
     }
 
