@@ -406,6 +406,16 @@ fn the_guides_name_the_routes_they_configure() {
     assert!(entra.contains("99045fe1-7639-4a75-9d4a-577b6ca3810f"));
     let policy = read("deploy/b2c-custom-policy/README.md");
     assert!(policy.contains("/api/b2c/custom-policy"));
+    assert!(policy.contains("--client-cert-thumbprints"));
+}
+
+#[test]
+fn policy_carries_the_client_certificate_variant() {
+    let text = read(POLICY);
+    assert!(text.contains(r#"<Item Key="AuthenticationType">ClientCertificate</Item>"#));
+    assert!(text.contains(
+        r#"<Key Id="ClientCertificate" StorageReferenceId="B2C_1A_RestApiClientCertificate" />"#
+    ));
 }
 
 // ---- the container image ----

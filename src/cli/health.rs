@@ -19,7 +19,8 @@ const MAX_ANSWER: u64 = 4096;
 #[derive(Debug, Args)]
 pub struct HealthArgs {
     /// The health URL (http only, as a container reaches its own port). Default: `/healthz`
-    /// where `serve` listens with the same environment: INVITEGATE_LISTEN, else
+    /// where `serve` listens with the same environment: INVITEGATE_METRICS_LISTEN (plain HTTP
+    /// even when `serve` speaks TLS), else INVITEGATE_LISTEN, else
     /// 127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT, else 127.0.0.1:7071.
     #[arg(long)]
     url: Option<String>,
@@ -28,7 +29,15 @@ pub struct HealthArgs {
 /// `/healthz` where `serve` would listen with this environment (a wildcard address is
 /// reached on loopback).
 fn default_url() -> anyhow::Result<String> {
-    let mut addr = super::serve::default_listen_address()?;
+    let mut addr = match std::env::var("INVITEGATE_METRICS_LISTEN") {
+        Ok(metrics) => super::serve::parse_listen(&metrics).context("INVITEGATE_METRICS_LISTEN")?,
+        Err(_) if std::env::var_os("INVITEGATE_TLS_CERT").is_some() => bail!(
+            "serve speaks TLS here (INVITEGATE_TLS_CERT) and healthcheck plain HTTP: set \
+             INVITEGATE_METRICS_LISTEN, whose listener serves /healthz in plain HTTP, or pass \
+             --url"
+        ),
+        Err(_) => super::serve::default_listen_address()?,
+    };
     if addr.ip().is_unspecified() {
         addr.set_ip(match addr {
             std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),

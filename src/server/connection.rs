@@ -78,7 +78,7 @@ impl Default for Limits {
 /// A limit that closed or refused a connection.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum Limit {
-    /// The request head did not arrive in time.
+    /// The request head (or the TLS handshake) did not arrive in time.
     HeaderTimeout,
     /// Idle too long.
     IdleTimeout,
@@ -131,6 +131,8 @@ pub struct ConnectionStats {
     /// Per limit: hits at the last log line, and when it was written (ms since `epoch`).
     logged: [(AtomicU64, AtomicU64); 5],
     epoch: std::sync::OnceLock<Instant>,
+    /// Set when the drain starts, for `/readyz`.
+    draining: AtomicBool,
 }
 
 impl ConnectionStats {
@@ -163,6 +165,16 @@ impl ConnectionStats {
     #[must_use]
     pub fn open(&self) -> i64 {
         self.open.get()
+    }
+
+    /// Whether the server is draining after a shutdown signal.
+    #[must_use]
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn start_drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
     }
 
     fn hit(&self, limit: Limit) {
@@ -456,6 +468,11 @@ impl Drop for OpenGuard<'_> {
     fn drop(&mut self) {
         self.0.open.dec();
     }
+}
+
+/// Records a TLS handshake that did not finish within the header timeout.
+pub(crate) fn handshake_timeout(stats: &ConnectionStats) {
+    stats.hit(Limit::HeaderTimeout);
 }
 
 /// Records an overflow: a new connection closed because every slot stayed busy.

@@ -158,7 +158,17 @@ pub struct Refusal {
     reason: &'static str,
     why: &'static str,
     scheme: Option<&'static str>,
-    user: Option<ShortText>,
+    /// The user name given, or the client certificate presented: a refusal has one or neither.
+    sent: Option<Sent>,
+}
+
+/// What a refusal shows of what the caller sent.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// A user name, cut.
+    User(ShortText),
+    /// The SHA-1 thumbprint of a client certificate (public, as the Azure portal shows it).
+    Thumbprint([u8; 20]),
 }
 
 impl Refusal {
@@ -170,8 +180,34 @@ impl Refusal {
             reason,
             why,
             scheme: None,
-            user: None,
+            sent: None,
         }
+    }
+
+    /// With the SHA-1 thumbprint of the client certificate the request presented.
+    #[must_use]
+    pub fn with_thumbprint(self, thumbprint: [u8; 20]) -> Self {
+        Self {
+            sent: Some(Sent::Thumbprint(thumbprint)),
+            ..self
+        }
+    }
+
+    /// The SHA-1 thumbprint of the client certificate presented, in upper-case hex as the
+    /// Azure portal shows it.
+    #[must_use]
+    pub fn thumbprint(&self) -> Option<String> {
+        let Some(Sent::Thumbprint(bytes)) = self.sent else {
+            return None;
+        };
+        Some(
+            bytes
+                .iter()
+                .fold(String::with_capacity(40), |mut text, byte| {
+                    text.push_str(&format!("{byte:02X}"));
+                    text
+                }),
+        )
     }
 
     /// With the authentication scheme the request used (see [`scheme_seen`]).
@@ -187,7 +223,7 @@ impl Refusal {
     #[must_use]
     pub fn with_user(self, user: &[u8]) -> Self {
         Self {
-            user: Some(ShortText::new(user)),
+            sent: Some(Sent::User(ShortText::new(user))),
             ..self
         }
     }
@@ -207,7 +243,10 @@ impl Refusal {
     /// The user name the request gave (cut), when it got that far.
     #[must_use]
     pub fn user(&self) -> Option<&str> {
-        self.user.as_ref().map(ShortText::as_str)
+        match &self.sent {
+            Some(Sent::User(user)) => Some(user.as_str()),
+            _ => None,
+        }
     }
 }
 
@@ -223,6 +262,7 @@ impl std::fmt::Debug for Refusal {
             .field("reason", &self.reason)
             .field("scheme", &self.scheme)
             .field("user", &self.user())
+            .field("thumbprint", &self.thumbprint())
             .finish_non_exhaustive()
     }
 }

@@ -278,6 +278,7 @@ impl RequestLine {
                 why = self.denied.map(|refusal| refusal.why()),
                 scheme = self.denied.and_then(|refusal| refusal.scheme()),
                 user = self.denied.as_ref().and_then(Refusal::user),
+                thumbprint = self.denied.as_ref().and_then(Refusal::thumbprint).as_deref(),
                 micros,
                 "{REQUEST_MESSAGE}"
             );
@@ -342,6 +343,9 @@ fn write_refusal(line: &mut LineWriter, refusal: &Refusal) {
     }
     if let Some(user) = refusal.user() {
         line.str_field("user", user);
+    }
+    if let Some(thumbprint) = refusal.thumbprint() {
+        line.str_field("thumbprint", &thumbprint);
     }
 }
 
@@ -458,6 +462,7 @@ pub fn denied(path: &str, denied: &Denied) {
         why = refusal.why(),
         scheme = refusal.scheme(),
         user = refusal.user(),
+        thumbprint = refusal.thumbprint().as_deref(),
         "request refused"
     );
 }

@@ -3,6 +3,13 @@
 //! prepares a whole new [`Verifier`] and swaps it in at once, so a request sees either the old
 //! set or the new one, never a mix. A reload that fails keeps the old set, logs why and is
 //! counted.
+//!
+//! The server's TLS certificate and key, when it has them, are watched and reloaded the same
+//! way (see [`tls`](super::tls)): a new pair is swapped in for new handshakes, a pair that does
+//! not load is refused, the old one kept, and the log says why.
+//!
+//! Files are followed through symlinks, so the swap by which Kubernetes updates a mounted
+//! Secret (a new `..data` symlink renamed over the old one) is seen as a change.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +20,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
+use super::tls::Certificates;
 use crate::decision::Verifier;
 use crate::source::VerifierSource;
 
@@ -122,6 +130,7 @@ fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64, u64)> {
 pub fn spawn(
     current: Arc<Current>,
     source: ReloadSource,
+    certificates: Option<Arc<Certificates>>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     #[cfg(unix)]
     let hangup = Some(tokio::signal::unix::signal(
@@ -129,7 +138,7 @@ pub fn spawn(
     )?);
     #[cfg(not(unix))]
     let hangup = None::<()>;
-    Ok(tokio::spawn(watch(current, source, hangup)))
+    Ok(tokio::spawn(watch(current, source, certificates, hangup)))
 }
 
 #[cfg(unix)]
@@ -137,9 +146,31 @@ type Hangup = tokio::signal::unix::Signal;
 #[cfg(not(unix))]
 type Hangup = ();
 
-async fn watch(current: Arc<Current>, source: ReloadSource, mut hangup: Option<Hangup>) {
+/// Reloads the TLS certificate and key: swaps them in, or keeps the old pair and logs why.
+fn reload_tls(certificates: &Certificates, why: &str) {
+    match certificates.reload() {
+        Ok(()) => tracing::info!(why, "reloaded the TLS certificate and key"),
+        Err(reason) => tracing::error!(
+            why,
+            reason = %reason,
+            "TLS certificate reload failed; still serving the previous certificate and key"
+        ),
+    }
+}
+
+async fn watch(
+    current: Arc<Current>,
+    source: ReloadSource,
+    certificates: Option<Arc<Certificates>>,
+    mut hangup: Option<Hangup>,
+) {
     let files = source.files();
     let mut stamps: Vec<_> = files.iter().map(|p| stamp(p)).collect();
+    let tls_files: Vec<PathBuf> = certificates
+        .iter()
+        .flat_map(|c| [c.files().cert.clone(), c.files().key.clone()])
+        .collect();
+    let mut tls_stamps: Vec<_> = tls_files.iter().map(|p| stamp(p)).collect();
     let mut ticks = source.interval.map(|every| {
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -165,13 +196,24 @@ async fn watch(current: Arc<Current>, source: ReloadSource, mut hangup: Option<H
         tokio::select! {
             () = hangup_received => {
                 stamps = files.iter().map(|p| stamp(p)).collect();
+                tls_stamps = tls_files.iter().map(|p| stamp(p)).collect();
                 current.reload(&source, "SIGHUP");
+                if let Some(certificates) = &certificates {
+                    reload_tls(certificates, "SIGHUP");
+                }
             }
             () = tick => {
                 let now: Vec<_> = files.iter().map(|p| stamp(p)).collect();
                 if now != stamps {
                     stamps = now;
                     current.reload(&source, "a watched file changed");
+                }
+                let now: Vec<_> = tls_files.iter().map(|p| stamp(p)).collect();
+                if now != tls_stamps {
+                    tls_stamps = now;
+                    if let Some(certificates) = &certificates {
+                        reload_tls(certificates, "a watched file changed");
+                    }
                 }
             }
         }

@@ -18,12 +18,13 @@ use warp::http::{HeaderValue, Method, StatusCode, header};
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::auth::{Auth, BearerAuth, Denied};
+use super::auth::{Auth, BearerAuth, Denied, Presented};
 use super::connection::{ConnectionStats, Limits};
 use super::labels::{Outcome, RefusedAt};
 use super::log::{self, DroppedLines, RequestLine};
 use super::metrics::{EndpointLabel, Metrics};
 use super::reload::{Current, ReloadSource};
+use super::tls::Certificates;
 use crate::connector::b2c_policy::CustomPolicy;
 use crate::connector::b2c_user_flow::UserFlow;
 use crate::connector::entra::Entra;
@@ -84,6 +85,11 @@ pub struct Config {
     pub connection_stats: Arc<ConnectionStats>,
     /// Where to reload the verifier from, on SIGHUP and file changes ([`run`](super::run)).
     pub reload: Option<ReloadSource>,
+    /// The server's certificate and key: serve HTTPS ([`run`](super::run)).
+    pub tls: Option<Arc<Certificates>>,
+    /// A second listener serving `/metrics` without authentication, and the probes
+    /// ([`run`](super::run)).
+    pub metrics_listener: Option<tokio::net::TcpListener>,
 }
 
 impl Config {
@@ -101,7 +107,21 @@ impl Config {
             limits: Limits::default(),
             connection_stats: Arc::new(ConnectionStats::default()),
             reload: None,
+            tls: None,
+            metrics_listener: None,
         }
+    }
+
+    /// Whether an endpoint takes client certificates: the connections then ask for one (TLS)
+    /// and hand it, or the `X-ARR-ClientCert` header, to each request.
+    #[must_use]
+    pub fn takes_client_certificates(&self) -> bool {
+        [
+            self.user_flow.as_ref().map(|e| &e.auth),
+            self.custom_policy.as_ref().map(|e| &e.auth),
+        ]
+        .into_iter()
+        .any(|auth| matches!(auth, Some(Auth::ClientCert(..))))
     }
 
     /// The paths that are on, for messages.
@@ -124,6 +144,8 @@ struct State {
     /// Endpoints whose authentication may not be ready (bearer tokens without keys yet).
     readiness: Vec<(&'static str, Arc<BearerAuth>)>,
     verifier: Arc<Current>,
+    /// Whether the drain has started, for `/readyz`.
+    connections: Arc<ConnectionStats>,
     log_emails: bool,
     metrics_auth: Option<Auth>,
     metrics: Metrics,
@@ -133,14 +155,18 @@ struct State {
 /// The warp filter for every route, with rejections recovered into JSON replies.
 pub fn routes(config: Config) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let current = Arc::new(Current::new(config.verifier.clone()));
-    routes_with(config, current)
+    routes_with(config, current).0
 }
 
-/// [`routes`] verifying with `current`, which a reload may swap.
+/// [`routes`] verifying with `current`, which a reload may swap; and the routes of the
+/// metrics listener: `/metrics` without authentication, `/healthz` and `/readyz`.
 pub(crate) fn routes_with(
     config: Config,
     current: Arc<Current>,
-) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+) -> (
+    impl Filter<Extract = (Response,), Error = Infallible> + Clone,
+    impl Filter<Extract = (Response,), Error = Infallible> + Clone,
+) {
     let paths = config.paths().join(", ");
     let readiness = [
         ("user-flow", config.user_flow.as_ref().map(|e| &e.auth)),
@@ -158,9 +184,13 @@ pub(crate) fn routes_with(
     .collect();
     let mut metrics = Metrics::new(config.dropped_log_lines, &config.connection_stats);
     current.register(metrics.registry_mut());
+    if let Some(certificates) = &config.tls {
+        certificates.register(metrics.registry_mut());
+    }
     let state = Arc::new(State {
         readiness,
         verifier: current,
+        connections: Arc::clone(&config.connection_stats),
         log_emails: config.log_emails,
         metrics_auth: config.metrics_auth,
         metrics,
@@ -196,6 +226,27 @@ pub(crate) fn routes_with(
             let state = Arc::clone(&metrics_state);
             async move { metrics_reply(&state, &method, credentials.as_ref()).await }
         });
+    let open_state = Arc::clone(&state);
+    let open_metrics = warp::path!("metrics")
+        .and(warp::method())
+        .map(move |method: Method| match method {
+            Method::GET => metrics_text(&open_state),
+            _ => method_not_allowed("GET"),
+        });
+    let probes = healthz
+        .clone()
+        .or(readyz.clone())
+        .unify()
+        .or(open_metrics)
+        .unify()
+        .recover(|_: Rejection| async {
+            Ok::<_, Infallible>(error_reply(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such path; this listener serves GET /metrics, /healthz and /readyz",
+            ))
+        })
+        .unify();
     let recover_state = Arc::clone(&state);
     // The identity-provider endpoints first: they carry the load, and each route tried before
     // the matching one costs a rejection.
@@ -214,22 +265,26 @@ pub(crate) fn routes_with(
         EndpointLabel::Entra,
         Arc::clone(&state),
     ));
-    user_flow
-        .or(entra)
-        .unify()
-        .or(custom_policy)
-        .unify()
-        .or(healthz)
-        .unify()
-        .or(readyz)
-        .unify()
-        .or(metrics)
-        .unify()
-        .recover(move |_: Rejection| {
-            let message = recover_state.not_found.clone();
-            async move { Ok::<_, Infallible>(error_reply(StatusCode::NOT_FOUND, "not_found", &message)) }
-        })
-        .unify()
+    let main =
+        user_flow
+            .or(entra)
+            .unify()
+            .or(custom_policy)
+            .unify()
+            .or(healthz)
+            .unify()
+            .or(readyz)
+            .unify()
+            .or(metrics)
+            .unify()
+            .recover(move |_: Rejection| {
+                let message = recover_state.not_found.clone();
+                async move {
+                    Ok::<_, Infallible>(error_reply(StatusCode::NOT_FOUND, "not_found", &message))
+                }
+            })
+            .unify();
+    (main, probes)
 }
 
 /// The header that carries `auth`'s credentials, if any, without rejecting on bytes that are
@@ -259,11 +314,14 @@ fn endpoint<C: Connector>(
     let endpoint = endpoint.map(Arc::new);
     warp::method()
         .and(credentials)
+        // Put there by the connection only when client certificates are pinned.
+        .and(warp::ext::optional::<Presented>())
         .and(warp::header::optional::<u64>("content-length"))
         .and(warp::body::stream())
         .then(
             move |method: Method,
                   credentials: Option<HeaderValue>,
+                  certificate: Option<Presented>,
                   content_length: Option<u64>,
                   body| {
                 let endpoint = endpoint.clone();
@@ -275,6 +333,7 @@ fn endpoint<C: Connector>(
                     let request = Request {
                         method,
                         credentials,
+                        certificate,
                         content_length,
                     };
                     handle(&endpoint, label, &state, request, body).await
@@ -287,6 +346,7 @@ fn endpoint<C: Connector>(
 struct Request {
     method: Method,
     credentials: Option<HeaderValue>,
+    certificate: Option<Presented>,
     content_length: Option<u64>,
 }
 
@@ -333,7 +393,10 @@ where
         line.outcome = Outcome::MethodNotAllowed;
         return method_not_allowed("POST");
     }
-    if let Err(denied) = endpoint.auth.check(request.credentials.as_ref()).await {
+    let checked = endpoint
+        .auth
+        .check_request(request.credentials.as_ref(), request.certificate.as_ref());
+    if let Err(denied) = checked.await {
         if denied.unavailable {
             line.outcome = Outcome::Unavailable;
             line.denied = Some(denied.reason);
@@ -408,6 +471,11 @@ async fn metrics_reply(
         log::denied("/metrics", &denied);
         return unauthorized(auth, &denied);
     }
+    metrics_text(state)
+}
+
+/// The metrics in Prometheus text format.
+fn metrics_text(state: &State) -> Response {
     let mut response = Response::new(state.metrics.render().into());
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -469,11 +537,13 @@ pub(crate) fn error_reply(status: StatusCode, code: &str, message: &str) -> Resp
     json_reply(status, body.to_string().into_bytes())
 }
 
-/// `/healthz` (always 200 while the process serves: a restart would not bring the keys
-/// sooner) and `/readyz` (503 until every endpoint on can accept calls): `{"status":"ok"}`, or
-/// `{"status":"not-ready","not_ready":{"entra":"waiting for the signing keys"}}`.
+/// `/healthz` (liveness: always 200 while the process serves, since a restart would not bring
+/// the keys sooner) and `/readyz` (503 while any part is not ready): `{"status":"ok"}`, or
+/// `{"status":"not-ready","not_ready":{"entra":"waiting for the signing keys","server":"..."}}`
+/// naming every part not ready: an endpoint that cannot decide yet (no Entra signing keys),
+/// the key ring (`keys`), the server draining after SIGTERM (`server`).
 fn health_reply(state: &State, strict: bool) -> Response {
-    let waiting: serde_json::Map<String, serde_json::Value> = state
+    let mut waiting: serde_json::Map<String, serde_json::Value> = state
         .readiness
         .iter()
         .filter_map(|(name, bearer)| {
@@ -483,6 +553,17 @@ fn health_reply(state: &State, strict: bool) -> Response {
                 .map(|why| ((*name).to_owned(), why.into()))
         })
         .collect();
+    if state.verifier.load().ring.key_ids().next().is_none() {
+        waiting.insert("keys".to_owned(), "no key ring loaded".into());
+    }
+    if state.connections.draining() {
+        waiting.insert(
+            "server".to_owned(),
+            "draining after a shutdown signal: answering the requests received, taking no new \
+             ones"
+                .into(),
+        );
+    }
     if waiting.is_empty() {
         return json_reply(StatusCode::OK, br#"{"status":"ok"}"#.to_vec());
     }

@@ -109,6 +109,33 @@ pub struct ServeArgs {
     /// also reloaded on SIGHUP); 0s checks only on SIGHUP.
     #[arg(long, env = "INVITEGATE_RELOAD_INTERVAL", value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub(super) reload_interval: Duration,
+    /// Serve HTTPS with this certificate chain (PEM, the server's certificate first), reloaded
+    /// with the key ring on SIGHUP and when the file changes. Needs --tls-key.
+    #[arg(long, env = "INVITEGATE_TLS_CERT", value_name = "FILE")]
+    pub(super) tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1, unencrypted).
+    #[arg(long, env = "INVITEGATE_TLS_KEY", value_name = "FILE")]
+    pub(super) tls_key: Option<PathBuf>,
+    /// Client certificates the B2C endpoints accept, comma-separated thumbprints: SHA-1 as the
+    /// Azure portal shows them, or SHA-256; hex, any case, colons allowed. Alone they turn the
+    /// B2C endpoints on; with Basic credentials or an API key, either is accepted.
+    #[arg(
+        long,
+        env = "INVITEGATE_CLIENT_CERT_THUMBPRINTS",
+        value_name = "LIST",
+        value_delimiter = ','
+    )]
+    pub(super) client_cert_thumbprints: Vec<String>,
+    /// Read the client certificate from the X-ARR-ClientCert header, which App Service and
+    /// Functions set when they terminate TLS. Only behind such a platform: anyone can send the
+    /// header.
+    #[arg(long, env = "INVITEGATE_TRUST_ARR_CLIENT_CERT", value_parser = clap::builder::BoolishValueParser::new())]
+    pub(super) trust_arr_client_cert: bool,
+    /// Also serve /metrics without authentication, and /healthz and /readyz, in plain HTTP on
+    /// this address (`IP:PORT`, `HOST:PORT` or a port alone), for a scraper inside the
+    /// cluster. /metrics on --listen keeps needing the endpoint credentials.
+    #[arg(long, env = "INVITEGATE_METRICS_LISTEN", value_name = "ADDR")]
+    pub(super) metrics_listen: Option<String>,
     /// Development only: every endpoint, throwaway keys and credentials, loopback only, and a
     /// working curl command for each. Production settings in the environment are ignored.
     #[arg(long, conflicts_with_all = ["keys_file", "insecure_no_auth"])]
@@ -280,5 +307,9 @@ pub(super) fn settings_from(args: &ServeArgs) -> Settings {
         log_emails: args.log_emails,
         limits: args.limits.limits(),
         reload_interval: args.reload_interval,
+        tls_cert: args.tls_cert.clone(),
+        tls_key: args.tls_key.clone(),
+        client_cert_thumbprints: args.client_cert_thumbprints.clone(),
+        trust_arr_client_cert: args.trust_arr_client_cert,
     }
 }

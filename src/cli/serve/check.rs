@@ -16,11 +16,39 @@ pub(super) async fn check(args: &ServeArgs) -> anyhow::Result<Status> {
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     let mut out = String::new();
-    match super::listen_address(args) {
-        Ok(listen) => out.push_str(&format!("listen         {listen}\n")),
-        Err(err) => problems.push(Problem::new("--listen", format!("{err:#}"))),
+    let listen = match super::listen_address(args) {
+        Ok(listen) => {
+            out.push_str(&format!("listen         {listen}\n"));
+            Some(listen)
+        }
+        Err(err) => {
+            problems.push(Problem::new("--listen", format!("{err:#}")));
+            None
+        }
+    };
+    if let Some(text) = &args.metrics_listen {
+        match super::parse_listen(text) {
+            Ok(at) => out.push_str(&format!(
+                "metrics        http://{at}/metrics without authentication, /healthz, /readyz\n"
+            )),
+            Err(err) => problems.push(Problem::new("--metrics-listen", format!("{err:#}"))),
+        }
     }
     let built = settings::build(&settings);
+    if let Ok(built) = &built {
+        if let Some(tls) = &built.config.tls {
+            out.push_str(&format!(
+                "tls            {} (key {})\n",
+                tls.files().cert.display(),
+                tls.files().key.display()
+            ));
+        }
+        if let Some(warning) =
+            listen.and_then(|at| settings::plain_http_warning(at, built.config.tls.is_some()))
+        {
+            warnings.push(warning);
+        }
+    }
     let (key_problems, key_warnings) =
         settings::check_entra_keys(built.as_ref().ok(), &settings).await;
     match &built {

@@ -48,6 +48,24 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<Status> {
                 format!("binding {listen}; is another server on that port? pass --listen ADDR")
             })?;
         let bound = listener.local_addr().context("reading the bound address")?;
+        if let Some(warning) = settings::plain_http_warning(bound, config.tls.is_some()) {
+            tracing::warn!("{warning}");
+        }
+        let metrics_at = match &args.metrics_listen {
+            Some(text) => {
+                let address = parse_listen(text).context("--metrics-listen")?;
+                let metrics_listener = tokio::net::TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("binding --metrics-listen {address}"))?;
+                let at = metrics_listener
+                    .local_addr()
+                    .context("reading the metrics listener's address")?;
+                config.metrics_listener = Some(metrics_listener);
+                Some(at)
+            }
+            None => None,
+        };
+        announce_metrics(&config, metrics_at);
         if let Some(banner) = dev_banner {
             // Whoever started us may stop reading once the banner is in: a closed stdout must
             // not stop the server, so the write's result is not a reason to panic.
@@ -55,7 +73,8 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<Status> {
             let _ = writeln!(stdout, "{}", banner.replace("{addr}", &bound.to_string()))
                 .and_then(|()| stdout.flush());
         }
-        tracing::info!(address = %bound, endpoints = %config.paths().join(", "), "invitegate serving");
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        tracing::info!(address = %bound, scheme, endpoints = %config.paths().join(", "), "invitegate serving");
         server::run(listener, config, shutdown_signal()).await?;
         anyhow::Ok(())
     })?;
@@ -63,7 +82,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<Status> {
 }
 
 /// `--listen`: `IP:PORT`, `HOST:PORT` (resolved once, first address) or a port alone.
-fn parse_listen(text: &str) -> anyhow::Result<SocketAddr> {
+pub(super) fn parse_listen(text: &str) -> anyhow::Result<SocketAddr> {
     let text = text.trim();
     if let Ok(port) = text.parse::<u16>() {
         return Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port));
@@ -176,8 +195,31 @@ fn announce(built: &Built) {
             "entra bearer tokens"
         );
     }
-    if built.config.metrics_auth.is_none() {
-        tracing::info!("/metrics is off: it needs Basic credentials or an API key to protect it");
+}
+
+/// Says where the metrics are: on the main listener behind the endpoint credentials, on the
+/// metrics listener without authentication, both, or nowhere.
+fn announce_metrics(config: &Config, metrics_at: Option<SocketAddr>) {
+    if let Some(at) = metrics_at {
+        tracing::info!(
+            address = %at,
+            "metrics listener: GET /metrics without authentication, /healthz and /readyz, in \
+             plain HTTP"
+        );
+    }
+    match (&config.metrics_auth, metrics_at) {
+        (Some(auth), _) => tracing::info!(
+            auth = %auth.describe(),
+            "/metrics on the main listener, behind the endpoint credentials"
+        ),
+        (None, Some(at)) => tracing::info!(
+            "/metrics is off on the main listener (no Basic credentials or API key to protect \
+             it); scrape http://{at}/metrics"
+        ),
+        (None, None) => tracing::info!(
+            "/metrics is off: it needs Basic credentials or an API key to protect it, or \
+             --metrics-listen ADDR to serve it apart without authentication"
+        ),
     }
 }
 

@@ -1,12 +1,14 @@
 //! How each endpoint authenticates its caller: HTTP Basic (B2C user flows and custom
-//! policies), an API key in a named header (custom policies), Entra External ID bearer tokens
-//! (JWT, keys from the tenant's JWKS), or none when named as such.
+//! policies), an API key in a named header (custom policies), a pinned client certificate (B2C,
+//! alone or beside Basic or the API key), Entra External ID bearer tokens (JWT, keys from the
+//! tenant's JWKS), or none when named as such.
 
 pub mod api_key;
 pub mod basic;
 pub mod bearer;
 mod bearer_config;
 mod claims;
+pub mod client_cert;
 pub mod dev_token;
 pub mod jwks;
 pub mod keystore;
@@ -24,6 +26,7 @@ use super::labels::Refusal;
 pub use api_key::ApiKey;
 pub use basic::BasicAuth;
 pub use bearer::{BearerAuth, BearerConfig, ENTRA_CALLER_APP_ID};
+pub use client_cert::{ClientCertAuth, Pins, Presented};
 pub use dev_token::DevSigner;
 pub use jwks::{JwksSource, KeySetError};
 pub use rejection::{Details, TokenRefusal, TokenRejection};
@@ -40,6 +43,9 @@ pub enum Auth {
     ApiKey(ApiKey),
     /// A bearer JWT issued by Entra External ID.
     Bearer(Arc<BearerAuth>),
+    /// A pinned client certificate, or else the other credentials when set (Basic or an API
+    /// key): either is accepted.
+    ClientCert(Arc<ClientCertAuth>, Option<Box<Auth>>),
 }
 
 /// Why a request was refused: `reason` goes to the log and the refusal counter, `message` to
@@ -61,7 +67,10 @@ impl Auth {
     pub fn header_name(&self) -> &'static str {
         match self {
             Self::ApiKey(key) => key.header(),
-            Self::None | Self::Basic(_) | Self::Bearer(_) => header::AUTHORIZATION.as_str(),
+            Self::ClientCert(_, Some(otherwise)) => otherwise.header_name(),
+            Self::None | Self::Basic(_) | Self::Bearer(_) | Self::ClientCert(_, None) => {
+                header::AUTHORIZATION.as_str()
+            }
         }
     }
 
@@ -71,6 +80,7 @@ impl Auth {
         match self {
             Self::Basic(_) => Some("Basic realm=\"invitegate\""),
             Self::Bearer(_) => Some("Bearer"),
+            Self::ClientCert(_, otherwise) => otherwise.as_ref().and_then(|o| o.challenge()),
             Self::None | Self::ApiKey(_) => None,
         }
     }
@@ -83,7 +93,7 @@ impl Auth {
     pub fn ready(&self) -> Result<(), &'static str> {
         match self {
             Self::Bearer(bearer) => bearer.ready(),
-            Self::None | Self::Basic(_) | Self::ApiKey(_) => Ok(()),
+            Self::None | Self::Basic(_) | Self::ApiKey(_) | Self::ClientCert(..) => Ok(()),
         }
     }
 
@@ -95,28 +105,68 @@ impl Auth {
             Self::Basic(_) => "HTTP Basic".to_owned(),
             Self::ApiKey(key) => format!("API key in header {}", key.header()),
             Self::Bearer(bearer) => format!("Entra bearer token: {}", bearer.describe()),
+            Self::ClientCert(cert, None) => cert.describe(),
+            Self::ClientCert(cert, Some(otherwise)) => {
+                format!("{} or {}", cert.describe(), otherwise.describe())
+            }
         }
     }
 
-    /// Checks the credentials header's value (`None` when the header is missing).
+    /// Checks the credentials header's value (`None` when the header is missing), for a
+    /// request that came with no client certificate.
     ///
     /// # Errors
     ///
     /// [`Denied`] when the caller is not let in.
     pub async fn check(&self, value: Option<&HeaderValue>) -> Result<(), Denied> {
+        self.check_request(value, None).await
+    }
+
+    /// Checks the credentials header's value (`None` when the header is missing) and, for
+    /// [`Auth::ClientCert`], the certificate the request came with.
+    ///
+    /// With a client certificate and other credentials both configured, either lets the
+    /// caller in. When neither does, the refusal named is the certificate's when one was
+    /// presented without the other credentials' header, else the other credentials'.
+    ///
+    /// # Errors
+    ///
+    /// [`Denied`] when the caller is not let in.
+    pub async fn check_request(
+        &self,
+        value: Option<&HeaderValue>,
+        presented: Option<&Presented>,
+    ) -> Result<(), Denied> {
         let bytes = value.map(HeaderValue::as_bytes);
         match self {
-            Self::None => Ok(()),
-            Self::Basic(basic) => basic.check(bytes).map_err(|reason| Denied {
-                reason,
-                message: "missing or wrong HTTP Basic credentials",
-                unavailable: false,
-            }),
-            Self::ApiKey(key) => key.check(bytes).map_err(|reason| Denied {
-                reason,
-                message: "missing or wrong API key",
-                unavailable: false,
-            }),
+            Self::ClientCert(cert, otherwise) => {
+                let checked = cert.check(presented, SystemTime::now());
+                let refusal = match checked {
+                    client_cert::Checked::Accepted => return Ok(()),
+                    client_cert::Checked::Absent => client_cert::MISSING,
+                    client_cert::Checked::Refused(refusal) => refusal,
+                };
+                match otherwise {
+                    Some(otherwise)
+                        if value.is_some() || checked == client_cert::Checked::Absent =>
+                    {
+                        otherwise.check_secret(bytes).map_err(|denied| Denied {
+                            message: "missing or wrong client certificate or credentials",
+                            ..denied
+                        })
+                    }
+                    _ => Err(Denied {
+                        reason: refusal,
+                        message: if otherwise.is_some() {
+                            "missing or wrong client certificate or credentials"
+                        } else {
+                            "missing or unknown client certificate"
+                        },
+                        unavailable: false,
+                    }),
+                }
+            }
+            Self::None | Self::Basic(_) | Self::ApiKey(_) => self.check_secret(bytes),
             Self::Bearer(bearer) => bearer
                 .check_explained(bytes, SystemTime::now())
                 .await
@@ -133,6 +183,31 @@ impl Auth {
                         unavailable: kind.is_unavailable(),
                     }
                 }),
+        }
+    }
+
+    /// Checks the credentials of the schemes that need no I/O: none, Basic, an API key. Any
+    /// other scheme is refused (it is never configured where this is called).
+    // The same `Denied` that `check` returns: bounded and `Copy`, so a refusal allocates nothing.
+    #[allow(clippy::result_large_err)]
+    fn check_secret(&self, bytes: Option<&[u8]>) -> Result<(), Denied> {
+        match self {
+            Self::None => Ok(()),
+            Self::Basic(basic) => basic.check(bytes).map_err(|reason| Denied {
+                reason,
+                message: "missing or wrong HTTP Basic credentials",
+                unavailable: false,
+            }),
+            Self::ApiKey(key) => key.check(bytes).map_err(|reason| Denied {
+                reason,
+                message: "missing or wrong API key",
+                unavailable: false,
+            }),
+            Self::Bearer(_) | Self::ClientCert(..) => Err(Denied {
+                reason: client_cert::MISSING,
+                message: "missing credentials",
+                unavailable: false,
+            }),
         }
     }
 }

@@ -18,10 +18,11 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-use super::auth::{ApiKey, Auth, BasicAuth, BearerAuth};
+use super::auth::{ApiKey, Auth, BasicAuth, BearerAuth, ClientCertAuth, Pins};
 use super::connection::Limits;
 use super::reload::{DEFAULT_RELOAD_INTERVAL, ReloadSource};
 use super::routes::{Config, Endpoint};
+use super::tls::{Certificates, TlsFiles};
 use crate::connector::AttributeNames;
 use crate::connector::b2c_policy::{CustomPolicy, DEFAULT_CODE_CLAIM, DEFAULT_EMAIL_CLAIM};
 use crate::connector::b2c_user_flow::UserFlow;
@@ -36,6 +37,8 @@ pub use startup::{
 pub const PASSWORD_ENV: &str = "BASIC_AUTH_PASSWORD";
 /// Environment variable for the API key.
 pub const API_KEY_ENV: &str = "INVITEGATE_API_KEY";
+/// Environment variable for the client-certificate thumbprints.
+pub const THUMBPRINTS_ENV: &str = "INVITEGATE_CLIENT_CERT_THUMBPRINTS";
 /// Passwords shorter than this get a warning: B2C stores and sends whatever is set.
 pub const SHORT_PASSWORD: usize = 16;
 
@@ -103,6 +106,16 @@ pub struct Settings {
     pub limits: Limits,
     /// How often to check the verifier's files; zero: only on SIGHUP.
     pub reload_interval: Duration,
+    /// `--tls-cert`: the server's certificate chain (PEM); with `tls_key`, serve HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`: the server's private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// `--client-cert-thumbprints`: SHA-1 or SHA-256 thumbprints of the client certificates
+    /// the B2C endpoints accept.
+    pub client_cert_thumbprints: Vec<String>,
+    /// `--trust-arr-client-cert`: read the client certificate from `X-ARR-ClientCert`, which
+    /// the platform in front sets.
+    pub trust_arr_client_cert: bool,
 }
 
 impl Default for Settings {
@@ -127,6 +140,10 @@ impl Default for Settings {
             log_emails: false,
             limits: Limits::default(),
             reload_interval: DEFAULT_RELOAD_INTERVAL,
+            tls_cert: None,
+            tls_key: None,
+            client_cert_thumbprints: Vec::new(),
+            trust_arr_client_cert: false,
         }
     }
 }
@@ -191,6 +208,8 @@ pub fn build(settings: &Settings) -> Result<Built, Vec<Problem>> {
     let mut warnings = Vec::new();
     let basic = basic_auth(settings, &mut problems, &mut warnings);
     let api_key = api_key(settings, &mut problems);
+    let tls = tls_pair(settings, &mut problems, &mut warnings);
+    let pins = client_cert(settings, tls.is_some(), &mut problems, &mut warnings);
     let app_id = match settings.extensions_app_id.as_deref() {
         Some(id) => entra::guid_hex(id).or_else(|| {
             problems.push(Problem::new(
@@ -245,18 +264,22 @@ pub fn build(settings: &Settings) -> Result<Built, Vec<Problem>> {
         }
     };
     let insecure_default = settings.insecure_no_auth && settings.endpoints.is_empty();
+    let with_pins = |otherwise: Option<Auth>| match &pins {
+        Some(pins) => Some(Auth::ClientCert(Arc::clone(pins), otherwise.map(Box::new))),
+        None => otherwise,
+    };
     let mut user_flow = None;
     if chosen(
         EndpointName::UserFlow,
-        basic.is_some() || (insecure_default && !entra_set),
+        basic.is_some() || pins.is_some() || (insecure_default && !entra_set),
     ) {
-        user_flow = match &basic {
-            Some(basic) => Some(Auth::Basic(basic.clone())),
+        user_flow = match with_pins(basic.clone().map(Auth::Basic)) {
+            Some(auth) => Some(auth),
             None => unauthenticated(
                 "user-flow",
                 &format!(
                     "set BASIC_AUTH_USERNAME and {PASSWORD_ENV} (the API connector's user \
-                     name and password in the B2C portal)"
+                     name and password in the B2C portal), or --client-cert-thumbprints"
                 ),
                 &mut problems,
             ),
@@ -265,16 +288,20 @@ pub fn build(settings: &Settings) -> Result<Built, Vec<Problem>> {
     let mut custom_policy = None;
     if chosen(
         EndpointName::CustomPolicy,
-        basic.is_some() || api_key.is_some() || (insecure_default && !entra_set),
+        basic.is_some() || api_key.is_some() || pins.is_some() || (insecure_default && !entra_set),
     ) {
-        custom_policy = match (&api_key, &basic) {
+        let otherwise = match (&api_key, &basic) {
             (Some(key), _) => Some(Auth::ApiKey(key.clone())),
             (None, Some(basic)) => Some(Auth::Basic(basic.clone())),
-            (None, None) => unauthenticated(
+            (None, None) => None,
+        };
+        custom_policy = match with_pins(otherwise) {
+            Some(auth) => Some(auth),
+            None => unauthenticated(
                 "custom-policy",
                 &format!(
-                    "set BASIC_AUTH_USERNAME and {PASSWORD_ENV}, or --api-key-header and \
-                     {API_KEY_ENV}"
+                    "set BASIC_AUTH_USERNAME and {PASSWORD_ENV}, --api-key-header and \
+                     {API_KEY_ENV}, or --client-cert-thumbprints"
                 ),
                 &mut problems,
             ),
@@ -303,6 +330,7 @@ pub fn build(settings: &Settings) -> Result<Built, Vec<Problem>> {
                 "BASIC_AUTH_USERNAME",
                 API_KEY_ENV,
                 "--api-key-header",
+                "--client-cert-thumbprints",
             ]
             .contains(&p.setting)
     });
@@ -310,9 +338,9 @@ pub fn build(settings: &Settings) -> Result<Built, Vec<Problem>> {
         problems.push(Problem::new(
             "BASIC_AUTH_USERNAME",
             format!(
-                "no endpoint to serve: set BASIC_AUTH_USERNAME and {PASSWORD_ENV} (B2C user \
-                 flows and custom policies), --api-key-header and {API_KEY_ENV} (custom \
-                 policies), or ENTRA_TENANT_ID and ENTRA_AUDIENCE (Entra External ID); try \
+                "no endpoint to serve: set BASIC_AUTH_USERNAME and {PASSWORD_ENV} or \
+                 --client-cert-thumbprints (B2C user flows and custom policies), \
+                 --api-key-header and {API_KEY_ENV} (custom policies), or ENTRA_TENANT_ID and ENTRA_AUDIENCE (Entra External ID); try \
                  `invitegate serve --dev`"
             ),
         ));
@@ -365,6 +393,7 @@ pub fn build(settings: &Settings) -> Result<Built, Vec<Problem>> {
         (None, Some(key)) => Some(Auth::ApiKey(key)),
         (None, None) => None,
     };
+    config.tls = tls.map(Arc::new);
     config.reload = Some(ReloadSource {
         source,
         interval: Some(settings.reload_interval).filter(|i| !i.is_zero()),
@@ -415,6 +444,103 @@ fn verifier_source(
         deny_list: settings.deny_list.clone(),
         messages: settings.messages.clone(),
         leeway: settings.leeway,
+    })
+}
+
+/// The server's certificate and key, loaded, when both are given.
+fn tls_pair(
+    settings: &Settings,
+    problems: &mut Vec<Problem>,
+    warnings: &mut Vec<String>,
+) -> Option<Certificates> {
+    let files = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        (None, None) => return None,
+        (Some(_), None) => {
+            problems.push(Problem::new(
+                "--tls-key",
+                "--tls-cert (INVITEGATE_TLS_CERT) is set but --tls-key (INVITEGATE_TLS_KEY) is \
+                 not: give the private key's PEM file too",
+            ));
+            return None;
+        }
+        (None, Some(_)) => {
+            problems.push(Problem::new(
+                "--tls-cert",
+                "--tls-key (INVITEGATE_TLS_KEY) is set but --tls-cert (INVITEGATE_TLS_CERT) is \
+                 not: give the certificate chain's PEM file too",
+            ));
+            return None;
+        }
+    };
+    if readable_by_others(&files.key) {
+        warnings.push(format!(
+            "TLS key file {} is readable by other users; chmod 600 it",
+            files.key.display()
+        ));
+    }
+    Certificates::load(files)
+        .map_err(|message| problems.push(Problem::new("--tls-cert", message)))
+        .ok()
+}
+
+/// The client-certificate pins, when any are given.
+fn client_cert(
+    settings: &Settings,
+    tls: bool,
+    problems: &mut Vec<Problem>,
+    warnings: &mut Vec<String>,
+) -> Option<Arc<ClientCertAuth>> {
+    let pins = match Pins::parse(settings.client_cert_thumbprints.iter().map(String::as_str)) {
+        Ok(pins) => pins,
+        Err(bad) => {
+            problems.extend(bad.into_iter().map(|error| {
+                Problem::new(
+                    "--client-cert-thumbprints",
+                    format!("--client-cert-thumbprints ({THUMBPRINTS_ENV}): {error}"),
+                )
+            }));
+            return None;
+        }
+    };
+    if pins.is_empty() {
+        if settings.trust_arr_client_cert {
+            warnings.push(
+                "--trust-arr-client-cert does nothing without --client-cert-thumbprints".to_owned(),
+            );
+        }
+        return None;
+    }
+    if !tls && !settings.trust_arr_client_cert {
+        problems.push(Problem::new(
+            "--client-cert-thumbprints",
+            "--client-cert-thumbprints is set but no client certificate can arrive: serve TLS \
+             (--tls-cert and --tls-key) for mutual TLS, or pass --trust-arr-client-cert when \
+             App Service or Functions terminates TLS and sets X-ARR-ClientCert",
+        ));
+        return None;
+    }
+    Some(Arc::new(ClientCertAuth::new(
+        pins,
+        settings.leeway,
+        settings.trust_arr_client_cert,
+    )))
+}
+
+/// The warning for a listener on `address` in plain HTTP, when it is not loopback: codes,
+/// email addresses and the callers' credentials would cross the network in clear text.
+#[must_use]
+pub fn plain_http_warning(address: std::net::SocketAddr, tls: bool) -> Option<String> {
+    (!tls && !address.ip().is_loopback()).then(|| {
+        format!(
+            "serving plain HTTP on {address}, a non-loopback address, without TLS: invitation \
+             codes, email addresses and the callers' credentials cross the network in clear \
+             text; pass --tls-cert and --tls-key, or make sure a proxy or the platform \
+             terminates TLS in front"
+        )
     })
 }
 
