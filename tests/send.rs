@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/python.rs"]
+mod python;
 #[path = "support/smtp.rs"]
 mod smtp;
 mod support;

@@ -2,20 +2,20 @@
 //! tests/data/send/smtp_server.py, started per test on a free loopback port.
 //!
 //! `cargo test` needs only python3 with pip: when the machine's Python lacks aiosmtpd, it is
-//! installed once under the target folder (`target/test-python`) and the server runs with
-//! `PYTHONPATH` pointing there. The including file declares `mod support;` too: the waits here
-//! use its deadline.
+//! installed once under the target folder (tests/support/python.rs) and the server runs with
+//! `PYTHONPATH` pointing there. The including file declares `mod support;` and `mod python;`
+//! (tests/support/python.rs) too.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::ffi::OsString;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::support::{DEADLINE, output_within, wait_within};
+use crate::python::{Package, package_path, python_path, python3};
+use crate::support::DEADLINE;
 
 /// The password the TLS server takes for the user `campaign`.
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -27,111 +27,19 @@ pub fn data(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// What to tell someone whose machine cannot run the server.
-const NEEDS: &str = "tests/send.rs runs an SMTP server in Python: install python3 (3.8 or later) \
-                     with pip (Debian and Ubuntu: apt-get install python3 python3-pip), or \
-                     aiosmtpd itself (python3 -m pip install aiosmtpd)";
+/// aiosmtpd, installed under the target folder when the machine's Python lacks it.
+const AIOSMTPD: Package = Package {
+    pip: "aiosmtpd",
+    check: "import aiosmtpd.smtp",
+    needs: "tests/send.rs runs an SMTP server in Python: install python3 (3.8 or later) with \
+            pip (Debian and Ubuntu: apt-get install python3 python3-pip), or aiosmtpd itself \
+            (python3 -m pip install aiosmtpd)",
+};
 
-/// Where aiosmtpd is installed when the machine's Python lacks it: in the target folder, so
-/// `cargo clean` removes it, shared by every test binary of the build.
-fn install_dir() -> PathBuf {
-    // CARGO_TARGET_TMPDIR is `<target>/tmp`.
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("CARGO_TARGET_TMPDIR is inside the target folder")
-        .join("test-python")
-}
-
-/// `PYTHONPATH` with `dir` first, then the caller's.
-fn python_path(dir: &Path) -> OsString {
-    let mut paths = vec![dir.to_path_buf()];
-    if let Some(caller) = std::env::var_os("PYTHONPATH") {
-        paths.extend(std::env::split_paths(&caller));
-    }
-    std::env::join_paths(paths).unwrap()
-}
-
-fn python3() -> Command {
-    let mut command = Command::new("python3");
-    command.stdin(Stdio::null());
-    command
-}
-
-/// Whether python3 imports aiosmtpd with `dir` on its path.
-fn imports_aiosmtpd(dir: &Path) -> bool {
-    output_within(
-        python3()
-            .args(["-c", "import aiosmtpd.smtp"])
-            .env("PYTHONPATH", python_path(dir)),
-        DEADLINE,
-    )
-    .status
-    .success()
-}
-
-/// The folder to put on `PYTHONPATH` for the server, aiosmtpd installed there when the
-/// machine's Python lacks it. Worked out once a test binary; test binaries running side by side
-/// install it once between them (a lock file), and later runs find it there.
+/// The folder to put on `PYTHONPATH` for the server; worked out once a test binary.
 fn aiosmtpd_path() -> &'static Path {
     static READY: OnceLock<PathBuf> = OnceLock::new();
-    READY.get_or_init(|| {
-        // A missing python3 is said plainly, not as a failed spawn.
-        match python3()
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(mut child) => {
-                wait_within(&mut child, DEADLINE);
-            }
-            Err(e) => panic!("python3 does not run ({e}); {NEEDS}"),
-        }
-        let dir = install_dir();
-        if imports_aiosmtpd(&dir) {
-            return dir;
-        }
-        let parent = dir.parent().unwrap();
-        std::fs::create_dir_all(parent).unwrap();
-        let lock = std::fs::File::create(parent.join("test-python.lock")).unwrap();
-        fs4::fs_std::FileExt::lock_exclusive(&lock).unwrap();
-        // Another test binary may have installed it while this one waited for the lock.
-        if imports_aiosmtpd(&dir) {
-            return dir;
-        }
-        // Installed beside, then renamed: a run killed halfway leaves no half-installed folder
-        // that the check above would take for a broken Python.
-        let partial = parent.join(format!("test-python.{}.partial", std::process::id()));
-        let _ = std::fs::remove_dir_all(&partial);
-        let output = output_within(
-            python3()
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                ])
-                .args(["--no-input", "--target"])
-                .arg(&partial)
-                .arg("aiosmtpd"),
-            DEADLINE,
-        );
-        assert!(
-            output.status.success(),
-            "python3 -m pip install --target {} aiosmtpd failed: {}; {NEEDS}",
-            partial.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::rename(&partial, &dir).unwrap();
-        assert!(
-            imports_aiosmtpd(&dir),
-            "aiosmtpd was installed in {} but python3 does not import it from there; {NEEDS}",
-            dir.display()
-        );
-        dir
-    })
+    READY.get_or_init(|| package_path(&AIOSMTPD))
 }
 
 /// A running aiosmtpd; killed when dropped.
@@ -161,7 +69,7 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|e| panic!("python3 does not run ({e}); {NEEDS}"));
+            .unwrap_or_else(|e| panic!("python3 does not run ({e}); {}", AIOSMTPD.needs));
         let stdin = child.stdin.take().unwrap();
         // The first line, `PORT n`, read on its own thread so that a server that never prints
         // it is killed past the deadline instead of holding the test.
