@@ -24,7 +24,6 @@ use warp::http::StatusCode;
 
 use self::format::{LineWriter, Lines};
 use self::limit::{Key, Limiter, REFUSAL_WINDOW, Summary};
-use super::auth::Denied;
 use super::labels::{EndpointLabel, Outcome, Refusal, RefusalReason as _, RefusedAt};
 use crate::code::Code;
 use crate::connector::{Answer, clip};
@@ -451,8 +450,7 @@ const REQUEST_MESSAGE: &str = "connector request";
 
 /// Logs a refused request to a path that is not an endpoint (`/metrics`), at the rate of
 /// [`limit`].
-pub fn denied(path: &str, denied: &Denied) {
-    let refusal = &denied.reason;
+pub fn denied(path: &str, refusal: &Refusal) {
     if !admit((RefusedAt::Metrics, refusal.reason())) {
         return;
     }

@@ -468,7 +468,7 @@ async fn metrics_reply(
     }
     if let Err(denied) = auth.check(credentials).await {
         state.metrics.refused(RefusedAt::Metrics, &denied.reason);
-        log::denied("/metrics", &denied);
+        log::denied("/metrics", &denied.reason);
         return unauthorized(auth, &denied);
     }
     metrics_text(state)
