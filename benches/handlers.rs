@@ -83,7 +83,7 @@ fn handlers(c: &mut Criterion) {
         let (name, bare_name) = names(case.name);
         // Measure what the name says: each endpoint answers 200 with its valid answer.
         let answer = runtime.block_on(async {
-            let response = routes.call(request(&case, &body)).await.unwrap();
+            let response = routes.call(request(case, &body)).await.unwrap();
             assert_eq!(response.status(), StatusCode::OK);
             response.into_body().collect().await.unwrap().to_bytes()
         });
@@ -91,7 +91,7 @@ fn handlers(c: &mut Criterion) {
         group.bench_function(&bare_name, |b| {
             b.iter(|| {
                 runtime.block_on(async {
-                    let response = bare.call(request(&case, &body)).await.unwrap();
+                    let response = bare.call(request(case, &body)).await.unwrap();
                     black_box(response.into_body().collect().await.unwrap());
                 });
             });
@@ -99,7 +99,7 @@ fn handlers(c: &mut Criterion) {
         group.bench_function(&name, |b| {
             b.iter(|| {
                 runtime.block_on(async {
-                    let response = routes.call(request(&case, &body)).await.unwrap();
+                    let response = routes.call(request(case, &body)).await.unwrap();
                     black_box(response.into_body().collect().await.unwrap());
                 });
             });
