@@ -1,5 +1,6 @@
 //! Cost of checking an Entra bearer token: a repeated token (answered from the cache) against
-//! SHA-256 of the token alone, and a new token each time (RSA verification), in the same run.
+//! SHA-256 of the token alone (what keyed the cache before its keyed 64-bit hash), and a new
+//! token each time (RSA verification), in the same run.
 //!
 //! `cargo bench --bench entra_auth`. Target: the cached check costs well under a microsecond
 //! or two, so the Entra route with one repeated token keeps at least 0.80 of a bare route's

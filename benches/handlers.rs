@@ -78,12 +78,12 @@ fn handlers(c: &mut Criterion) {
             });
         });
     });
-    for case in cases {
+    for case in &cases {
         let body = Bytes::from(case.body.clone());
         let (name, bare_name) = names(case.name);
         // Measure what the name says: each endpoint answers 200 with its valid answer.
         let answer = runtime.block_on(async {
-            let response = routes.call(request(&case, &body)).await.unwrap();
+            let response = routes.call(request(case, &body)).await.unwrap();
             assert_eq!(response.status(), StatusCode::OK);
             response.into_body().collect().await.unwrap().to_bytes()
         });
@@ -91,7 +91,7 @@ fn handlers(c: &mut Criterion) {
         group.bench_function(&bare_name, |b| {
             b.iter(|| {
                 runtime.block_on(async {
-                    let response = bare.call(request(&case, &body)).await.unwrap();
+                    let response = bare.call(request(case, &body)).await.unwrap();
                     black_box(response.into_body().collect().await.unwrap());
                 });
             });
@@ -99,13 +99,77 @@ fn handlers(c: &mut Criterion) {
         group.bench_function(&name, |b| {
             b.iter(|| {
                 runtime.block_on(async {
-                    let response = routes.call(request(&case, &body)).await.unwrap();
+                    let response = routes.call(request(case, &body)).await.unwrap();
                     black_box(response.into_body().collect().await.unwrap());
                 });
             });
         });
     }
     group.finish();
+    // Criterion measures one bench after another, so a busy phase of a shared machine can fall
+    // on the floor and not on an endpoint: paired rounds alternate the two, and each round's
+    // difference is what the endpoint costs beyond the floor at that moment.
+    println!(
+        "\nbeyond the floor route, paired rounds ({PAIRED_ROUNDS} rounds of {PAIRED_CALLS} calls each):"
+    );
+    for case in &cases {
+        let body = Bytes::from(case.body.clone());
+        let mut call_floor = || {
+            runtime.block_on(async {
+                let response = floor
+                    .call(request(user_flow, &user_flow_body))
+                    .await
+                    .unwrap();
+                black_box(response.into_body().collect().await.unwrap());
+            });
+        };
+        let mut call_endpoint = || {
+            runtime.block_on(async {
+                let response = routes.call(request(case, &body)).await.unwrap();
+                black_box(response.into_body().collect().await.unwrap());
+            });
+        };
+        let differences = paired_differences(&mut call_floor, &mut call_endpoint);
+        println!(
+            "  {:<16} {:.2} µs beyond the floor (rounds {:.2} to {:.2})",
+            case.name,
+            differences[differences.len() / 2] / 1e3,
+            differences[0] / 1e3,
+            differences[differences.len() - 1] / 1e3
+        );
+    }
+}
+
+/// Rounds of the paired measurement; odd, for a median.
+const PAIRED_ROUNDS: usize = 31;
+/// Calls of each route a round.
+const PAIRED_CALLS: u32 = 2_000;
+
+/// Each round's nanoseconds a call of `endpoint` minus those of `floor`, timed back to back
+/// (the order swapped every other round), after a round of warm-up; sorted.
+fn paired_differences(floor: &mut impl FnMut(), endpoint: &mut impl FnMut()) -> Vec<f64> {
+    let time = |f: &mut dyn FnMut()| {
+        let started = std::time::Instant::now();
+        for _ in 0..PAIRED_CALLS {
+            f();
+        }
+        started.elapsed().as_secs_f64() * 1e9 / f64::from(PAIRED_CALLS)
+    };
+    time(floor);
+    time(endpoint);
+    let mut differences: Vec<f64> = (0..PAIRED_ROUNDS)
+        .map(|round| {
+            if round % 2 == 0 {
+                let f = time(floor);
+                time(endpoint) - f
+            } else {
+                let e = time(endpoint);
+                e - time(floor)
+            }
+        })
+        .collect();
+    differences.sort_by(f64::total_cmp);
+    differences
 }
 
 criterion_group!(benches, handlers);

@@ -62,7 +62,16 @@ struct Refusal<'a> {
 
 impl Connector for CustomPolicy {
     fn answer<'b>(&self, verifier: &Verifier, body: &'b [u8], now: UnixTime) -> Answer<'b> {
-        let Ok(claims) = Claims::parse(body) else {
+        // Only the claims read below are kept (`named` matches case-insensitively too).
+        let wanted = [
+            "ui_locales",
+            "locale",
+            self.email_claim.as_str(),
+            self.code_claim.as_str(),
+        ];
+        let Ok(claims) = Claims::parse_wanted(body, |name| {
+            wanted.iter().any(|want| name.eq_ignore_ascii_case(want))
+        }) else {
             return render(
                 verifier,
                 None,

@@ -6,11 +6,11 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::claim::{Claim, Claims, triage};
-use super::{Answer, AttributeNames, Connector};
+use super::{Answer, AttributeNames, Connector, push_json_str};
 use crate::decision::{Decision, Reason, Verdict, Verifier};
 use crate::expiry::UnixTime;
 
@@ -40,7 +40,10 @@ impl<'a> Request<'a> {
     ///
     /// When the body is not a JSON object.
     pub fn parse(body: &'a [u8], names: &AttributeNames) -> Result<Self, serde_json::Error> {
-        let claims = Claims::parse(body)?;
+        // Only the claims read below are kept; the rest of the body is checked and skipped.
+        let claims = Claims::parse_wanted(body, |name| {
+            matches!(name, "email" | "identities" | "step" | "ui_locales") || names.matches(name)
+        })?;
         // `identities` is decoded only when there is no `email`.
         let email = claims.exact("email").non_blank().or_else(|| {
             claims
@@ -217,38 +220,38 @@ impl Response {
     /// `userMessage` or the claims to overwrite.
     #[must_use]
     pub fn to_json(&self) -> Vec<u8> {
-        let no_claims = BTreeMap::new();
-        let (status, user_message, claims) = match self {
-            Self::Continue { claims } => (None, None, claims),
+        let (user_message, claims) = match self {
+            Self::Continue { claims } => (None, Some(claims)),
+            Self::ValidationError { user_message } | Self::ShowBlockPage { user_message } => {
+                (Some(user_message), None)
+            }
+        };
+        // In the contract's member order, compact, as serde_json writes it: the constant parts
+        // copied, only the message and the claims escaped (serde's flattened map cost more than
+        // the rest of the answer).
+        let mut out = Vec::with_capacity(128);
+        out.extend_from_slice(b"{\"version\":\"1.0.0\"");
+        if let Self::ValidationError { .. } = self {
             // The body's `status` is required too for a ValidationError, else B2C shows a
             // generic error.
-            Self::ValidationError { user_message } => (Some(400), Some(user_message), &no_claims),
-            Self::ShowBlockPage { user_message } => (None, Some(user_message), &no_claims),
-        };
-        let body = Body {
-            version: "1.0.0",
-            status,
-            action: self.action(),
-            user_message: user_message.map(String::as_str),
-            claims,
-        };
-        // Serializing strings and a map of strings into a Vec cannot fail.
-        serde_json::to_vec(&body).unwrap_or_default()
+            out.extend_from_slice(b",\"status\":400");
+        }
+        out.extend_from_slice(b",\"action\":\"");
+        out.extend_from_slice(self.action().as_bytes());
+        out.push(b'"');
+        if let Some(message) = user_message {
+            out.extend_from_slice(b",\"userMessage\":");
+            push_json_str(&mut out, message);
+        }
+        for (name, value) in claims.into_iter().flatten() {
+            out.push(b',');
+            push_json_str(&mut out, name);
+            out.push(b':');
+            push_json_str(&mut out, value);
+        }
+        out.push(b'}');
+        out
     }
-}
-
-/// A response's body, in the contract's member order.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Body<'a> {
-    version: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<u16>,
-    action: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user_message: Option<&'a str>,
-    #[serde(flatten)]
-    claims: &'a BTreeMap<String, String>,
 }
 
 #[cfg(test)]

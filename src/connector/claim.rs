@@ -109,6 +109,39 @@ where
     deserializer.deserialize_map(Members(std::marker::PhantomData))
 }
 
+/// The members of a JSON object whose names a predicate wants, raw, in the body's order; the
+/// other values are scanned as JSON (so a body is refused exactly as when all are kept) and
+/// dropped.
+struct Wanted<F>(F);
+
+impl<'de, F: Fn(&str) -> bool> serde::de::DeserializeSeed<'de> for Wanted<F> {
+    type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de, F: Fn(&str) -> bool> serde::de::Visitor<'de> for Wanted<F> {
+    type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = Vec::new();
+        while let Some(Name(name)) = map.next_key::<Name<'de>>()? {
+            if (self.0)(&name) {
+                members.push((name, map.next_value::<&'de RawValue>()?));
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(members)
+    }
+}
+
 /// A request that is one flat JSON object of claims (the B2C dialects), each value kept raw
 /// until it is asked for.
 #[derive(Debug)]
@@ -121,11 +154,25 @@ impl<'b> Claims<'b> {
     ///
     /// When the body is not UTF-8, not JSON, or not an object.
     pub fn parse(body: &'b [u8]) -> Result<Self, serde_json::Error> {
+        Self::parse_wanted(body, |_| true)
+    }
+
+    /// Like [`Claims::parse`], keeping only the members whose name is `wanted`: the others are
+    /// checked as JSON and skipped, never kept. A dialect asks for a few claims of a body that
+    /// holds many, and the lookups then scan those few.
+    ///
+    /// # Errors
+    ///
+    /// As [`Claims::parse`]: the same bodies are refused whatever is wanted.
+    pub fn parse_wanted(
+        body: &'b [u8],
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<Self, serde_json::Error> {
         let text = std::str::from_utf8(body).map_err(|_| {
             <serde_json::Error as serde::de::Error>::custom("the body is not UTF-8")
         })?;
         let mut deserializer = serde_json::Deserializer::from_str(text);
-        let members = in_order(&mut deserializer)?;
+        let members = serde::de::DeserializeSeed::deserialize(Wanted(wanted), &mut deserializer)?;
         deserializer.end()?;
         Ok(Self(members))
     }

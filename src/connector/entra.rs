@@ -17,11 +17,11 @@
 
 use std::borrow::Cow;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::claim::{Claim, in_order, triage};
-use super::{Answer, AttributeNames, Connector, without_trailing_commas};
+use super::{Answer, AttributeNames, Connector, push_json_str, without_trailing_commas};
 use crate::decision::{Decision, Reason, Verdict, Verifier};
 use crate::expiry::UnixTime;
 
@@ -125,43 +125,18 @@ struct Identity<'b> {
     issuer_assigned_id: Claim<'b>,
 }
 
-/// The answer, in the shape Entra reads: `{"data": {"@odata.type": ..., "actions": [action]}}`.
-#[derive(Serialize)]
-struct Reply<'a> {
-    data: ReplyData<'a>,
-}
-
-#[derive(Serialize)]
-struct ReplyData<'a> {
-    #[serde(rename = "@odata.type")]
-    odata_type: &'static str,
-    actions: [Action<'a>; 1],
-}
-
-#[derive(Serialize)]
+/// One action of the answer: `@odata.type`, then `message`, `attributes` (the replaced
+/// attribute, on modify) and `attributeErrors` (the attribute's error, on a validation error),
+/// each when present.
 struct Action<'a> {
-    #[serde(rename = "@odata.type")]
     odata_type: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<&'a str>,
-    /// The replaced attribute (modify) or the attribute's error (validation error).
-    #[serde(skip_serializing_if = "Option::is_none")]
     attributes: Option<OneAttribute<'a>>,
-    #[serde(rename = "attributeErrors", skip_serializing_if = "Option::is_none")]
     attribute_errors: Option<OneAttribute<'a>>,
 }
 
 /// A JSON object of one member.
 struct OneAttribute<'a>(&'a str, &'a str);
-
-impl Serialize for OneAttribute<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap as _;
-        let mut map = serializer.serialize_map(Some(1))?;
-        map.serialize_entry(self.0, self.1)?;
-        map.end()
-    }
-}
 
 impl<'a> Action<'a> {
     fn new(odata_type: &'static str) -> Self {
@@ -171,6 +146,40 @@ impl<'a> Action<'a> {
             attributes: None,
             attribute_errors: None,
         }
+    }
+
+    /// The answer, in the shape Entra reads: `{"data": {"@odata.type": ..., "actions":
+    /// [action]}}`, compact, as `serde_json` writes it. The constant parts are copied as they
+    /// are (their names and types need no escape); only the message and the attribute are
+    /// escaped, each time: serializing the whole through serde cost more than the rest of the
+    /// answer.
+    fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(320);
+        out.extend_from_slice(b"{\"data\":{\"@odata.type\":\"");
+        out.extend_from_slice(RESPONSE_TYPE.as_bytes());
+        out.extend_from_slice(b"\",\"actions\":[{\"@odata.type\":\"");
+        out.extend_from_slice(self.odata_type.as_bytes());
+        out.push(b'"');
+        if let Some(message) = self.message {
+            out.extend_from_slice(b",\"message\":");
+            push_json_str(&mut out, message);
+        }
+        for (name, attribute) in [
+            ("attributes", &self.attributes),
+            ("attributeErrors", &self.attribute_errors),
+        ] {
+            if let Some(OneAttribute(key, value)) = attribute {
+                out.extend_from_slice(b",\"");
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(b"\":{");
+                push_json_str(&mut out, key);
+                out.push(b':');
+                push_json_str(&mut out, value);
+                out.push(b'}');
+            }
+        }
+        out.extend_from_slice(b"}]}}");
+        out
     }
 }
 
@@ -343,14 +352,7 @@ impl Connector for Entra {
                 }
             }
         };
-        let reply = Reply {
-            data: ReplyData {
-                odata_type: RESPONSE_TYPE,
-                actions: [action],
-            },
-        };
-        // Serializing these plain structs into a Vec cannot fail.
-        let body = serde_json::to_vec(&reply).unwrap_or_default();
+        let body = action.to_json();
         Answer {
             status: 200,
             body,

@@ -128,6 +128,12 @@ pub(crate) fn without_trailing_commas(text: &str) -> Option<String> {
     Some(out)
 }
 
+/// Appends `text` as a JSON string literal, escaped as `serde_json` escapes it.
+pub(crate) fn push_json_str(out: &mut Vec<u8>, text: &str) {
+    // Writing into a Vec cannot fail, and a str always serializes.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
 /// At most `max` bytes of `text`, cut at a character boundary: for log fields that come from
 /// the request.
 pub(crate) fn clip(text: &str, max: usize) -> &str {

@@ -31,8 +31,8 @@
 //! one RSA verification per token (and none for a token answered from the cache).
 //!
 //! Entra sends one token for its whole lifetime, so an accepted token is remembered until its
-//! `exp` (plus leeway) under the SHA-256 of its text (see the `token_cache` module). The token
-//! text itself is never kept or logged.
+//! `exp` (plus leeway) under a keyed hash of its text, and a hit is a token of the same text
+//! (see the `token_cache` module). The token is never logged.
 
 use std::fmt;
 use std::sync::Arc;
@@ -40,7 +40,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use jsonwebtoken::{Algorithm, Validation};
-use sha2::{Digest as _, Sha256};
 
 pub use super::bearer_config::{
     BearerConfig, DEFAULT_CACHE_CAPACITY, DEFAULT_REFRESH_EVERY, DEFAULT_TOKEN_LEEWAY,
@@ -170,11 +169,11 @@ impl BearerAuth {
                 .with(|d| d.expected = Some(format!("at most {MAX_TOKEN_BYTES} bytes"))));
         }
         let now = unix_seconds(now);
-        let digest: [u8; 32] = Sha256::digest(token).into();
-        if let Some(hit) = self.cache.get(&digest) {
+        let index = self.cache.index(token);
+        if let Some(hit) = self.cache.get(index, token) {
             return self.window(now, hit.not_before, hit.expires);
         }
-        self.check_uncached(token, digest, now).await
+        self.check_uncached(token, index, now).await
     }
 
     /// Whether `now` is in the token's window, with the values when it is not.
@@ -190,12 +189,7 @@ impl BearerAuth {
     }
 
     /// The full check of a token not in the cache.
-    async fn check_uncached(
-        &self,
-        token: &[u8],
-        digest: [u8; 32],
-        now: i64,
-    ) -> Result<(), TokenRefusal> {
+    async fn check_uncached(&self, token: &[u8], index: u64, now: i64) -> Result<(), TokenRefusal> {
         let header = token_header(token)?;
         let alg = loggable(&header.alg);
         if header.alg != "RS256" {
@@ -277,9 +271,10 @@ impl BearerAuth {
             expires,
             key: key.fingerprint,
         };
-        self.cache.insert(digest, entry, now, self.leeway, || {
-            self.store.snapshot().generation == keys.generation
-        });
+        self.cache
+            .insert((index, token), entry, now, self.leeway, || {
+                self.store.snapshot().generation == keys.generation
+            });
         Ok(())
     }
 

@@ -217,9 +217,40 @@ fn push_json_str(out: &mut String, text: &str) {
     out.push('"');
 }
 
+thread_local! {
+    /// The whole second of this thread's last timestamp and its text up to the seconds: lines
+    /// come many a second, and the calendar arithmetic is only redone when the second changes.
+    static SECOND: std::cell::RefCell<(u64, String)> =
+        const { std::cell::RefCell::new((u64::MAX, String::new())) };
+}
+
 /// Appends the instant as RFC 3339 UTC with microseconds, e.g. `2026-12-01T21:17:29.123456Z`.
 fn push_timestamp(out: &mut String, since_epoch: Duration) {
-    let secs = i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX);
+    let secs = since_epoch.as_secs();
+    let cached = SECOND.with(|second| {
+        let Ok(mut second) = second.try_borrow_mut() else {
+            return false;
+        };
+        if second.0 != secs {
+            second.1.clear();
+            push_date_time(&mut second.1, secs);
+            second.0 = secs;
+        }
+        out.push_str(&second.1);
+        true
+    });
+    if !cached {
+        push_date_time(out, secs);
+    }
+    out.push('.');
+    push_padded(out, u64::from(since_epoch.subsec_micros()), 6);
+    out.push('Z');
+}
+
+/// Appends the whole seconds since the epoch as RFC 3339 UTC up to the seconds, e.g.
+/// `2026-12-01T21:17:29`.
+fn push_date_time(out: &mut String, secs: u64) {
+    let secs = i64::try_from(secs).unwrap_or(i64::MAX);
     let days = secs.div_euclid(86_400);
     let of_day = secs.rem_euclid(86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -244,9 +275,6 @@ fn push_timestamp(out: &mut String, since_epoch: Duration) {
     push_padded(out, field(of_day % 3_600 / 60), 2);
     out.push(':');
     push_padded(out, field(of_day % 60), 2);
-    out.push('.');
-    push_padded(out, u64::from(since_epoch.subsec_micros()), 6);
-    out.push('Z');
 }
 
 #[cfg(test)]
@@ -354,5 +382,13 @@ pub(super) mod tests {
         let mut out = String::new();
         push_timestamp(&mut out, Duration::new(1, 123_456_789));
         assert_eq!(out, "1970-01-01T00:00:01.123456Z");
+        // The same second again, from the thread's cached text, then the next one.
+        out.clear();
+        push_timestamp(&mut out, Duration::new(1, 5_000));
+        push_timestamp(&mut out, Duration::new(2, 0));
+        assert_eq!(
+            out,
+            "1970-01-01T00:00:01.000005Z1970-01-01T00:00:02.000000Z"
+        );
     }
 }
