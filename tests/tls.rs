@@ -350,6 +350,16 @@ fn mutual_tls_by_pin_with_basic_as_the_alternative() {
     // An unknown certificate with the right Basic credentials: either is accepted.
     let (status, _) = tls::ask(server.addr, Some(&other), &sign_up(&valid, &basic()));
     assert_eq!(status, 200);
+    // Neither accepted: the log names the Basic reason and the certificate's thumbprint.
+    let wrong = format!(
+        "Authorization: Basic {}\r\n",
+        base64::engine::general_purpose::STANDARD.encode("b2c:not the password")
+    );
+    let (status, _) = tls::ask(server.addr, Some(&other), &sign_up(&valid, &wrong));
+    assert_eq!(status, 401);
+    let line = refusal_line(&mut server, "wrong-password");
+    assert!(line.contains(&other.sha1()), "{line}");
+    assert!(line.contains(r#""user":"b2c""#), "{line}");
 
     // The refusals are counted by reason.
     let (status, metrics) = tls::ask(

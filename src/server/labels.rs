@@ -158,17 +158,11 @@ pub struct Refusal {
     reason: &'static str,
     why: &'static str,
     scheme: Option<&'static str>,
-    /// The user name given, or the client certificate presented: a refusal has one or neither.
-    sent: Option<Sent>,
-}
-
-/// What a refusal shows of what the caller sent.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Sent {
-    /// A user name, cut.
-    User(ShortText),
-    /// The SHA-1 thumbprint of a client certificate (public, as the Azure portal shows it).
-    Thumbprint([u8; 20]),
+    /// The user name given, cut.
+    user: Option<ShortText>,
+    /// The SHA-1 thumbprint of the client certificate presented (public, as the Azure portal
+    /// shows it). With Basic as the alternative to a certificate, a refusal may carry both.
+    thumbprint: Option<[u8; 20]>,
 }
 
 impl Refusal {
@@ -180,7 +174,8 @@ impl Refusal {
             reason,
             why,
             scheme: None,
-            sent: None,
+            user: None,
+            thumbprint: None,
         }
     }
 
@@ -188,18 +183,22 @@ impl Refusal {
     #[must_use]
     pub fn with_thumbprint(self, thumbprint: [u8; 20]) -> Self {
         Self {
-            sent: Some(Sent::Thumbprint(thumbprint)),
+            thumbprint: Some(thumbprint),
             ..self
         }
+    }
+
+    /// The SHA-1 thumbprint of the client certificate presented, as bytes.
+    #[must_use]
+    pub fn thumbprint_bytes(&self) -> Option<[u8; 20]> {
+        self.thumbprint
     }
 
     /// The SHA-1 thumbprint of the client certificate presented, in upper-case hex as the
     /// Azure portal shows it.
     #[must_use]
     pub fn thumbprint(&self) -> Option<String> {
-        let Some(Sent::Thumbprint(bytes)) = self.sent else {
-            return None;
-        };
+        let bytes = self.thumbprint?;
         Some(
             bytes
                 .iter()
@@ -223,7 +222,7 @@ impl Refusal {
     #[must_use]
     pub fn with_user(self, user: &[u8]) -> Self {
         Self {
-            sent: Some(Sent::User(ShortText::new(user))),
+            user: Some(ShortText::new(user)),
             ..self
         }
     }
@@ -243,10 +242,7 @@ impl Refusal {
     /// The user name the request gave (cut), when it got that far.
     #[must_use]
     pub fn user(&self) -> Option<&str> {
-        match &self.sent {
-            Some(Sent::User(user)) => Some(user.as_str()),
-            _ => None,
-        }
+        self.user.as_ref().map(ShortText::as_str)
     }
 }
 

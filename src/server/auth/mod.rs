@@ -127,7 +127,8 @@ impl Auth {
     ///
     /// With a client certificate and other credentials both configured, either lets the
     /// caller in. When neither does, the refusal named is the certificate's when one was
-    /// presented without the other credentials' header, else the other credentials'.
+    /// presented without the other credentials' header, else the other credentials', with the
+    /// thumbprint of the certificate presented, if any.
     ///
     /// # Errors
     ///
@@ -151,6 +152,11 @@ impl Auth {
                         if value.is_some() || checked == client_cert::Checked::Absent =>
                     {
                         otherwise.check_secret(bytes).map_err(|denied| Denied {
+                            // The certificate refused too is named by its thumbprint.
+                            reason: match refusal.thumbprint_bytes() {
+                                Some(thumbprint) => denied.reason.with_thumbprint(thumbprint),
+                                None => denied.reason,
+                            },
                             message: "missing or wrong client certificate or credentials",
                             ..denied
                         })
