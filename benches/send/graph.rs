@@ -210,17 +210,7 @@ pub fn baseline(port: u16, bodies: &Arc<Vec<Bytes>>) -> Duration {
                     let Some(body) = bodies.get(i) else {
                         return;
                     };
-                    let response = client
-                        .post(endpoint.clone())
-                        .bearer_auth(&token)
-                        .header(reqwest::header::CONTENT_TYPE, "application/json")
-                        .body(body.clone())
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
-                    // Read to the end, so that the connection goes back to the pool.
-                    response.bytes().await.unwrap();
+                    post(&client, &endpoint, &token, body).await;
                 }
             });
         }
@@ -422,16 +412,7 @@ pub fn floor(
                     .unwrap();
                     record.push(b'\n');
                     std::io::Write::write_all(&mut &*file, &record).unwrap();
-                    let response = client
-                        .post(endpoint.clone())
-                        .bearer_auth(&token)
-                        .header(reqwest::header::CONTENT_TYPE, "application/json")
-                        .body(body.clone())
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
-                    response.bytes().await.unwrap();
+                    post(&client, &endpoint, &token, body).await;
                     previous = format!("{line} 202 Accepted");
                 }
             });
@@ -439,6 +420,21 @@ pub fn floor(
         while tasks.join_next().await.is_some() {}
     });
     start.elapsed()
+}
+
+/// Posts one `sendMail` body with the bearer token, as a plain client does, and reads the
+/// reply to its end, so that the connection goes back to the pool.
+async fn post(client: &reqwest::Client, endpoint: &reqwest::Url, token: &str, body: &Bytes) {
+    let response = client
+        .post(endpoint.clone())
+        .bearer_auth(token)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
+    response.bytes().await.unwrap();
 }
 
 /// One token from the server's token endpoint, as a plain client asks for it.
