@@ -187,19 +187,61 @@ fn looks_like_a_key(path: &Path) -> bool {
     })
 }
 
-/// Whether a key ring file can be read by other users (always `false` off Unix).
+/// Whether a key ring or private key file can be read by other users (always `false` off
+/// Unix): by everyone, or by a group, except a file that root owns and gives to one of the
+/// server's own groups. That is how an administrator lets a service read a secret
+/// (`root:invitegate`, mode 0640), and how Kubernetes mounts a Secret for a pod with an
+/// `fsGroup`: the kubelet always makes the files readable by that group.
 #[must_use]
 pub fn readable_by_others(path: &Path) -> bool {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::metadata(path).is_ok_and(|meta| meta.permissions().mode() & 0o077 != 0)
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(path)
+            .is_ok_and(|meta| others_may_read(meta.mode(), meta.uid(), meta.gid(), &own_groups()))
     }
     #[cfg(not(unix))]
     {
         let _ = path;
         false
     }
+}
+
+/// [`readable_by_others`] for a file of `mode`, owned by `uid` and `gid`, read by a process in
+/// `groups`.
+#[cfg(unix)]
+fn others_may_read(mode: u32, uid: u32, gid: u32, groups: &[u32]) -> bool {
+    if mode & 0o007 != 0 {
+        return true;
+    }
+    mode & 0o070 != 0 && !(uid == 0 && groups.contains(&gid))
+}
+
+/// The groups this process is in, effective and supplementary, as Linux's
+/// `/proc/self/status` lists them; none where it cannot be read (then any group access
+/// counts as others').
+#[cfg(unix)]
+fn own_groups() -> Vec<u32> {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return Vec::new();
+    };
+    let mut groups = Vec::new();
+    for line in status.lines() {
+        if let Some(ids) = line.strip_prefix("Gid:") {
+            // Real, effective, saved and file system group ids: the effective one decides.
+            groups.extend(
+                ids.split_whitespace()
+                    .nth(1)
+                    .and_then(|id| id.parse::<u32>().ok()),
+            );
+        } else if let Some(ids) = line.strip_prefix("Groups:") {
+            groups.extend(
+                ids.split_whitespace()
+                    .filter_map(|id| id.parse::<u32>().ok()),
+            );
+        }
+    }
+    groups
 }
 
 /// Reads a deny list file; a byte order mark at its start is skipped.
@@ -312,5 +354,42 @@ impl VerifierSource {
         .flatten()
         .map(Path::to_path_buf)
         .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn group_access_is_others_unless_root_gives_the_file_to_our_group() {
+        let ours = [1000, 65532];
+        // Only the owner, or everyone.
+        assert!(!others_may_read(0o100600, 1000, 1000, &ours));
+        assert!(others_may_read(0o100604, 1000, 1000, &ours));
+        assert!(others_may_read(0o100644, 0, 65532, &ours));
+        // A Kubernetes Secret with fsGroup: root's, given to the pod's group.
+        assert!(!others_may_read(0o100440, 0, 65532, &ours));
+        assert!(!others_may_read(0o100640, 0, 1000, &ours));
+        // A group the server is not in, or a file a user gave to their group.
+        assert!(others_may_read(0o100640, 0, 100, &ours));
+        assert!(others_may_read(0o100640, 1000, 1000, &ours));
+        // Not knowing our groups, any group access counts.
+        assert!(others_may_read(0o100440, 0, 65532, &[]));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn our_groups_include_the_effective_one() {
+        use std::os::unix::fs::MetadataExt as _;
+        // A new file takes the creating process's effective group.
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"x").unwrap_or_else(|e| panic!("{e}"));
+        let gid = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .gid();
+        assert!(own_groups().contains(&gid), "{gid} in {:?}", own_groups());
     }
 }
