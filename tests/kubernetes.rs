@@ -785,10 +785,8 @@ fn probe(
 }
 
 /// The value of `invitegate_reloads_total{result="ok"}` in a scrape.
-fn reloads(scrape: &str) -> Option<&str> {
-    scrape
-        .lines()
-        .find_map(|line| line.strip_prefix(r#"invitegate_reloads_total{result="ok"} "#))
+fn reloads(scrape: &str) -> u64 {
+    support::counter(scrape, r#"invitegate_reloads_total{result="ok"}"#)
 }
 
 /// POSTs a B2C user-flow call for alice@example.com with `code`; the status and body.
@@ -879,7 +877,7 @@ fn the_deployment_serves_probes_drains_and_reloads_as_its_manifest_says() {
         assert_eq!(status, 200, "{scrape_path}: {body}");
         body
     };
-    assert_eq!(reloads(&scrape()), Some("0"), "no reload yet");
+    assert_eq!(reloads(&scrape()), 0, "no reload yet");
 
     // A code from the next key ring (key 2 signs, key 1 still verifies) is refused until the
     // Secret is updated.
@@ -921,7 +919,7 @@ fn the_deployment_serves_probes_drains_and_reloads_as_its_manifest_says() {
     let (status, body) = user_flow(main_port, &main_scheme, &basic, &code);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(r#""action":"Continue""#), "{body}");
-    assert_eq!(reloads(&scrape()), Some("1"), "one reload");
+    assert_eq!(reloads(&scrape()), 1, "one reload");
 
     // SIGTERM, as the kubelet sends it after the preStop hook: out of readiness (503, or the
     // port closed), then an exit within what is left of the grace period.

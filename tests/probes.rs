@@ -10,28 +10,16 @@ use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-
 const PASSWORD: &str = "a-long-enough-password";
 const TENANT: &str = "8f1c2a6e-5b7d-4c3e-9a1f-2d4b6c8e0a13";
 const AUDIENCE: &str = "5e2d1c0b-4a39-4827-b6f5-e4d3c2b1a098";
 
 fn basic() -> String {
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("b2c:{PASSWORD}"));
-    format!("Authorization: Basic {auth}\r\n")
+    support::basic_header("b2c", PASSWORD)
 }
 
-/// One plain-HTTP request on a new connection: status and body.
 fn ask(addr: SocketAddr, request: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(support::DEADLINE)).unwrap();
-    let request = request.replacen("HTTP/1.1\r\n", "HTTP/1.1\r\nConnection: close\r\n", 1);
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let status = answer[9..12].parse().unwrap();
-    let body = answer.split_once("\r\n\r\n").unwrap().1.to_owned();
-    (status, body)
+    support::ask_once(addr, request)
 }
 
 fn get(addr: SocketAddr, path: &str, headers: &str) -> (u16, String) {

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use invitegate::{Audience, Expiry, KeyRing, mint};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -40,9 +39,9 @@ fn replace(path: &Path, text: &str) {
 }
 
 fn request(path: &str, body: &str) -> Vec<u8> {
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("b2c:{PASSWORD}"));
+    let auth = support::basic_header("b2c", PASSWORD);
     format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
@@ -132,19 +131,15 @@ async fn until(addr: SocketAddr, request: &[u8], done: impl Fn(&str) -> bool) ->
 
 /// The value of `invitegate_reloads_total{result="..."}` in a scrape of `/metrics`.
 fn reloads(metrics: &str, result: &str) -> u64 {
-    let prefix = format!(r#"invitegate_reloads_total{{result="{result}"}} "#);
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .unwrap_or_else(|| panic!("no {prefix} in {metrics}"))
-        .parse()
-        .unwrap()
+    support::counter(
+        metrics,
+        &format!(r#"invitegate_reloads_total{{result="{result}"}}"#),
+    )
 }
 
 async fn scrape(addr: SocketAddr) -> String {
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("b2c:{PASSWORD}"));
-    let request =
-        format!("GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n\r\n");
+    let auth = support::basic_header("b2c", PASSWORD);
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{auth}\r\n");
     let (status, metrics) = ask(addr, request.as_bytes()).await;
     assert_eq!(status, 200, "{metrics}");
     metrics

@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -45,8 +44,7 @@ fn sign_up(code: &str, headers: &str) -> String {
 }
 
 fn basic() -> String {
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("b2c:{PASSWORD}"));
-    format!("Authorization: Basic {auth}\r\n")
+    support::basic_header("b2c", PASSWORD)
 }
 
 /// A directory with key 7 in keys.txt and `pair` in tls.crt and tls.key.
@@ -174,14 +172,11 @@ fn a_new_pair_is_served_without_dropping_connections_and_a_bad_one_is_refused() 
             basic()
         ),
     );
-    let count = |result: &str| -> u64 {
-        let prefix = format!(r#"invitegate_tls_reloads_total{{result="{result}"}} "#);
-        metrics
-            .lines()
-            .find_map(|line| line.strip_prefix(prefix.as_str()))
-            .unwrap_or_else(|| panic!("no {prefix} in {metrics}"))
-            .parse()
-            .unwrap()
+    let count = |result: &str| {
+        support::counter(
+            &metrics,
+            &format!(r#"invitegate_tls_reloads_total{{result="{result}"}}"#),
+        )
     };
     assert!(count("ok") >= 1, "{metrics}");
     assert!(count("failed") >= 2, "{metrics}");
@@ -351,10 +346,7 @@ fn mutual_tls_by_pin_with_basic_as_the_alternative() {
     let (status, _) = tls::ask(server.addr, Some(&other), &sign_up(&valid, &basic()));
     assert_eq!(status, 200);
     // Neither accepted: the log names the Basic reason and the certificate's thumbprint.
-    let wrong = format!(
-        "Authorization: Basic {}\r\n",
-        base64::engine::general_purpose::STANDARD.encode("b2c:not the password")
-    );
+    let wrong = support::basic_header("b2c", "not the password");
     let (status, _) = tls::ask(server.addr, Some(&other), &sign_up(&valid, &wrong));
     assert_eq!(status, 401);
     let line = refusal_line(&mut server, "wrong-password");
@@ -422,20 +414,6 @@ fn pins_alone_turn_the_b2c_endpoints_on() {
     );
 }
 
-/// A plain-HTTP request to `addr`: status and body.
-fn ask_plain(addr: SocketAddr, request: &str) -> (u16, String) {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(support::DEADLINE)).unwrap();
-    let request = request.replacen("HTTP/1.1\r\n", "HTTP/1.1\r\nConnection: close\r\n", 1);
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let status = answer[9..12].parse().unwrap();
-    let body = answer.split_once("\r\n\r\n").unwrap().1.to_owned();
-    (status, body)
-}
-
 fn serve_plain_pinned(dir: &Path, pins: &str, trust: bool) -> support::Server {
     let mut command = support::invitegate(dir);
     command
@@ -476,20 +454,20 @@ fn the_arr_header_counts_only_when_trusted() {
     let valid = code(KEY_7);
 
     let mut trusting = serve_plain_pinned(dir.path(), &pinned.sha1(), true);
-    let (status, body) = ask_plain(trusting.addr, &sign_up(&valid, &header(&pinned)));
+    let (status, body) = support::ask_once(trusting.addr, &sign_up(&valid, &header(&pinned)));
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("Continue"), "{body}");
-    let (status, _) = ask_plain(trusting.addr, &sign_up(&valid, &header(&other)));
+    let (status, _) = support::ask_once(trusting.addr, &sign_up(&valid, &header(&other)));
     assert_eq!(status, 401);
     let line = refusal_line(&mut trusting, "unknown-thumbprint");
     assert!(line.contains(&other.sha1()), "{line}");
-    let (status, _) = ask_plain(
+    let (status, _) = support::ask_once(
         trusting.addr,
         &sign_up(&valid, "X-ARR-ClientCert: not base64!\r\n"),
     );
     assert_eq!(status, 401);
     refusal_line(&mut trusting, "malformed-certificate");
-    let (status, _) = ask_plain(trusting.addr, &sign_up(&valid, ""));
+    let (status, _) = support::ask_once(trusting.addr, &sign_up(&valid, ""));
     assert_eq!(status, 401);
     refusal_line(&mut trusting, "no-client-certificate");
     drop(trusting);

@@ -138,6 +138,39 @@ pub fn status(output: &Output) -> i32 {
     output.status.code().expect("exited, not killed")
 }
 
+/// An `Authorization: Basic` header line (with its CR LF) for `user` and `password`.
+pub fn basic_header(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Authorization: Basic {auth}\r\n")
+}
+
+/// One plain-HTTP request on a new connection to `addr`, sent with `Connection: close` and
+/// read to the end: the status and the body.
+pub fn ask_once(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let request = request.replacen("HTTP/1.1\r\n", "HTTP/1.1\r\nConnection: close\r\n", 1);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer[9..12].parse().unwrap();
+    let body = answer.split_once("\r\n\r\n").unwrap().1.to_owned();
+    (status, body)
+}
+
+/// The value of `series` (a metric's name and labels, as `/metrics` writes them) in a scrape;
+/// panics, showing the scrape, when the series is not there.
+pub fn counter(scrape: &str, series: &str) -> u64 {
+    let prefix = format!("{series} ");
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {series} in {scrape}"))
+        .parse()
+        .unwrap()
+}
+
 /// A temporary directory with `keys.txt` (mode 0600) holding the spec vectors' key 7.
 pub fn with_keys() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
