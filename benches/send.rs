@@ -69,11 +69,14 @@ const CONCURRENCY: usize = 4;
 /// Rounds by default; `INVITEGATE_BENCH_ROUNDS` sets more on a busy machine.
 const ROUNDS: usize = 5;
 
-/// A minimal SMTP server that accepts everything and counts messages.
-fn start_sink() -> (u16, Arc<AtomicU64>) {
-    let count = Arc::new(AtomicU64::new(0));
+/// Serves each connection to a new port on 127.0.0.1 with `handle`, on a thread of its own
+/// with a single-threaded runtime (the bench's client runs on the other core): the port.
+fn loopback_server<H, F>(handle: H) -> u16
+where
+    H: Fn(tokio::net::TcpStream) -> F + Send + 'static,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
     let (port_tx, port_rx) = std::sync::mpsc::channel();
-    let counter = Arc::clone(&count);
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -84,14 +87,24 @@ fn start_sink() -> (u16, Arc<AtomicU64>) {
             port_tx.send(listener.local_addr().unwrap().port()).unwrap();
             loop {
                 let (socket, _) = listener.accept().await.unwrap();
-                let counter = Arc::clone(&counter);
-                tokio::spawn(async move {
-                    let _ = serve(socket, &counter).await;
-                });
+                tokio::spawn(handle(socket));
             }
         });
     });
-    (port_rx.recv().unwrap(), count)
+    port_rx.recv().unwrap()
+}
+
+/// A minimal SMTP server that accepts everything and counts messages.
+fn start_sink() -> (u16, Arc<AtomicU64>) {
+    let count = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&count);
+    let port = loopback_server(move |socket| {
+        let counter = Arc::clone(&counter);
+        async move {
+            let _ = serve(socket, &counter).await;
+        }
+    });
+    (port, count)
 }
 
 async fn serve(socket: tokio::net::TcpStream, count: &AtomicU64) -> std::io::Result<()> {

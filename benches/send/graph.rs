@@ -55,33 +55,21 @@ pub struct Seen {
 /// as the SMTP sink runs. HTTP/1.1 with keep-alive, as Graph speaks to a client without TLS.
 pub fn start_server() -> (u16, Arc<Seen>) {
     let seen = Arc::new(Seen::default());
-    let (port_tx, port_rx) = std::sync::mpsc::channel();
     let shared = Arc::clone(&seen);
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            port_tx.send(listener.local_addr().unwrap().port()).unwrap();
-            loop {
-                let (socket, _) = listener.accept().await.unwrap();
-                socket.set_nodelay(true).unwrap();
-                let seen = Arc::clone(&shared);
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
-                        let seen = Arc::clone(&seen);
-                        async move { answer(request, &seen).await }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
-                        .await;
-                });
-            }
-        });
+    let port = super::loopback_server(move |socket| {
+        let seen = Arc::clone(&shared);
+        async move {
+            socket.set_nodelay(true).unwrap();
+            let service = hyper::service::service_fn(move |request| {
+                let seen = Arc::clone(&seen);
+                async move { answer(request, &seen).await }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
+                .await;
+        }
     });
-    (port_rx.recv().unwrap(), seen)
+    (port, seen)
 }
 
 async fn answer(
