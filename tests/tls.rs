@@ -54,23 +54,28 @@ fn folder(pair: &Pair) -> tempfile::TempDir {
     dir
 }
 
+/// `serve` over TLS on a loopback port, with `dir`'s key ring and TLS pair.
+fn tls_command(dir: &Path) -> std::process::Command {
+    let mut command = support::invitegate(dir);
+    command.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--keys-file",
+        "keys.txt",
+        "--tls-cert",
+        "tls.crt",
+        "--tls-key",
+        "tls.key",
+    ]);
+    command
+}
+
 /// `serve` over TLS from `dir`'s files, checking them every 100 ms.
 fn serve_tls(dir: &Path, extra: &[&str]) -> support::Server {
     support::serve(
-        support::invitegate(dir)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--keys-file",
-                "keys.txt",
-                "--tls-cert",
-                "tls.crt",
-                "--tls-key",
-                "tls.key",
-                "--reload-interval",
-                "100ms",
-            ])
+        tls_command(dir)
+            .args(["--reload-interval", "100ms"])
             .args(extra)
             .env("BASIC_AUTH_USERNAME", "b2c")
             .env("BASIC_AUTH_PASSWORD", PASSWORD)
@@ -203,20 +208,8 @@ fn a_kubernetes_secret_swap_reloads_the_keys_and_the_certificate() {
         std::os::unix::fs::symlink(format!("..data/{file}"), root.join(file)).unwrap();
     }
     let server = support::serve(
-        support::invitegate(root)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--keys-file",
-                "keys.txt",
-                "--tls-cert",
-                "tls.crt",
-                "--tls-key",
-                "tls.key",
-                "--reload-interval",
-                "100ms",
-            ])
+        tls_command(root)
+            .args(["--reload-interval", "100ms"])
             .env("BASIC_AUTH_USERNAME", "b2c")
             .env("BASIC_AUTH_PASSWORD", PASSWORD)
             .env("INVITEGATE_LOG", support::START_UP_LOG),
@@ -249,20 +242,8 @@ fn a_kubernetes_secret_swap_reloads_the_keys_and_the_certificate() {
 /// A server over TLS asking for client certificates, pinning `pins`, with Basic too.
 fn serve_mtls(dir: &Path, pins: &str) -> support::Server {
     support::serve(
-        support::invitegate(dir)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--keys-file",
-                "keys.txt",
-                "--tls-cert",
-                "tls.crt",
-                "--tls-key",
-                "tls.key",
-                "--client-cert-thumbprints",
-                pins,
-            ])
+        tls_command(dir)
+            .args(["--client-cert-thumbprints", pins])
             .env("BASIC_AUTH_USERNAME", "b2c")
             .env("BASIC_AUTH_PASSWORD", PASSWORD)
             .env("INVITEGATE_LOG", "info"),
@@ -380,18 +361,7 @@ fn pins_alone_turn_the_b2c_endpoints_on() {
     let dir = folder(&tls::pair("server"));
     let pinned = tls::pair("b2c");
     let server = support::serve(
-        support::invitegate(dir.path())
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--keys-file",
-                "keys.txt",
-                "--tls-cert",
-                "tls.crt",
-                "--tls-key",
-                "tls.key",
-            ])
+        tls_command(dir.path())
             .env("INVITEGATE_CLIENT_CERT_THUMBPRINTS", pinned.sha256())
             .env("INVITEGATE_LOG", support::START_UP_LOG),
     );
