@@ -55,8 +55,8 @@ use std::time::{Duration, Instant};
 use invitegate::KeyRing;
 use invitegate::batch::{MintOptions, ReadOptions};
 use invitegate::send::{
-    Campaign, Journal, JournalState, Retry, RowOutcome, SendOptions, SmtpSettings, SmtpTransport,
-    TemplateSource, Templates, TlsMode,
+    Campaign, Journal, JournalState, Prepared, Retry, RowOutcome, SendOptions, SmtpSettings,
+    SmtpTransport, TemplateSource, Templates, TlsMode,
 };
 use lettre::message::Mailbox;
 use lettre::message::SinglePart;
@@ -231,13 +231,15 @@ fn lettre_message(from: &Mailbox, message: &Built) -> Message {
         .unwrap()
 }
 
-/// The campaign's messages, rendered once: what the baselines send.
-fn messages(
+/// Every row the library prepares from `input` (read, minted, rendered, built), each turned
+/// into what a baseline sends by `each`.
+fn prepared<T>(
     ring: &KeyRing,
     input: &str,
     templates: &Templates,
     options: &SendOptions,
-) -> Vec<Built> {
+    mut each: impl FnMut(&Prepared) -> T,
+) -> Vec<T> {
     let state = JournalState::default();
     let campaign = Campaign {
         ring,
@@ -249,20 +251,33 @@ fn messages(
     let mut out = Vec::with_capacity(MESSAGES);
     invitegate::send::prepare(&campaign, input.as_bytes(), |outcome| {
         if let RowOutcome::Ready { prepared, .. } = outcome {
-            let message = prepared.mail.to_message().unwrap();
-            let bytes = message.formatted();
-            let (subject, text) = parts(&bytes);
-            out.push(Built {
-                to: prepared.to.clone(),
-                subject,
-                text,
-                envelope: message.envelope().clone(),
-                bytes,
-            });
+            out.push(each(&prepared));
         }
         true
     })
     .unwrap();
+    out
+}
+
+/// The campaign's messages, rendered once: what the baselines send.
+fn messages(
+    ring: &KeyRing,
+    input: &str,
+    templates: &Templates,
+    options: &SendOptions,
+) -> Vec<Built> {
+    let out = prepared(ring, input, templates, options, |prepared| {
+        let message = prepared.mail.to_message().unwrap();
+        let bytes = message.formatted();
+        let (subject, text) = parts(&bytes);
+        Built {
+            to: prepared.to.clone(),
+            subject,
+            text,
+            envelope: message.envelope().clone(),
+            bytes,
+        }
+    });
     // The baseline's own build of a message carries the same subject and body.
     let first = &out[0];
     let rebuilt = lettre_message(&options.from, first);

@@ -14,8 +14,7 @@ use invitegate::KeyRing;
 use invitegate::send::oauth::{ClientSecret, Credential, OAuthSettings};
 pub use invitegate::send::transport::graph::MAX_CONCURRENCY;
 use invitegate::send::{
-    Campaign, GraphSettings, GraphTransport, Journal, JournalState, Mail, RowOutcome, SendOptions,
-    Templates, Transport as _,
+    Campaign, GraphSettings, GraphTransport, Journal, Mail, SendOptions, Templates, Transport as _,
 };
 use serde_json::json;
 
@@ -140,23 +139,9 @@ pub fn bodies(
     templates: &Templates,
     options: &SendOptions,
 ) -> Vec<Bytes> {
-    let state = JournalState::default();
-    let campaign = Campaign {
-        ring,
-        templates,
-        options,
-        journal: &state,
-        journal_path: Path::new("unused"),
-    };
-    let mut out = Vec::new();
-    invitegate::send::prepare(&campaign, input.as_bytes(), |outcome| {
-        if let RowOutcome::Ready { prepared, .. } = outcome {
-            out.push(Bytes::from(graph_body(&prepared.mail)));
-        }
-        true
+    super::prepared(ring, input, templates, options, |prepared| {
+        Bytes::from(graph_body(&prepared.mail))
     })
-    .unwrap();
-    out
 }
 
 fn runtime() -> tokio::runtime::Runtime {
