@@ -160,8 +160,6 @@ struct Open {
     file: File,
     /// Whole lines given to [`Journal::write_soon`], not yet in the file.
     waiting: Vec<u8>,
-    /// How many records `waiting` holds.
-    waiting_records: u64,
 }
 
 /// The state the journal's records describe, and whether its text ends with a whole line.
@@ -279,7 +277,6 @@ impl Journal {
             file: Mutex::new(Open {
                 file,
                 waiting: Vec::new(),
-                waiting_records: 0,
             }),
             written: AtomicU64::new(0),
             synced: Mutex::new((syncing, 0)),
@@ -328,12 +325,11 @@ impl Journal {
         let line = self.line(record)?;
         let mut open = self.file.lock().map_err(|_| self.poisoned())?;
         if open.waiting.is_empty() {
-            return self.append(&mut open, &line, 1);
+            return self.append(&mut open, &line);
         }
         let mut lines = std::mem::take(&mut open.waiting);
         lines.extend_from_slice(&line);
-        let records = std::mem::take(&mut open.waiting_records) + 1;
-        self.append(&mut open, &lines, records)
+        self.append(&mut open, &lines)
     }
 
     /// Leaves `record` for the next write to carry, by any sender, in the same system call as
@@ -350,7 +346,6 @@ impl Journal {
         let line = self.line(record)?;
         let mut open = self.file.lock().map_err(|_| self.poisoned())?;
         open.waiting.extend_from_slice(&line);
-        open.waiting_records += 1;
         Ok(())
     }
 
@@ -365,8 +360,7 @@ impl Journal {
             return Ok(());
         }
         let lines = std::mem::take(&mut open.waiting);
-        let records = std::mem::take(&mut open.waiting_records);
-        self.append(&mut open, &lines, records)
+        self.append(&mut open, &lines)
     }
 
     /// `record` as one line of JSON.
@@ -379,11 +373,13 @@ impl Journal {
         Ok(line)
     }
 
-    fn append(&self, open: &mut Open, bytes: &[u8], records: u64) -> Result<(), Error> {
-        open.file.write_all(bytes).map_err(|err| Error::Journal {
+    /// Appends whole lines with one `write`, counting them as records written.
+    fn append(&self, open: &mut Open, lines: &[u8]) -> Result<(), Error> {
+        open.file.write_all(lines).map_err(|err| Error::Journal {
             path: self.path.display().to_string(),
             reason: format!("cannot write it: {err}"),
         })?;
+        let records = memchr::memchr_iter(b'\n', lines).count() as u64;
         self.written.fetch_add(records, Ordering::AcqRel);
         Ok(())
     }
