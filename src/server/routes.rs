@@ -14,9 +14,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt as _};
-use warp::http::{HeaderValue, Method, StatusCode, header};
+use warp::Filter;
+use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use warp::path::FullPath;
 use warp::reply::Response;
-use warp::{Filter, Rejection};
 
 use super::auth::{Auth, BearerAuth, Denied, Presented};
 use super::connection::{ConnectionStats, Limits};
@@ -141,6 +142,9 @@ impl Config {
 /// What every request shares.
 #[derive(Debug)]
 struct State {
+    user_flow: Option<Endpoint<UserFlow>>,
+    custom_policy: Option<Endpoint<CustomPolicy>>,
+    entra: Option<Endpoint<Entra>>,
     /// Endpoints whose authentication may not be ready (bearer tokens without keys yet).
     readiness: Vec<(&'static str, Arc<BearerAuth>)>,
     verifier: Arc<Current>,
@@ -152,6 +156,38 @@ struct State {
     not_found: String,
 }
 
+/// The main listener's paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    UserFlow,
+    CustomPolicy,
+    Entra,
+    Healthz,
+    Readyz,
+    Metrics,
+    Unknown,
+}
+
+impl Path {
+    /// The path a request is for: the exact path, or with one slash after it, as warp's
+    /// `path!` matches.
+    fn of(path: &str) -> Self {
+        let path = match path.strip_suffix('/') {
+            Some(trimmed) if !trimmed.is_empty() => trimmed,
+            _ => path,
+        };
+        match path {
+            USER_FLOW_PATH => Self::UserFlow,
+            ENTRA_PATH => Self::Entra,
+            CUSTOM_POLICY_PATH => Self::CustomPolicy,
+            "/healthz" => Self::Healthz,
+            "/readyz" => Self::Readyz,
+            "/metrics" => Self::Metrics,
+            _ => Self::Unknown,
+        }
+    }
+}
+
 /// The warp filter for every route, with rejections recovered into JSON replies.
 pub fn routes(config: Config) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let current = Arc::new(Current::new(config.verifier.clone()));
@@ -160,6 +196,11 @@ pub fn routes(config: Config) -> impl Filter<Extract = (Response,), Error = Infa
 
 /// [`routes`] verifying with `current`, which a reload may swap; and the routes of the
 /// metrics listener: `/metrics` without authentication, `/healthz` and `/readyz`.
+///
+/// The main routes are one filter: what any path may need is taken from the request (the
+/// method, the credentials headers, the client certificate, the body), then one match on the
+/// path picks the reply. A chain of `or` filters, one a path, cost each request a rejection
+/// for every path tried before its own.
 pub(crate) fn routes_with(
     config: Config,
     current: Arc<Current>,
@@ -188,6 +229,9 @@ pub(crate) fn routes_with(
         certificates.register(metrics.registry_mut());
     }
     let state = Arc::new(State {
+        user_flow: config.user_flow,
+        custom_policy: config.custom_policy,
+        entra: config.entra,
         readiness,
         verifier: current,
         connections: Arc::clone(&config.connection_stats),
@@ -200,154 +244,130 @@ pub(crate) fn routes_with(
             format!("no such path; the endpoints are POST {paths}")
         },
     });
-    let health_state = Arc::clone(&state);
-    let healthz =
-        warp::path!("healthz")
+    let probe_state = Arc::clone(&state);
+    let probes =
+        warp::path::full()
             .and(warp::method())
-            .map(move |method: Method| match method {
-                Method::GET | Method::HEAD => health_reply(&health_state, false),
-                _ => method_not_allowed("GET, HEAD"),
-            });
-    let ready_state = Arc::clone(&state);
-    let readyz =
-        warp::path!("readyz")
-            .and(warp::method())
-            .map(move |method: Method| match method {
-                Method::GET | Method::HEAD => health_reply(&ready_state, true),
-                _ => method_not_allowed("GET, HEAD"),
-            });
-    let metrics_state = Arc::clone(&state);
-    let metrics = warp::path!("metrics")
+            .map(
+                move |path: FullPath, method: Method| match Path::of(path.as_str()) {
+                    Path::Healthz => health(&probe_state, &method, false),
+                    Path::Readyz => health(&probe_state, &method, true),
+                    Path::Metrics => match method {
+                        Method::GET => metrics_text(&probe_state),
+                        _ => method_not_allowed("GET"),
+                    },
+                    _ => error_reply(
+                        StatusCode::NOT_FOUND,
+                        "not_found",
+                        "no such path; this listener serves GET /metrics, /healthz and /readyz",
+                    ),
+                },
+            );
+    let main = warp::path::full()
         .and(warp::method())
-        .and(header_value(credentials_header(
-            metrics_state.metrics_auth.as_ref(),
-        )))
-        .then(move |method: Method, credentials: Option<HeaderValue>| {
-            let state = Arc::clone(&metrics_state);
-            async move { metrics_reply(&state, &method, credentials.as_ref()).await }
-        });
-    let open_state = Arc::clone(&state);
-    let open_metrics = warp::path!("metrics")
-        .and(warp::method())
-        .map(move |method: Method| match method {
-            Method::GET => metrics_text(&open_state),
-            _ => method_not_allowed("GET"),
-        });
-    let probes = healthz
-        .clone()
-        .or(readyz.clone())
-        .unify()
-        .or(open_metrics)
-        .unify()
-        .recover(|_: Rejection| async {
-            Ok::<_, Infallible>(error_reply(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such path; this listener serves GET /metrics, /healthz and /readyz",
-            ))
-        })
-        .unify();
-    let recover_state = Arc::clone(&state);
-    // The identity-provider endpoints first: they carry the load, and each route tried before
-    // the matching one costs a rejection.
-    let user_flow = warp::path!("api" / "b2c" / "user-flow").and(endpoint(
-        config.user_flow,
-        EndpointLabel::UserFlow,
-        Arc::clone(&state),
-    ));
-    let custom_policy = warp::path!("api" / "b2c" / "custom-policy").and(endpoint(
-        config.custom_policy,
-        EndpointLabel::CustomPolicy,
-        Arc::clone(&state),
-    ));
-    let entra = warp::path!("api" / "entra" / "attribute-collection-submit").and(endpoint(
-        config.entra,
-        EndpointLabel::Entra,
-        Arc::clone(&state),
-    ));
-    let main =
-        user_flow
-            .or(entra)
-            .unify()
-            .or(custom_policy)
-            .unify()
-            .or(healthz)
-            .unify()
-            .or(readyz)
-            .unify()
-            .or(metrics)
-            .unify()
-            .recover(move |_: Rejection| {
-                let message = recover_state.not_found.clone();
-                async move {
-                    Ok::<_, Infallible>(error_reply(StatusCode::NOT_FOUND, "not_found", &message))
-                }
-            })
-            .unify();
-    (main, probes)
-}
-
-/// The header that carries `auth`'s credentials, if any, without rejecting on bytes that are
-/// not text. Only this one value is cloned, not the request's whole header map.
-fn header_value(
-    name: &'static str,
-) -> impl Filter<Extract = (Option<HeaderValue>,), Error = Infallible> + Clone {
-    warp::header::value(name)
-        .map(Some)
-        .or(warp::any().map(|| None))
-        .unify()
-}
-
-/// The header that carries an endpoint's credentials.
-fn credentials_header(auth: Option<&Auth>) -> &'static str {
-    auth.map_or(header::AUTHORIZATION.as_str(), Auth::header_name)
-}
-
-/// The filter of one endpoint, after its path: everything but the path is handled here, and
-/// an endpoint that is off answers 404 like an unknown path.
-fn endpoint<C: Connector>(
-    endpoint: Option<Endpoint<C>>,
-    label: EndpointLabel,
-    state: Arc<State>,
-) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    let credentials = header_value(credentials_header(endpoint.as_ref().map(|e| &e.auth)));
-    let endpoint = endpoint.map(Arc::new);
-    warp::method()
-        .and(credentials)
+        // The whole header map, cloned (a reference count a value): looking up each header an
+        // endpoint may need with its own filter cost as much, and a missing one a rejection.
+        .and(warp::header::headers_cloned())
         // Put there by the connection only when client certificates are pinned.
         .and(warp::ext::optional::<Presented>())
-        .and(warp::header::optional::<u64>("content-length"))
         .and(warp::body::stream())
         .then(
-            move |method: Method,
-                  credentials: Option<HeaderValue>,
+            move |path: FullPath,
+                  method: Method,
+                  headers: HeaderMap,
                   certificate: Option<Presented>,
-                  content_length: Option<u64>,
                   body| {
-                let endpoint = endpoint.clone();
                 let state = Arc::clone(&state);
                 async move {
-                    let Some(endpoint) = endpoint else {
-                        return error_reply(StatusCode::NOT_FOUND, "not_found", &state.not_found);
-                    };
                     let request = Request {
                         method,
-                        credentials,
+                        headers,
                         certificate,
-                        content_length,
                     };
-                    handle(&endpoint, label, &state, request, body).await
+                    let mut body = body;
+                    // Passed down by reference: each async fn keeps its arguments in its
+                    // future, and the request's future is copied whole as it is handed on.
+                    dispatch(&state, Path::of(path.as_str()), &request, &mut body).await
                 }
             },
         )
+        // Only a body taken twice is rejected, which no route does.
+        .recover(|_: warp::Rejection| async {
+            Ok::<_, Infallible>(error_reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the request could not be routed",
+            ))
+        })
+        .unify();
+    (main, probes)
+}
+
+/// The reply of the main listener to a request for `path`.
+async fn dispatch<S, B>(state: &State, path: Path, request: &Request, body: &mut S) -> Response
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send + Unpin,
+    B: bytes::Buf,
+{
+    match path {
+        Path::UserFlow => match &state.user_flow {
+            Some(endpoint) => handle(endpoint, EndpointLabel::UserFlow, state, request, body).await,
+            None => not_found(state),
+        },
+        Path::Entra => match &state.entra {
+            Some(endpoint) => handle(endpoint, EndpointLabel::Entra, state, request, body).await,
+            None => not_found(state),
+        },
+        Path::CustomPolicy => match &state.custom_policy {
+            Some(endpoint) => {
+                handle(endpoint, EndpointLabel::CustomPolicy, state, request, body).await
+            }
+            None => not_found(state),
+        },
+        Path::Healthz => health(state, &request.method, false),
+        Path::Readyz => health(state, &request.method, true),
+        Path::Metrics => {
+            let credentials = state
+                .metrics_auth
+                .as_ref()
+                .and_then(|auth| request.credentials(auth));
+            metrics_reply(state, &request.method, credentials).await
+        }
+        Path::Unknown => not_found(state),
+    }
+}
+
+/// 404 with the paths that are on.
+fn not_found(state: &State) -> Response {
+    error_reply(StatusCode::NOT_FOUND, "not_found", &state.not_found)
+}
+
+/// `/healthz` or (`strict`) `/readyz`, for GET and HEAD.
+fn health(state: &State, method: &Method, strict: bool) -> Response {
+    match *method {
+        Method::GET | Method::HEAD => health_reply(state, strict),
+        _ => method_not_allowed("GET, HEAD"),
+    }
 }
 
 /// The parts of a request an endpoint looks at before the body.
 struct Request {
     method: Method,
-    credentials: Option<HeaderValue>,
+    headers: HeaderMap,
     certificate: Option<Presented>,
-    content_length: Option<u64>,
+}
+
+impl Request {
+    /// The value of the header that carries `auth`'s credentials, if sent.
+    fn credentials(&self, auth: &Auth) -> Option<&HeaderValue> {
+        self.headers.get(auth.header_name())
+    }
+
+    /// The declared body length, if any and a number.
+    fn content_length(&self) -> Option<u64> {
+        let value = self.headers.get(header::CONTENT_LENGTH)?;
+        value.to_str().ok()?.parse().ok()
+    }
 }
 
 /// One request to an endpoint: answered, counted and logged.
@@ -355,8 +375,8 @@ async fn handle<C, S, B>(
     endpoint: &Endpoint<C>,
     label: EndpointLabel,
     state: &State,
-    request: Request,
-    body: S,
+    request: &Request,
+    body: &mut S,
 ) -> Response
 where
     C: Connector,
@@ -380,8 +400,8 @@ where
 async fn answer<C, S, B>(
     endpoint: &Endpoint<C>,
     state: &State,
-    request: Request,
-    body: S,
+    request: &Request,
+    body: &mut S,
     line: &mut RequestLine,
 ) -> Response
 where
@@ -393,9 +413,10 @@ where
         line.outcome = Outcome::MethodNotAllowed;
         return method_not_allowed("POST");
     }
-    let checked = endpoint
-        .auth
-        .check_request(request.credentials.as_ref(), request.certificate.as_ref());
+    let checked = endpoint.auth.check_request(
+        request.credentials(&endpoint.auth),
+        request.certificate.as_ref(),
+    );
     if let Err(denied) = checked.await {
         if denied.unavailable {
             line.outcome = Outcome::Unavailable;
@@ -407,7 +428,7 @@ where
         return unauthorized(&endpoint.auth, &denied);
     }
     if request
-        .content_length
+        .content_length()
         .is_some_and(|len| len > MAX_BODY_BYTES)
     {
         line.outcome = Outcome::TooLarge;
@@ -418,7 +439,8 @@ where
     let first = std::future::poll_fn(|cx| Poll::Ready(reading.as_mut().poll(cx))).await;
     let read = match first {
         Poll::Ready(read) => Ok(read),
-        Poll::Pending => tokio::time::timeout(BODY_READ_TIMEOUT, reading).await,
+        // Boxed: the timer is kept only by a request that waits for its body.
+        Poll::Pending => Box::pin(tokio::time::timeout(BODY_READ_TIMEOUT, reading)).await,
     };
     let body = match read {
         Ok(Ok(body)) => body,
@@ -461,7 +483,7 @@ async fn metrics_reply(
     credentials: Option<&HeaderValue>,
 ) -> Response {
     let Some(auth) = &state.metrics_auth else {
-        return error_reply(StatusCode::NOT_FOUND, "not_found", &state.not_found);
+        return not_found(state);
     };
     if method != Method::GET {
         return method_not_allowed("GET");
@@ -491,7 +513,7 @@ enum BodyError {
 
 /// Collects a body of at most [`MAX_BODY_BYTES`], whatever its transfer encoding. The usual
 /// single chunk is taken as it is; only a body in several chunks is copied together.
-async fn read_limited<S, B>(mut body: S) -> Result<Bytes, BodyError>
+async fn read_limited<S, B>(body: &mut S) -> Result<Bytes, BodyError>
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: bytes::Buf,

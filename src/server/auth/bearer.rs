@@ -173,7 +173,9 @@ impl BearerAuth {
         if let Some(hit) = self.cache.get(index, token) {
             return self.window(now, hit.not_before, hit.expires);
         }
-        self.check_uncached(token, index, now).await
+        // Boxed: only a token not seen before waits here, and the future of every request
+        // stays small.
+        Box::pin(self.check_uncached(token, index, now)).await
     }
 
     /// Whether `now` is in the token's window, with the values when it is not.
