@@ -3,10 +3,9 @@
 
 use std::fmt;
 
-use sha2::{Digest as _, Sha256};
-use subtle::ConstantTimeEq as _;
 use warp::http::HeaderName;
 
+use super::secret::Secret;
 use crate::error::Error;
 use crate::server::labels::Refusal;
 
@@ -19,12 +18,12 @@ pub const WRONG_KEY: Refusal = Refusal::new("wrong-key", "the API key is wrong")
 /// guessed.
 pub const MIN_API_KEY_CHARS: usize = 16;
 
-/// The expected key, kept as a SHA-256 digest so that comparison is constant time whatever the
-/// length, and so that `Debug` has nothing to show.
+/// The expected key, compared in time that tells nothing of it (see [`Secret`]); `Debug`
+/// shows only the header's name.
 #[derive(Clone)]
 pub struct ApiKey {
     header: &'static str,
-    digest: [u8; 32],
+    key: Secret,
 }
 
 impl ApiKey {
@@ -51,7 +50,7 @@ impl ApiKey {
         let header: &'static str = Box::leak(name.as_str().to_owned().into_boxed_str());
         Ok(Self {
             header,
-            digest: Sha256::digest(key.as_bytes()).into(),
+            key: Secret::new(key.as_bytes()),
         })
     }
 
@@ -74,8 +73,7 @@ impl ApiKey {
     /// [`MISSING_HEADER`] or [`WRONG_KEY`]; neither carries anything of the value sent.
     pub fn check(&self, value: Option<&[u8]>) -> Result<(), Refusal> {
         let value = value.ok_or(MISSING_HEADER)?;
-        let digest: [u8; 32] = Sha256::digest(value.trim_ascii()).into();
-        if bool::from(digest.ct_eq(&self.digest)) {
+        if self.key.matches(value.trim_ascii()) {
             Ok(())
         } else {
             Err(WRONG_KEY)

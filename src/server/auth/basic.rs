@@ -10,6 +10,7 @@ use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
+use super::secret::Secret;
 use crate::server::labels::{Refusal, scheme_seen};
 
 /// No `Authorization` header.
@@ -37,9 +38,9 @@ pub const WRONG_PASSWORD: Refusal = Refusal::new(
 pub struct BasicAuth {
     user: [u8; 32],
     password: [u8; 32],
-    /// Digest of the canonical header value `Basic <standard base64 of user:password>`, which
-    /// is what clients send: one digest then decides, without decoding.
-    canonical: [u8; 32],
+    /// The canonical header value `Basic <standard base64 of user:password>`, which is what
+    /// clients send: one keyed hash then decides, without decoding (see [`Secret`]).
+    canonical: Secret,
 }
 
 impl BasicAuth {
@@ -54,7 +55,7 @@ impl BasicAuth {
         Self {
             user: digest(user.as_bytes()),
             password: digest(password.as_bytes()),
-            canonical: digest(header.as_bytes()),
+            canonical: Secret::new(header.as_bytes()),
         }
     }
 
@@ -77,7 +78,7 @@ impl BasicAuth {
         let Some(header) = header else {
             return Err(MISSING_HEADER);
         };
-        if bool::from(digest(header).ct_eq(&self.canonical)) {
+        if self.canonical.matches(header) {
             return Ok(());
         }
         let Some(encoded) = basic_credentials(header) else {

@@ -13,6 +13,7 @@ pub mod dev_token;
 pub mod jwks;
 pub mod keystore;
 pub mod rejection;
+mod secret;
 mod token;
 mod token_cache;
 
