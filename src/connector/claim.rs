@@ -34,11 +34,14 @@ impl<'b> Claim<'b> {
         if !json.starts_with('"') {
             return Self::NotText;
         }
-        // A string without escapes is borrowed; one with escapes is decoded.
-        serde_json::from_str::<&'b str>(json)
-            .map(Cow::Borrowed)
-            .or_else(|_| serde_json::from_str::<String>(json).map(Cow::Owned))
-            .map_or(Self::NotText, Self::Text)
+        // A raw value is valid JSON: a string without a backslash is its text between the
+        // quotes, borrowed as it is; one with escapes is decoded.
+        let inner = &json[1..json.len() - 1];
+        if !inner.contains('\\') {
+            return Self::Text(Cow::Borrowed(inner));
+        }
+        serde_json::from_str::<String>(json)
+            .map_or(Self::NotText, |text| Self::Text(Cow::Owned(text)))
     }
 
     /// The text, if the claim is a string.
@@ -130,7 +133,8 @@ impl<'de, F: Fn(&str) -> bool> serde::de::Visitor<'de> for Wanted<F> {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut members = Vec::new();
+        // Room for the few members a dialect wants, so that the list grows at most rarely.
+        let mut members = Vec::with_capacity(8);
         while let Some(Name(name)) = map.next_key::<Name<'de>>()? {
             if (self.0)(&name) {
                 members.push((name, map.next_value::<&'de RawValue>()?));
