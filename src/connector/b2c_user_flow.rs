@@ -145,14 +145,18 @@ impl UserFlow {
         email: Option<Cow<'b, str>>,
     ) -> Answer<'b> {
         let response = match &decision.verdict {
-            Verdict::Continue(_) => Response::Continue {
-                claims: match key {
-                    Some(key) if !self.keep_code_attribute => {
-                        BTreeMap::from([(key.to_owned(), String::new())])
-                    }
-                    _ => BTreeMap::new(),
-                },
-            },
+            Verdict::Continue(_) => {
+                // Written straight from the key: the answer of nearly every request.
+                let cleared = key.filter(|_| !self.keep_code_attribute);
+                return Answer {
+                    status: 200,
+                    body: json_body("Continue", None, cleared.map(|key| (key, "")).into_iter()),
+                    refusal: decision.refusal(),
+                    code: decision.code,
+                    email,
+                    email_source: None,
+                };
+            }
             Verdict::Refuse(reason) => {
                 let user_message = decision
                     .message(&verifier.messages, locales)
@@ -226,32 +230,47 @@ impl Response {
                 (Some(user_message), None)
             }
         };
-        // In the contract's member order, compact, as serde_json writes it: the constant parts
-        // copied, only the message and the claims escaped (serde's flattened map cost more than
-        // the rest of the answer).
-        let mut out = Vec::with_capacity(128);
-        out.extend_from_slice(b"{\"version\":\"1.0.0\"");
-        if let Self::ValidationError { .. } = self {
-            // The body's `status` is required too for a ValidationError, else B2C shows a
-            // generic error.
-            out.extend_from_slice(b",\"status\":400");
-        }
-        out.extend_from_slice(b",\"action\":\"");
-        out.extend_from_slice(self.action().as_bytes());
-        out.push(b'"');
-        if let Some(message) = user_message {
-            out.extend_from_slice(b",\"userMessage\":");
-            push_json_str(&mut out, message);
-        }
-        for (name, value) in claims.into_iter().flatten() {
-            out.push(b',');
-            push_json_str(&mut out, name);
-            out.push(b':');
-            push_json_str(&mut out, value);
-        }
-        out.push(b'}');
-        out
+        json_body(
+            self.action(),
+            user_message.map(String::as_str),
+            claims
+                .into_iter()
+                .flatten()
+                .map(|(name, value)| (name.as_str(), value.as_str())),
+        )
     }
+}
+
+/// A response's JSON body, in the contract's member order, compact, as serde_json writes it:
+/// the constant parts copied, only the message and the claims escaped (serde's flattened map
+/// cost more than the rest of the answer).
+fn json_body<'a>(
+    action: &str,
+    user_message: Option<&str>,
+    claims: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(b"{\"version\":\"1.0.0\"");
+    if action == "ValidationError" {
+        // The body's `status` is required too for a ValidationError, else B2C shows a
+        // generic error.
+        out.extend_from_slice(b",\"status\":400");
+    }
+    out.extend_from_slice(b",\"action\":\"");
+    out.extend_from_slice(action.as_bytes());
+    out.push(b'"');
+    if let Some(message) = user_message {
+        out.extend_from_slice(b",\"userMessage\":");
+        push_json_str(&mut out, message);
+    }
+    for (name, value) in claims {
+        out.push(b',');
+        push_json_str(&mut out, name);
+        out.push(b':');
+        push_json_str(&mut out, value);
+    }
+    out.push(b'}');
+    out
 }
 
 #[cfg(test)]
