@@ -215,9 +215,21 @@ impl Code {
     /// 2^32 of the 2^72 tags, and only the key tells which is right.
     #[must_use]
     pub fn fingerprint(&self) -> String {
+        String::from_utf8_lossy(&self.fingerprint_digits()).into_owned()
+    }
+
+    /// [`Code::fingerprint`]'s ten lower-case hex digits, without allocating (for the log line
+    /// of every request).
+    #[must_use]
+    pub fn fingerprint_digits(&self) -> [u8; 10] {
         use sha2::Digest as _;
         let hash = sha2::Sha256::digest(self.bytes);
-        hex(hash.get(..5).unwrap_or_default())
+        let mut digits = [0u8; 10];
+        for (pair, byte) in digits.chunks_exact_mut(2).zip(hash.iter()) {
+            pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
+            pair[1] = HEX_DIGITS[usize::from(byte & 0xF)];
+        }
+        digits
     }
 }
 
@@ -482,6 +494,9 @@ fn check_symbol(values: &[u8; DATA_SYMBOLS]) -> u8 {
 }
 
 /// Bytes as lower-case hex digits, two a byte: how fingerprints and digests are shown.
+/// The lower-case hex digits.
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
     let mut text = String::with_capacity(bytes.len() * 2);
     for byte in bytes {

@@ -300,13 +300,14 @@ impl RequestLine {
             REQUEST_TARGET,
             std::mem::take(out),
         );
-        line.str_field("endpoint", self.endpoint.name());
-        line.str_field("outcome", self.outcome.name());
+        line.plain_field("endpoint", self.endpoint.name());
+        line.plain_field("outcome", self.outcome.name());
         line.u64_field("status", u64::from(status.as_u16()));
         if let Some(code) = self.code {
-            line.str_field("kind", code.kind().name());
+            line.plain_field("kind", code.kind().name());
             line.u64_field("key_id", u64::from(code.key_id()));
-            line.str_field("code", &code.fingerprint());
+            let digits = code.fingerprint_digits();
+            line.plain_field("code", std::str::from_utf8(&digits).unwrap_or_default());
         }
         if let Some(email) = &self.email {
             line.str_field("email", email);

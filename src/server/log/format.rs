@@ -120,6 +120,21 @@ impl LineWriter {
         }
     }
 
+    /// A field whose value needs no escaping in either format: one of our own names or hex
+    /// digits (ASCII letters, digits, `-` and `_`), written without scanning it.
+    pub(super) fn plain_field(&mut self, name: &str, value: &str) {
+        debug_assert!(
+            value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "{value}"
+        );
+        self.name(name);
+        self.out.push('"');
+        self.out.push_str(value);
+        self.out.push('"');
+    }
+
     pub(super) fn u64_field(&mut self, name: &str, value: u64) {
         self.name(name);
         push_u64(&mut self.out, value);
