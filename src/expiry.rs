@@ -60,14 +60,50 @@ impl Expiry {
 }
 
 impl fmt::Display for Expiry {
-    /// RFC 3339 in UTC, e.g. `2030-01-01T00:00:00Z`.
+    /// RFC 3339 in UTC, e.g. `2030-01-01T00:00:00Z`, as `time` writes it; computed from the
+    /// seconds directly, since Entra's answer to every valid code carries one.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = self
-            .to_datetime()
-            .format(&time::format_description::well_known::Rfc3339)
-            .map_err(|_| fmt::Error)?;
-        f.write_str(&text)
+        let seconds = u64::from(self.0);
+        let (year, month, day) = civil_from_days(seconds / 86_400);
+        let of_day = seconds % 86_400;
+        let mut text = *b"0000-00-00T00:00:00Z";
+        for (at, value, width) in [
+            (0, year, 4),
+            (5, month, 2),
+            (8, day, 2),
+            (11, of_day / 3600, 2),
+            (14, of_day / 60 % 60, 2),
+            (17, of_day % 60, 2),
+        ] {
+            let mut rest = value;
+            for digit in text[at..at + width].iter_mut().rev() {
+                *digit = b'0' + (rest % 10) as u8;
+                rest /= 10;
+            }
+        }
+        // ASCII digits and separators only.
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
     }
+}
+
+/// The proleptic Gregorian date of `days` after 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, for days that are not negative).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let shifted = days + 719_468;
+    let era = shifted / 146_097;
+    let day_of_era = shifted % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
 }
 
 /// An instant as whole seconds since the Unix epoch: the form verification compares expiries
@@ -120,6 +156,38 @@ impl From<std::time::SystemTime> for UnixTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_is_rfc3339_as_time_writes_it() {
+        let through_time = |seconds: u32| {
+            Expiry::from_unix(seconds)
+                .to_datetime()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap()
+        };
+        // Epoch, leap days, century rules (2100 is not a leap year), the last second.
+        let mut seconds = vec![
+            0,
+            59,
+            86_399,
+            86_400,
+            951_782_400,   // 2000-02-29
+            951_868_800,   // 2000-03-01
+            1_709_164_800, // 2024-02-29
+            4_107_456_000, // 2100-02-28
+            4_107_542_400, // 2100-03-01
+            u32::MAX,
+        ];
+        // And a spread across the whole range, a few hours and seconds off each day.
+        let mut next = 0x9E37_79B9_u32;
+        for _ in 0..20_000 {
+            next = next.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            seconds.push(next);
+        }
+        for s in seconds {
+            assert_eq!(Expiry::from_unix(s).to_string(), through_time(s), "{s}");
+        }
+    }
 
     #[test]
     fn unix_time_agrees_with_offset_date_time() {
