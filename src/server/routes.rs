@@ -413,9 +413,12 @@ where
         line.outcome = Outcome::MethodNotAllowed;
         return method_not_allowed("POST");
     }
+    // One reading of the clock for the credentials and the decision.
+    let now = SystemTime::now();
     let checked = endpoint.auth.check_request(
         request.credentials(&endpoint.auth),
         request.certificate.as_ref(),
+        now,
     );
     if let Err(denied) = checked.await {
         if denied.unavailable {
@@ -466,10 +469,9 @@ where
         }
     };
     // Unix seconds straight from the clock: no calendar conversion a request.
-    let answer: Answer<'_> =
-        endpoint
-            .connector
-            .answer(&state.verifier.load(), &body, SystemTime::now().into());
+    let answer: Answer<'_> = endpoint
+        .connector
+        .answer(&state.verifier.load(), &body, now.into());
     line.record(&answer, state.log_emails);
     json_reply(
         StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_REQUEST),

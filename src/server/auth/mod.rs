@@ -120,11 +120,12 @@ impl Auth {
     ///
     /// [`Denied`] when the caller is not let in.
     pub async fn check(&self, value: Option<&HeaderValue>) -> Result<(), Denied> {
-        self.check_request(value, None).await
+        self.check_request(value, None, SystemTime::now()).await
     }
 
     /// Checks the credentials header's value (`None` when the header is missing) and, for
-    /// [`Auth::ClientCert`], the certificate the request came with.
+    /// [`Auth::ClientCert`], the certificate the request came with, at `now` (a token's or a
+    /// certificate's validity).
     ///
     /// With a client certificate and other credentials both configured, either lets the
     /// caller in. When neither does, the refusal named is the certificate's when one was
@@ -138,11 +139,12 @@ impl Auth {
         &self,
         value: Option<&HeaderValue>,
         presented: Option<&Presented>,
+        now: SystemTime,
     ) -> Result<(), Denied> {
         let bytes = value.map(HeaderValue::as_bytes);
         match self {
             Self::ClientCert(cert, otherwise) => {
-                let checked = cert.check(presented, SystemTime::now());
+                let checked = cert.check(presented, now);
                 let refusal = match checked {
                     client_cert::Checked::Accepted => return Ok(()),
                     client_cert::Checked::Absent => client_cert::MISSING,
@@ -174,22 +176,19 @@ impl Auth {
                 }
             }
             Self::None | Self::Basic(_) | Self::ApiKey(_) => self.check_secret(bytes),
-            Self::Bearer(bearer) => bearer
-                .check_explained(bytes, SystemTime::now())
-                .await
-                .map_err(|refusal| {
-                    refusal.log("entra");
-                    let kind = refusal.kind;
-                    Denied {
-                        reason: Refusal::new(kind.reason(), kind.explain()),
-                        message: if kind.is_unavailable() {
-                            "the server cannot check bearer tokens yet; try again later"
-                        } else {
-                            "missing or invalid bearer token"
-                        },
-                        unavailable: kind.is_unavailable(),
-                    }
-                }),
+            Self::Bearer(bearer) => bearer.check_explained(bytes, now).await.map_err(|refusal| {
+                refusal.log("entra");
+                let kind = refusal.kind;
+                Denied {
+                    reason: Refusal::new(kind.reason(), kind.explain()),
+                    message: if kind.is_unavailable() {
+                        "the server cannot check bearer tokens yet; try again later"
+                    } else {
+                        "missing or invalid bearer token"
+                    },
+                    unavailable: kind.is_unavailable(),
+                }
+            }),
         }
     }
 
