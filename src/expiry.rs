@@ -86,9 +86,9 @@ impl fmt::Display for Expiry {
     }
 }
 
-/// The proleptic Gregorian date of `days` after 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`, for days that are not negative).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
+/// The proleptic Gregorian date (year, month, day) of `days` after 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`, for days that are not negative).
+pub(crate) fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let shifted = days + 719_468;
     let era = shifted / 146_097;
     let day_of_era = shifted % 146_097;

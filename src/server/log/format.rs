@@ -265,31 +265,19 @@ fn push_timestamp(out: &mut String, since_epoch: Duration) {
 /// Appends the whole seconds since the epoch as RFC 3339 UTC up to the seconds, e.g.
 /// `2026-12-01T21:17:29`.
 fn push_date_time(out: &mut String, secs: u64) {
-    let secs = i64::try_from(secs).unwrap_or(i64::MAX);
-    let days = secs.div_euclid(86_400);
-    let of_day = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let field = |n: i64| u64::try_from(n).unwrap_or(0);
-    push_padded(out, field(year), 4);
+    let (year, month, day) = crate::expiry::civil_from_days(secs / 86_400);
+    let of_day = secs % 86_400;
+    push_padded(out, year, 4);
     out.push('-');
-    push_padded(out, field(month), 2);
+    push_padded(out, month, 2);
     out.push('-');
-    push_padded(out, field(day), 2);
+    push_padded(out, day, 2);
     out.push('T');
-    push_padded(out, field(of_day / 3_600), 2);
+    push_padded(out, of_day / 3_600, 2);
     out.push(':');
-    push_padded(out, field(of_day % 3_600 / 60), 2);
+    push_padded(out, of_day % 3_600 / 60, 2);
     out.push(':');
-    push_padded(out, field(of_day % 60), 2);
+    push_padded(out, of_day % 60, 2);
 }
 
 #[cfg(test)]
