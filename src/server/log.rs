@@ -2,11 +2,14 @@
 //! code's fingerprint and the email's domain (the whole address only with `--log-emails`),
 //! each field bounded in length. Never a whole code, a token or a password.
 //!
-//! Lines go through a batching writer ([`init`]): a request appends its formatted line to a
-//! shared buffer, and one thread writes the buffer out every [`LOG_FLUSH_INTERVAL`]. No request
-//! waits for stderr, and none wakes a thread: a queue whose writer thread is woken for every
-//! line cost more than formatting the line. When the writer cannot keep up and the buffer is
-//! full, lines are dropped and counted rather than slowing every request down.
+//! Lines go through a batching writer ([`init`]): a request appends what its line says to a
+//! shared buffer, and one thread formats and writes the buffer out every
+//! [`LOG_FLUSH_INTERVAL`]. No request waits for stderr, none wakes a thread (a queue whose
+//! writer thread is woken for every line cost more than formatting the line), and none
+//! formats its own line: the request's thread only copies the line's fields, and the log
+//! thread writes the very line the subscriber would, with the instant the request was logged.
+//! When the writer cannot keep up and the buffer is full, lines are dropped and counted rather
+//! than slowing every request down.
 //!
 //! A refused caller's line names the reason (`denied`), explains it (`why`) and shows what is
 //! safe of what was sent (`scheme`, `user`); never a password, a key or a token. Refusals are
@@ -38,28 +41,70 @@ pub const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 /// What the request threads and the log thread share.
 #[derive(Debug, Default)]
 struct Shared {
-    lines: Mutex<Vec<u8>>,
+    pending: Mutex<Pending>,
     dropped: AtomicU64,
     stop: AtomicBool,
     wake: Condvar,
 }
 
+/// The lines not yet written, in the order they were logged: text already formatted, and the
+/// endpoint request lines the log thread formats.
+#[derive(Debug, Default)]
+struct Pending {
+    text: Vec<u8>,
+    /// Each request line, with the length `text` had when it was logged.
+    requests: Vec<(usize, Deferred)>,
+}
+
+/// What a request line counts for against [`LOG_BUFFER_BYTES`] before it is formatted: about
+/// its length once written.
+const DEFERRED_LINE_BYTES: usize = 300;
+
+impl Pending {
+    fn bytes(&self) -> usize {
+        self.text.len() + self.requests.len() * DEFERRED_LINE_BYTES
+    }
+}
+
+/// An endpoint request line as logged, formatted by the log thread.
+#[derive(Debug)]
+struct Deferred {
+    line: RequestLine,
+    status: StatusCode,
+    micros: u64,
+    /// When it was logged, since the Unix epoch: the line's timestamp.
+    at: Duration,
+}
+
 impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
-        // A panic while holding the lock leaves the bytes usable: take them back.
-        self.lines
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        // A panic while holding the lock leaves the lines usable: take them back.
+        self.pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Appends one whole line, or drops and counts it when the buffer is full.
     fn append(&self, line: &[u8]) {
-        let mut lines = self.lock();
-        if lines.len() + line.len() > LOG_BUFFER_BYTES {
-            drop(lines);
+        let mut pending = self.lock();
+        if pending.bytes() + line.len() > LOG_BUFFER_BYTES {
+            drop(pending);
             self.dropped.fetch_add(1, Ordering::Relaxed);
         } else {
-            lines.extend_from_slice(line);
+            pending.text.extend_from_slice(line);
+        }
+    }
+
+    /// Queues one request line for the log thread to format, or drops and counts it when the
+    /// buffer is full.
+    fn defer(&self, deferred: Deferred) {
+        let mut pending = self.lock();
+        if pending.bytes() + DEFERRED_LINE_BYTES > LOG_BUFFER_BYTES {
+            drop(pending);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let at = pending.text.len();
+            pending.requests.push((at, deferred));
         }
     }
 }
@@ -121,7 +166,12 @@ impl DroppedLines {
 /// Writes the buffered lines out every [`LOG_FLUSH_INTERVAL`], and once more at the end.
 /// Summaries of refusals only counted are written as their windows end.
 fn write_out<W: std::io::Write>(shared: &Shared, mut writer: W, json: bool) {
-    let mut spare = Vec::with_capacity(64 * 1024);
+    let mut spare = Pending {
+        text: Vec::with_capacity(64 * 1024),
+        requests: Vec::new(),
+    };
+    let mut out = Vec::with_capacity(64 * 1024);
+    let mut line = String::new();
     let mut summary = String::new();
     loop {
         for ended in REFUSALS.ended(Instant::now()) {
@@ -131,18 +181,33 @@ fn write_out<W: std::io::Write>(shared: &Shared, mut writer: W, json: bool) {
             }
         }
         let stopping = {
-            let lines = shared.lock();
-            let (mut lines, _) = shared
+            let pending = shared.lock();
+            let (mut pending, _) = shared
                 .wake
-                .wait_timeout(lines, LOG_FLUSH_INTERVAL)
+                .wait_timeout(pending, LOG_FLUSH_INTERVAL)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            std::mem::swap(&mut *lines, &mut spare);
+            std::mem::swap(&mut *pending, &mut spare);
             shared.stop.load(Ordering::Relaxed)
         };
-        if !spare.is_empty() {
+        if spare.bytes() > 0 {
+            let mut from = 0;
+            for (at, deferred) in spare.requests.drain(..) {
+                out.extend_from_slice(spare.text.get(from..at).unwrap_or_default());
+                from = at;
+                let Deferred {
+                    line: request,
+                    status,
+                    micros,
+                    at,
+                } = deferred;
+                request.format(json, status, micros, at, &mut line);
+                out.extend_from_slice(line.as_bytes());
+            }
+            out.extend_from_slice(spare.text.get(from..).unwrap_or_default());
+            spare.text.clear();
             // A log that cannot be written is not a reason to stop serving; the lines are lost.
-            let _ = writer.write_all(&spare).and_then(|()| writer.flush());
-            spare.clear();
+            let _ = writer.write_all(&out).and_then(|()| writer.flush());
+            out.clear();
         }
         if stopping {
             return;
@@ -193,11 +258,6 @@ struct Direct {
     json: bool,
 }
 
-thread_local! {
-    /// The line being written by this thread, reused so a request line allocates nothing.
-    static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-}
-
 /// Longest email or domain a log line carries; a longer one is cut and its length noted. A
 /// DNS name is at most 253 octets, so this only cuts what no real address has.
 pub const MAX_LOGGED_EMAIL: usize = 254;
@@ -208,7 +268,7 @@ fn enabled() -> bool {
 }
 
 /// What one endpoint request came to, filled in as it is answered.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RequestLine {
     endpoint: EndpointLabel,
     /// What became of the request.
@@ -251,13 +311,14 @@ impl RequestLine {
 
     /// Writes the line.
     ///
-    /// With the writer of [`init`] installed, the line is formatted here, exactly as the
-    /// subscriber would, and appended to its buffer: the subscriber's dispatch (a visitor
-    /// call a field, a writer a line) was half of a line's cost. Otherwise, an event.
+    /// With the writer of [`init`] installed, the line is queued as it is, and the log thread
+    /// formats it exactly as the subscriber would: the subscriber's dispatch (a visitor call a
+    /// field, a writer a line) was half of a line's cost, and the formatting (the code's
+    /// fingerprint, the escaping) most of the rest. Otherwise, an event.
     ///
     /// A refused caller's line (and a method not allowed, which comes before authentication)
     /// is written only while its place and reason are under the rate of [`limit`].
-    pub fn finish(&self, status: StatusCode, elapsed: Duration) {
+    pub fn finish(self, status: StatusCode, elapsed: Duration) {
         if !enabled() || self.limit_key().is_some_and(|key| !admit(key)) {
             return;
         }
@@ -283,21 +344,25 @@ impl RequestLine {
             );
             return;
         };
-        LINE.with(|reused| {
-            let Ok(mut reused) = reused.try_borrow_mut() else {
-                return;
-            };
-            self.format(direct.json, status, micros, &mut reused);
-            direct.shared.append(reused.as_bytes());
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        direct.shared.defer(Deferred {
+            line: self,
+            status,
+            micros,
+            at,
         });
     }
 
-    /// The line as the subscriber would write it, newline included, into `out` (reused).
-    fn format(&self, json: bool, status: StatusCode, micros: u64, out: &mut String) {
-        let mut line = LineWriter::start(
+    /// The line as the subscriber would write it at `at` (since the Unix epoch), newline
+    /// included, into `out` (reused).
+    fn format(&self, json: bool, status: StatusCode, micros: u64, at: Duration, out: &mut String) {
+        let mut line = LineWriter::start_at(
             json,
             &tracing::Level::INFO,
             REQUEST_TARGET,
+            at,
             std::mem::take(out),
         );
         line.plain_field("endpoint", self.endpoint.name());
@@ -498,7 +563,9 @@ mod tests {
     /// A request line through the subscriber, as written when [`init`] is not installed.
     fn through_subscriber(request: &RequestLine, json: bool) -> String {
         captured(json, || {
-            request.finish(StatusCode::OK, Duration::from_micros(1234));
+            request
+                .clone()
+                .finish(StatusCode::OK, Duration::from_micros(1234));
         })
     }
 
@@ -522,7 +589,10 @@ mod tests {
             for json in [true, false] {
                 let expected = through_subscriber(request, json);
                 let mut direct = String::from("left over from an earlier line");
-                request.format(json, StatusCode::OK, 1234, &mut direct);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap();
+                request.format(json, StatusCode::OK, 1234, now, &mut direct);
                 // The same line but for the instant it was written.
                 let unstamped = |line: &str| {
                     let at = line.find("20").unwrap();
@@ -541,6 +611,50 @@ mod tests {
             }
         }
         assert!(through_subscriber(&full, true).contains("\"code\":\""));
+    }
+
+    #[test]
+    fn request_lines_are_formatted_by_the_log_thread_in_the_order_logged() {
+        #[derive(Clone, Default)]
+        struct Written(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Written {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut request = RequestLine::new(EndpointLabel::UserFlow);
+        request.outcome = Outcome::Valid;
+        request.email = Some(email_for_log("alice@Contoso.com", false));
+        // 2026-12-06T12:00:00.250000Z
+        let at = Duration::new(1_796_558_400, 250_000_000);
+        let mut expected = String::new();
+        request.format(true, StatusCode::OK, 42, at, &mut expected);
+        assert!(
+            expected.starts_with("{\"timestamp\":\"2026-12-06T12:00:00.250000Z\""),
+            "{expected}"
+        );
+        let shared = Shared::default();
+        shared.append(b"before\n");
+        shared.defer(Deferred {
+            line: request,
+            status: StatusCode::OK,
+            micros: 42,
+            at,
+        });
+        shared.append(b"after\n");
+        shared.stop.store(true, Ordering::Relaxed);
+        let written = Written::default();
+        write_out(&shared, written.clone(), true);
+        let text = String::from_utf8(written.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text, format!("before\n{expected}after\n"));
+        assert!(
+            text.contains("\"email\":\"contoso.com\",\"micros\":42"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -46,11 +46,23 @@ pub(super) struct LineWriter {
 
 impl LineWriter {
     /// A line with its timestamp (now), level and target written; `out` is reused.
-    pub(super) fn start(json: bool, level: &tracing::Level, target: &str, mut out: String) -> Self {
-        out.clear();
+    pub(super) fn start(json: bool, level: &tracing::Level, target: &str, out: String) -> Self {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
+        Self::start_at(json, level, target, now, out)
+    }
+
+    /// A line with its timestamp (`now`, since the Unix epoch), level and target written; `out`
+    /// is reused.
+    pub(super) fn start_at(
+        json: bool,
+        level: &tracing::Level,
+        target: &str,
+        now: Duration,
+        mut out: String,
+    ) -> Self {
+        out.clear();
         if json {
             out.push_str("{\"timestamp\":\"");
             push_timestamp(&mut out, now);
