@@ -558,7 +558,7 @@ fn email_for_log(email: &str, log_emails: bool) -> String {
 mod tests {
     use super::*;
 
-    use super::format::tests::captured;
+    use super::format::tests::{SharedVec, captured};
 
     /// A request line through the subscriber, as written when [`init`] is not installed.
     fn through_subscriber(request: &RequestLine, json: bool) -> String {
@@ -615,17 +615,6 @@ mod tests {
 
     #[test]
     fn request_lines_are_formatted_by_the_log_thread_in_the_order_logged() {
-        #[derive(Clone, Default)]
-        struct Written(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Written {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let mut request = RequestLine::new(EndpointLabel::UserFlow);
         request.outcome = Outcome::Valid;
         request.email = Some(email_for_log("alice@Contoso.com", false));
@@ -647,9 +636,9 @@ mod tests {
         });
         shared.append(b"after\n");
         shared.stop.store(true, Ordering::Relaxed);
-        let written = Written::default();
-        write_out(&shared, written.clone(), true);
-        let text = String::from_utf8(written.0.lock().unwrap().clone()).unwrap();
+        let written = Arc::new(Mutex::new(Vec::new()));
+        write_out(&shared, SharedVec(Arc::clone(&written)), true);
+        let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
         assert_eq!(text, format!("before\n{expected}after\n"));
         assert!(
             text.contains("\"email\":\"contoso.com\",\"micros\":42"),

@@ -325,7 +325,10 @@ pub(super) mod tests {
         })
     }
 
-    struct SharedVec(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    /// A writer into a buffer the test keeps.
+    pub(in crate::server::log) struct SharedVec(
+        pub(in crate::server::log) std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    );
 
     impl std::io::Write for SharedVec {
         fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
