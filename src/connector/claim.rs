@@ -112,13 +112,17 @@ where
     deserializer.deserialize_map(Members(std::marker::PhantomData))
 }
 
+/// Members kept raw, in the body's order: held in place for the few a dialect wants, so that
+/// reading a request allocates no list.
+type Members<'b> = smallvec::SmallVec<[(Cow<'b, str>, &'b RawValue); 6]>;
+
 /// The members of a JSON object whose names a predicate wants, raw, in the body's order; the
 /// other values are scanned as JSON (so a body is refused exactly as when all are kept) and
 /// dropped.
 struct Wanted<F>(F);
 
 impl<'de, F: Fn(&str) -> bool> serde::de::DeserializeSeed<'de> for Wanted<F> {
-    type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+    type Value = Members<'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_map(self)
@@ -126,15 +130,14 @@ impl<'de, F: Fn(&str) -> bool> serde::de::DeserializeSeed<'de> for Wanted<F> {
 }
 
 impl<'de, F: Fn(&str) -> bool> serde::de::Visitor<'de> for Wanted<F> {
-    type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+    type Value = Members<'de>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a JSON object")
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        // Room for the few members a dialect wants, so that the list grows at most rarely.
-        let mut members = Vec::with_capacity(8);
+        let mut members = Members::new();
         while let Some(Name(name)) = map.next_key::<Name<'de>>()? {
             if (self.0)(&name) {
                 members.push((name, map.next_value::<&'de RawValue>()?));
@@ -149,7 +152,7 @@ impl<'de, F: Fn(&str) -> bool> serde::de::Visitor<'de> for Wanted<F> {
 /// A request that is one flat JSON object of claims (the B2C dialects), each value kept raw
 /// until it is asked for.
 #[derive(Debug)]
-pub struct Claims<'b>(Vec<(Cow<'b, str>, &'b RawValue)>);
+pub struct Claims<'b>(Members<'b>);
 
 impl<'b> Claims<'b> {
     /// Reads a body that must be one JSON object, in UTF-8 (RFC 8259).
