@@ -44,17 +44,28 @@ impl<'a> Request<'a> {
         let claims = Claims::parse_wanted(body, |name| {
             matches!(name, "email" | "identities" | "step" | "ui_locales") || names.matches(name)
         })?;
+        // One pass over the few members kept; of equal names, the last counts.
+        let (mut email, mut identities, mut step, mut ui_locales, mut code) =
+            (None, None, None, None, None);
+        for (name, raw) in claims.members() {
+            match name.as_ref() {
+                "email" => email = Some(raw),
+                "identities" => identities = Some(raw),
+                "step" => step = Some(raw),
+                "ui_locales" => ui_locales = Some(raw),
+                other if names.matches(other) => code = Some((name.clone(), raw)),
+                _ => {}
+            }
+        }
         // `identities` is decoded only when there is no `email`.
-        let email = claims.exact("email").non_blank().or_else(|| {
-            claims
-                .raw(|name| name == "identities")
-                .and_then(|(_, identities)| email_identity(identities))
-        });
+        let email = email
+            .and_then(|raw| Claim::from_raw(raw).non_blank())
+            .or_else(|| identities.and_then(email_identity));
         Ok(Self {
-            step: claims.exact("step").text(),
+            step: step.and_then(|raw| Claim::from_raw(raw).text()),
             email,
-            code: claims.find(|name| names.matches(name)),
-            ui_locales: claims.exact("ui_locales").text(),
+            code: code.map(|(name, raw)| (name, Claim::from_raw(raw))),
+            ui_locales: ui_locales.and_then(|raw| Claim::from_raw(raw).text()),
         })
     }
 }

@@ -184,6 +184,11 @@ impl<'b> Claims<'b> {
         Ok(Self(members))
     }
 
+    /// The members kept, in the body's order, each value raw.
+    pub fn members(&self) -> impl Iterator<Item = (&Cow<'b, str>, &'b RawValue)> {
+        self.0.iter().map(|(name, raw)| (name, *raw))
+    }
+
     /// The claim named exactly `name`; of equal names, the last.
     #[must_use]
     pub fn exact(&self, name: &str) -> Claim<'b> {
