@@ -235,10 +235,12 @@ where
     if installed.is_err() {
         return None;
     }
-    // Request lines skip the subscriber's dispatch and go straight to the same buffer.
+    // Request lines skip the subscriber's dispatch and go straight to the same buffer. The
+    // filter is fixed from here on, so whether they are written is asked once.
     let _ = DIRECT.set(Direct {
         shared: Arc::clone(&shared),
         json,
+        requests_enabled: tracing::enabled!(target: REQUEST_TARGET, tracing::Level::INFO),
     });
     let worker = Arc::clone(&shared);
     let thread = std::thread::Builder::new()
@@ -256,15 +258,20 @@ static DIRECT: std::sync::OnceLock<Direct> = std::sync::OnceLock::new();
 struct Direct {
     shared: Arc<Shared>,
     json: bool,
+    /// Whether the installed filter lets endpoint request lines through.
+    requests_enabled: bool,
 }
 
 /// Longest email or domain a log line carries; a longer one is cut and its length noted. A
 /// DNS name is at most 253 octets, so this only cuts what no real address has.
 pub const MAX_LOGGED_EMAIL: usize = 254;
 
-/// Whether endpoint log lines are written.
+/// Whether endpoint log lines are written: as [`init`] found, else as the subscriber says.
 fn enabled() -> bool {
-    tracing::enabled!(target: REQUEST_TARGET, tracing::Level::INFO)
+    match DIRECT.get() {
+        Some(direct) => direct.requests_enabled,
+        None => tracing::enabled!(target: REQUEST_TARGET, tracing::Level::INFO),
+    }
 }
 
 /// What one endpoint request came to, filled in as it is answered.
