@@ -2,7 +2,8 @@
 //! handed to the warp service in process and its whole answer collected, against the bare
 //! warp route handed the very same request, in the same run.
 //!
-//! `cargo bench --bench handlers`. Logging is on (JSON lines to a file), as users run it;
+//! `cargo bench --bench handlers`. Logging is on (JSON lines to a file), as users run it (the
+//! request lines are formatted by the log thread, so that part is not counted here);
 //! `INVITEGATE_BENCH_LOG=off` measures without it.
 //! This isolates our code (routing, authentication, body, decision, answer, log line,
 //! metrics) from the connection and kernel work that `benches/http.rs` includes: a regression
