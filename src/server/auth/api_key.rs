@@ -18,7 +18,7 @@ pub const WRONG_KEY: Refusal = Refusal::new("wrong-key", "the API key is wrong")
 /// guessed.
 pub const MIN_API_KEY_CHARS: usize = 16;
 
-/// The expected key, compared in time that tells nothing of it (see [`Secret`]); `Debug`
+/// The expected key, compared in time that tells nothing of it (a keyed hash first); `Debug`
 /// shows only the header's name.
 #[derive(Clone)]
 pub struct ApiKey {
