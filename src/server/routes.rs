@@ -244,6 +244,7 @@ pub(crate) fn routes_with(
             format!("no such path; the endpoints are POST {paths}")
         },
     });
+    let not_found_message = state.not_found.clone();
     let probe_state = Arc::clone(&state);
     let probes =
         warp::path::full()
@@ -263,43 +264,44 @@ pub(crate) fn routes_with(
                     ),
                 },
             );
-    let main = warp::path::full()
-        .and(warp::method())
-        // The whole header map, cloned (a reference count a value): looking up each header an
-        // endpoint may need with its own filter cost as much, and a missing one a rejection.
-        .and(warp::header::headers_cloned())
-        // Put there by the connection only when client certificates are pinned.
-        .and(warp::ext::optional::<Presented>())
-        .and(warp::body::stream())
-        .then(
-            move |path: FullPath,
-                  method: Method,
-                  headers: HeaderMap,
-                  certificate: Option<Presented>,
-                  body| {
-                let state = Arc::clone(&state);
+    let main =
+        warp::path::full()
+            .and(warp::method())
+            // The whole header map, cloned (a reference count a value): looking up each header an
+            // endpoint may need with its own filter cost as much, and a missing one a rejection.
+            .and(warp::header::headers_cloned())
+            // Put there by the connection only when client certificates are pinned.
+            .and(warp::ext::optional::<Presented>())
+            .and(warp::body::stream())
+            .then(
+                move |path: FullPath,
+                      method: Method,
+                      headers: HeaderMap,
+                      certificate: Option<Presented>,
+                      body| {
+                    let state = Arc::clone(&state);
+                    async move {
+                        let request = Request {
+                            method,
+                            headers,
+                            certificate,
+                        };
+                        let mut body = body;
+                        // Passed down by reference: each async fn keeps its arguments in its
+                        // future, and the request's future is copied whole as it is handed on.
+                        dispatch(&state, Path::of(path.as_str()), &request, &mut body).await
+                    }
+                },
+            )
+            // Only a body taken twice is rejected, which no route does; answered as an unknown
+            // path, as every rejection was.
+            .recover(move |_: warp::Rejection| {
+                let message = not_found_message.clone();
                 async move {
-                    let request = Request {
-                        method,
-                        headers,
-                        certificate,
-                    };
-                    let mut body = body;
-                    // Passed down by reference: each async fn keeps its arguments in its
-                    // future, and the request's future is copied whole as it is handed on.
-                    dispatch(&state, Path::of(path.as_str()), &request, &mut body).await
+                    Ok::<_, Infallible>(error_reply(StatusCode::NOT_FOUND, "not_found", &message))
                 }
-            },
-        )
-        // Only a body taken twice is rejected, which no route does.
-        .recover(|_: warp::Rejection| async {
-            Ok::<_, Infallible>(error_reply(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the request could not be routed",
-            ))
-        })
-        .unify();
+            })
+            .unify();
     (main, probes)
 }
 
