@@ -63,32 +63,39 @@ impl fmt::Display for Expiry {
     /// RFC 3339 in UTC, e.g. `2030-01-01T00:00:00Z`, as `time` writes it; computed from the
     /// seconds directly, since Entra's answer to every valid code carries one.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let seconds = u64::from(self.0);
-        let (year, month, day) = civil_from_days(seconds / 86_400);
-        let of_day = seconds % 86_400;
-        let mut text = *b"0000-00-00T00:00:00Z";
-        for (at, value, width) in [
-            (0, year, 4),
-            (5, month, 2),
-            (8, day, 2),
-            (11, of_day / 3600, 2),
-            (14, of_day / 60 % 60, 2),
-            (17, of_day % 60, 2),
-        ] {
-            let mut rest = value;
-            for digit in text[at..at + width].iter_mut().rev() {
-                *digit = b'0' + (rest % 10) as u8;
-                rest /= 10;
-            }
-        }
+        let text = date_time(u64::from(self.0));
         // ASCII digits and separators only.
-        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)?;
+        f.write_str("Z")
     }
+}
+
+/// `seconds` since the Unix epoch as RFC 3339 UTC up to the seconds, without the zone, e.g.
+/// `2026-12-01T21:17:29`: for the years 1970 to 9999 (a later year is written modulo 10,000).
+pub(crate) fn date_time(seconds: u64) -> [u8; 19] {
+    let (year, month, day) = civil_from_days(seconds / 86_400);
+    let of_day = seconds % 86_400;
+    let mut text = *b"0000-00-00T00:00:00";
+    for (at, value, width) in [
+        (0, year, 4),
+        (5, month, 2),
+        (8, day, 2),
+        (11, of_day / 3600, 2),
+        (14, of_day / 60 % 60, 2),
+        (17, of_day % 60, 2),
+    ] {
+        let mut rest = value;
+        for digit in text[at..at + width].iter_mut().rev() {
+            *digit = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+    }
+    text
 }
 
 /// The proleptic Gregorian date (year, month, day) of `days` after 1970-01-01 (Howard
 /// Hinnant's `civil_from_days`, for days that are not negative).
-pub(crate) fn civil_from_days(days: u64) -> (u64, u64, u64) {
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let shifted = days + 719_468;
     let era = shifted / 146_097;
     let day_of_era = shifted % 146_097;

@@ -275,21 +275,11 @@ fn push_timestamp(out: &mut String, since_epoch: Duration) {
 }
 
 /// Appends the whole seconds since the epoch as RFC 3339 UTC up to the seconds, e.g.
-/// `2026-12-01T21:17:29`.
+/// `2026-12-01T21:17:29`, as an expiry is written.
 fn push_date_time(out: &mut String, secs: u64) {
-    let (year, month, day) = crate::expiry::civil_from_days(secs / 86_400);
-    let of_day = secs % 86_400;
-    push_padded(out, year, 4);
-    out.push('-');
-    push_padded(out, month, 2);
-    out.push('-');
-    push_padded(out, day, 2);
-    out.push('T');
-    push_padded(out, of_day / 3_600, 2);
-    out.push(':');
-    push_padded(out, of_day % 3_600 / 60, 2);
-    out.push(':');
-    push_padded(out, of_day % 60, 2);
+    let text = crate::expiry::date_time(secs);
+    // ASCII digits and separators only.
+    out.push_str(std::str::from_utf8(&text).unwrap_or_default());
 }
 
 #[cfg(test)]
