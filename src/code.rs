@@ -225,9 +225,8 @@ impl Code {
         use sha2::Digest as _;
         let hash = sha2::Sha256::digest(self.bytes);
         let mut digits = [0u8; 10];
-        for (pair, byte) in digits.chunks_exact_mut(2).zip(hash.iter()) {
-            pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
-            pair[1] = HEX_DIGITS[usize::from(byte & 0xF)];
+        for (pair, &byte) in digits.chunks_exact_mut(2).zip(hash.iter()) {
+            pair.copy_from_slice(&hex_pair(byte));
         }
         digits
     }
@@ -494,14 +493,20 @@ fn check_symbol(values: &[u8; DATA_SYMBOLS]) -> u8 {
 }
 
 /// Bytes as lower-case hex digits, two a byte: how fingerprints and digests are shown.
-/// The lower-case hex digits.
-const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+/// A byte's two lower-case hex digits.
+fn hex_pair(byte: u8) -> [u8; 2] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    [
+        DIGITS[usize::from(byte >> 4)],
+        DIGITS[usize::from(byte & 0xF)],
+    ]
+}
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     let mut text = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        for nibble in [byte >> 4, byte & 0xF] {
-            text.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
+    for &byte in bytes {
+        for digit in hex_pair(byte) {
+            text.push(char::from(digit));
         }
     }
     text
