@@ -189,13 +189,6 @@ impl<'b> Claims<'b> {
         self.0.iter().map(|(name, raw)| (name, *raw))
     }
 
-    /// The claim named exactly `name`; of equal names, the last.
-    #[must_use]
-    pub fn exact(&self, name: &str) -> Claim<'b> {
-        self.find(|key| key == name)
-            .map_or(Claim::Missing, |(_, claim)| claim)
-    }
-
     /// The claim named `name`, matched exactly, else case-insensitively (policy authors write
     /// `Email` as often as `email`); of equal names, the last.
     #[must_use]
@@ -208,18 +201,11 @@ impl<'b> Claims<'b> {
     /// The last claim whose name `matches`, with its name as sent.
     #[must_use]
     pub fn find(&self, matches: impl Fn(&str) -> bool) -> Option<(Cow<'b, str>, Claim<'b>)> {
-        self.raw(matches)
-            .map(|(name, raw)| (name, Claim::from_raw(raw)))
-    }
-
-    /// The last value whose name `matches`, raw, for a claim that is not a string.
-    #[must_use]
-    pub fn raw(&self, matches: impl Fn(&str) -> bool) -> Option<(Cow<'b, str>, &'b RawValue)> {
         self.0
             .iter()
             .rev()
             .find(|(name, _)| matches(name))
-            .map(|(name, raw)| (name.clone(), *raw))
+            .map(|(name, raw)| (name.clone(), Claim::from_raw(raw)))
     }
 }
 
@@ -244,27 +230,34 @@ pub fn triage<'a>(
 mod tests {
     use super::*;
 
+    /// The claim named exactly `name`; of equal names, the last.
+    fn exact<'b>(claims: &Claims<'b>, name: &str) -> Claim<'b> {
+        claims
+            .find(|key| key == name)
+            .map_or(Claim::Missing, |(_, claim)| claim)
+    }
+
     #[test]
     fn claims_are_text_not_text_or_missing() {
         let body =
             br#"{"a":"x","b":"\u0041","c":null,"d":5,"e":[1,{"f":2}],"A":"upper","a":"last"}"#;
         let claims = Claims::parse(body).unwrap();
-        assert_eq!(claims.exact("a"), Claim::Text("last".into()));
-        assert!(matches!(claims.exact("b"), Claim::Text(Cow::Owned(text)) if text == "A"));
-        assert_eq!(claims.exact("c"), Claim::Missing);
-        assert_eq!(claims.exact("d"), Claim::NotText);
-        assert_eq!(claims.exact("e"), Claim::NotText);
-        assert_eq!(claims.exact("z"), Claim::Missing);
-        assert_eq!(claims.exact("B"), Claim::Missing);
+        assert_eq!(exact(&claims, "a"), Claim::Text("last".into()));
+        assert!(matches!(exact(&claims, "b"), Claim::Text(Cow::Owned(text)) if text == "A"));
+        assert_eq!(exact(&claims, "c"), Claim::Missing);
+        assert_eq!(exact(&claims, "d"), Claim::NotText);
+        assert_eq!(exact(&claims, "e"), Claim::NotText);
+        assert_eq!(exact(&claims, "z"), Claim::Missing);
+        assert_eq!(exact(&claims, "B"), Claim::Missing);
         assert_eq!(claims.named("B"), Claim::Text("A".into()));
         assert_eq!(claims.named("A"), Claim::Text("upper".into()));
         let (name, _) = claims.find(|key| key.eq_ignore_ascii_case("a")).unwrap();
         assert_eq!(name, "a");
         let spaced = b" {\n \"a\" :\t\"x\" , \"b\" : null ,\r\n \"c\" : 5 } ";
         let spaced = Claims::parse(spaced).unwrap();
-        assert_eq!(spaced.exact("a"), Claim::Text("x".into()));
-        assert_eq!(spaced.exact("b"), Claim::Missing);
-        assert_eq!(spaced.exact("c"), Claim::NotText);
+        assert_eq!(exact(&spaced, "a"), Claim::Text("x".into()));
+        assert_eq!(exact(&spaced, "b"), Claim::Missing);
+        assert_eq!(exact(&spaced, "c"), Claim::NotText);
         for bad in [
             &b"[]"[..],
             b"\"x\"",
