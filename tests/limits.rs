@@ -26,18 +26,9 @@ const HEALTH: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
 /// Returns the status and whether the server said `Connection: close`.
 async fn response(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<(u16, bool)> {
     loop {
-        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse().unwrap());
-            if buffer.len() >= end + 4 + length {
-                let status = head.get(9..12).unwrap().parse().unwrap();
-                let close = head.lines().any(|l| l == "connection: close");
-                buffer.drain(..end + 4 + length);
-                return Some((status, close));
-            }
+        if let Some(response) = support::response_in(buffer) {
+            buffer.drain(..response.len);
+            return Some((response.status, response.close));
         }
         let mut chunk = [0u8; 4096];
         match stream.read(&mut chunk).await {

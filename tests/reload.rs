@@ -83,19 +83,8 @@ async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Exchange {
             return Exchange::Lost(format!("closed after {} bytes of the answer", buffer.len()));
         }
         buffer.extend_from_slice(&chunk[..n]);
-        let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
-            continue;
-        };
-        let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .map_or(0, |v| v.trim().parse().unwrap());
-        if buffer.len() >= end + 4 + length {
-            let status = head.get(9..12).unwrap().parse().unwrap();
-            let body = String::from_utf8_lossy(&buffer[end + 4..end + 4 + length]).into_owned();
-            let close = head.lines().any(|l| l == "connection: close");
-            return Exchange::Answered(status, body, close);
+        if let Some(response) = support::response_in(&buffer) {
+            return Exchange::Answered(response.status, response.body, response.close);
         }
     }
 }

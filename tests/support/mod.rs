@@ -145,6 +145,37 @@ pub fn basic_header(user: &str, password: &str) -> String {
     format!("Authorization: Basic {auth}\r\n")
 }
 
+/// One HTTP/1.1 response read from a connection, framed by its `Content-Length`.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub body: String,
+    /// Whether the server said `Connection: close`.
+    pub close: bool,
+    /// How many bytes of the buffer the response took.
+    pub len: usize,
+}
+
+/// The response at the start of `buffer`, once all of it has arrived.
+pub fn response_in(buffer: &[u8]) -> Option<Response> {
+    let end = buffer.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    let len = end + 4 + length;
+    if buffer.len() < len {
+        return None;
+    }
+    Some(Response {
+        status: head.get(9..12).unwrap().parse().unwrap(),
+        body: String::from_utf8_lossy(&buffer[end + 4..len]).into_owned(),
+        close: head.lines().any(|l| l == "connection: close"),
+        len,
+    })
+}
+
 /// One plain-HTTP request on a new connection to `addr`, sent with `Connection: close` and
 /// read to the end: the status and the body.
 pub fn ask_once(addr: std::net::SocketAddr, request: &str) -> (u16, String) {

@@ -188,18 +188,8 @@ impl Connection {
             let n = self.stream.read(&mut chunk).unwrap();
             assert!(n > 0, "closed after {} bytes", buffer.len());
             buffer.extend_from_slice(&chunk[..n]);
-            let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
-                continue;
-            };
-            let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse().unwrap());
-            if buffer.len() >= end + 4 + length {
-                let status = head[9..12].parse().unwrap();
-                let body = String::from_utf8_lossy(&buffer[end + 4..end + 4 + length]);
-                return (status, body.into_owned());
+            if let Some(response) = super::response_in(&buffer) {
+                return (response.status, response.body);
             }
         }
     }
