@@ -12,24 +12,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use invitegate::{Audience, Expiry, KeyRing, mint};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 const KEY_7: &str = "7:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const KEY_8: &str = "8:HyAhIiMkJSYnKCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4=";
 const PASSWORD: &str = "a-long-enough-password";
-
-fn code(keys: &str) -> String {
-    let expiry =
-        Expiry::from_datetime(time::OffsetDateTime::now_utc() + time::Duration::hours(1)).unwrap();
-    mint(
-        &KeyRing::parse(keys).unwrap(),
-        &Audience::email("alice@contoso.com").unwrap(),
-        expiry,
-    )
-    .to_string()
-}
 
 /// Replaces a file the way deployment tools do: a new file renamed over the old one.
 fn replace(path: &Path, text: &str) {
@@ -227,8 +215,8 @@ fn keys_and_deny_list_reload_under_load_without_a_failed_request() {
     );
     let addr = server.addr;
     let pid = server.process.id();
-    let old = code(KEY_7);
-    let new = code(KEY_8);
+    let old = support::alice_code(KEY_7);
+    let new = support::alice_code(KEY_8);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let tallies = runtime.block_on(async {
         tokio::time::timeout(support::DEADLINE, async {

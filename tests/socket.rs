@@ -10,12 +10,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use invitegate::KeyRing;
 use invitegate::connector::AttributeNames;
 use invitegate::connector::b2c_user_flow::UserFlow;
 use invitegate::decision::Verifier;
 use invitegate::server::auth::{Auth, BasicAuth};
 use invitegate::server::{Config, Endpoint, run};
-use invitegate::{Audience, Expiry, KeyRing, mint};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -36,13 +36,7 @@ fn config() -> Config {
 }
 
 fn body_for(email: &str) -> String {
-    let expiry =
-        Expiry::from_datetime(time::OffsetDateTime::now_utc() + time::Duration::hours(1)).unwrap();
-    let code = mint(
-        &KeyRing::parse(KEYS).unwrap(),
-        &Audience::email("alice@contoso.com").unwrap(),
-        expiry,
-    );
+    let code = support::alice_code(KEYS);
     format!(
         r#"{{"email":"{email}","extension_InvitationCode":"{code}","step":"PostAttributeCollection"}}"#
     )

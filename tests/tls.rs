@@ -11,7 +11,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use invitegate::{Audience, Expiry, KeyRing, mint};
 use support::tls::{self, Pair};
 
 const KEY_7: &str = "7:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -20,17 +19,6 @@ const PASSWORD: &str = "a-long-enough-password";
 
 /// How long a test waits for a reload the server should make within its 100 ms interval.
 const RELOAD_WITHIN: Duration = Duration::from_secs(30);
-
-fn code(keys: &str) -> String {
-    let expiry =
-        Expiry::from_datetime(time::OffsetDateTime::now_utc() + time::Duration::hours(1)).unwrap();
-    mint(
-        &KeyRing::parse(keys).unwrap(),
-        &Audience::email("alice@contoso.com").unwrap(),
-        expiry,
-    )
-    .to_string()
-}
 
 /// A sign-up to the user-flow endpoint with `headers` (each ending in CRLF).
 fn sign_up(code: &str, headers: &str) -> String {
@@ -214,7 +202,7 @@ fn a_kubernetes_secret_swap_reloads_the_keys_and_the_certificate() {
             .env("BASIC_AUTH_PASSWORD", PASSWORD)
             .env("INVITEGATE_LOG", support::START_UP_LOG),
     );
-    let new_code = code(KEY_8);
+    let new_code = support::alice_code(KEY_8);
     let (_, body) = tls::ask(server.addr, None, &sign_up(&new_code, &basic()));
     assert!(body.contains("not valid"), "{body}");
     assert_eq!(tls::served(server.addr), first.der);
@@ -295,7 +283,7 @@ fn mutual_tls_by_pin_with_basic_as_the_alternative() {
         started.contains("client certificate (4 pinned thumbprints) or HTTP Basic"),
         "{started}"
     );
-    let valid = code(KEY_7);
+    let valid = support::alice_code(KEY_7);
 
     // The pinned certificate alone lets the caller in.
     let (status, body) = tls::ask(server.addr, Some(&pinned), &sign_up(&valid, ""));
@@ -365,7 +353,7 @@ fn pins_alone_turn_the_b2c_endpoints_on() {
             .env("INVITEGATE_CLIENT_CERT_THUMBPRINTS", pinned.sha256())
             .env("INVITEGATE_LOG", support::START_UP_LOG),
     );
-    let valid = code(KEY_7);
+    let valid = support::alice_code(KEY_7);
     let body = r#"{"email":"alice@contoso.com","invitationCode":"CODE"}"#.replace("CODE", &valid);
     let policy = format!(
         "POST /api/b2c/custom-policy HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -421,7 +409,7 @@ fn the_arr_header_counts_only_when_trusted() {
             base64::engine::general_purpose::STANDARD.encode(&pair.der)
         )
     };
-    let valid = code(KEY_7);
+    let valid = support::alice_code(KEY_7);
 
     let mut trusting = serve_plain_pinned(dir.path(), &pinned.sha1(), true);
     let (status, body) = support::ask_once(trusting.addr, &sign_up(&valid, &header(&pinned)));

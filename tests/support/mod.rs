@@ -145,6 +145,20 @@ pub fn basic_header(user: &str, password: &str) -> String {
     format!("Authorization: Basic {auth}\r\n")
 }
 
+/// A code for `alice@contoso.com` under the ring `keys` (text), valid for an hour from now.
+pub fn alice_code(keys: &str) -> String {
+    let expiry = invitegate::Expiry::from_datetime(
+        time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+    )
+    .unwrap();
+    invitegate::mint(
+        &invitegate::KeyRing::parse(keys).unwrap(),
+        &invitegate::Audience::email("alice@contoso.com").unwrap(),
+        expiry,
+    )
+    .to_string()
+}
+
 /// One HTTP/1.1 response read from a connection, framed by its `Content-Length`.
 #[derive(Debug)]
 pub struct Response {
