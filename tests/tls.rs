@@ -35,6 +35,18 @@ fn basic() -> String {
     support::basic_header("b2c", PASSWORD)
 }
 
+/// The server's `/metrics` over TLS, with the Basic credentials: the status and the text.
+fn scrape(addr: std::net::SocketAddr) -> (u16, String) {
+    tls::ask(
+        addr,
+        None,
+        &format!(
+            "GET /metrics HTTP/1.1\r\nHost: localhost\r\n{}\r\n",
+            basic()
+        ),
+    )
+}
+
 /// A directory with key 7 in keys.txt and `pair` in tls.crt and tls.key.
 fn folder(pair: &Pair) -> tempfile::TempDir {
     let dir = support::with_keys();
@@ -157,14 +169,7 @@ fn a_new_pair_is_served_without_dropping_connections_and_a_bad_one_is_refused() 
     let log = server.log.seen();
     assert!(!log.contains("PRIVATE KEY"), "{log}");
     assert_eq!(tls::served(server.addr), second.der);
-    let (_, metrics) = tls::ask(
-        server.addr,
-        None,
-        &format!(
-            "GET /metrics HTTP/1.1\r\nHost: localhost\r\n{}\r\n",
-            basic()
-        ),
-    );
+    let (_, metrics) = scrape(server.addr);
     let count = |result: &str| {
         support::counter(
             &metrics,
@@ -323,14 +328,7 @@ fn mutual_tls_by_pin_with_basic_as_the_alternative() {
     assert!(line.contains(r#""user":"b2c""#), "{line}");
 
     // The refusals are counted by reason.
-    let (status, metrics) = tls::ask(
-        server.addr,
-        None,
-        &format!(
-            "GET /metrics HTTP/1.1\r\nHost: localhost\r\n{}\r\n",
-            basic()
-        ),
-    );
+    let (status, metrics) = scrape(server.addr);
     assert_eq!(status, 200);
     for reason in [
         "unknown-thumbprint",
@@ -545,14 +543,7 @@ fn a_handshake_not_finished_within_the_header_timeout_is_closed_and_counted() {
     let mut byte = [0u8; 1];
     let read = std::io::Read::read(&mut silent, &mut byte);
     assert!(matches!(read, Ok(0)), "{read:?}");
-    let (status, metrics) = tls::ask(
-        server.addr,
-        None,
-        &format!(
-            "GET /metrics HTTP/1.1\r\nHost: localhost\r\n{}\r\n",
-            basic()
-        ),
-    );
+    let (status, metrics) = scrape(server.addr);
     assert_eq!(status, 200);
     assert!(
         metrics.contains(r#"invitegate_connection_limit_hits_total{limit="header-timeout"} 1"#),
