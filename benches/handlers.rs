@@ -19,7 +19,6 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group};
 use http_body_util::{BodyExt as _, Full};
 use invitegate::server::auth::DevSigner;
-use tower_service::Service as _;
 use warp::http::{Request, StatusCode};
 
 mod common;
@@ -40,6 +39,29 @@ fn request(case: &Case, body: &Bytes) -> Request<Full<Bytes>> {
         .header("content-length", body.len())
         .body(Full::new(body.clone()))
         .unwrap()
+}
+
+/// Hands `request` to `service` in process and collects the whole answer.
+fn answer<S>(
+    runtime: &tokio::runtime::Runtime,
+    service: &mut S,
+    request: Request<Full<Bytes>>,
+) -> (StatusCode, Bytes)
+where
+    S: tower_service::Service<
+            Request<Full<Bytes>>,
+            Response = warp::reply::Response,
+            Error = std::convert::Infallible,
+        >,
+{
+    runtime.block_on(async {
+        let response = service.call(request).await.unwrap();
+        let status = response.status();
+        (
+            status,
+            response.into_body().collect().await.unwrap().to_bytes(),
+        )
+    })
 }
 
 /// Bench names for an endpoint: its own and its bare twin's.
@@ -70,39 +92,28 @@ fn handlers(c: &mut Criterion) {
     let user_flow_body = Bytes::from(user_flow.body.clone());
     group.bench_function(FLOOR, |b| {
         b.iter(|| {
-            runtime.block_on(async {
-                let response = floor
-                    .call(request(user_flow, &user_flow_body))
-                    .await
-                    .unwrap();
-                black_box(response.into_body().collect().await.unwrap());
-            });
+            black_box(answer(
+                &runtime,
+                &mut floor,
+                request(user_flow, &user_flow_body),
+            ));
         });
     });
     for case in &cases {
         let body = Bytes::from(case.body.clone());
         let (name, bare_name) = names(case.name);
         // Measure what the name says: each endpoint answers 200 with its valid answer.
-        let answer = runtime.block_on(async {
-            let response = routes.call(request(case, &body)).await.unwrap();
-            assert_eq!(response.status(), StatusCode::OK);
-            response.into_body().collect().await.unwrap().to_bytes()
-        });
-        assert!(answer.starts_with(case.expect), "{answer:?}");
+        let (status, answered) = answer(&runtime, &mut routes, request(case, &body));
+        assert_eq!(status, StatusCode::OK);
+        assert!(answered.starts_with(case.expect), "{answered:?}");
         group.bench_function(&bare_name, |b| {
             b.iter(|| {
-                runtime.block_on(async {
-                    let response = bare.call(request(case, &body)).await.unwrap();
-                    black_box(response.into_body().collect().await.unwrap());
-                });
+                black_box(answer(&runtime, &mut bare, request(case, &body)));
             });
         });
         group.bench_function(&name, |b| {
             b.iter(|| {
-                runtime.block_on(async {
-                    let response = routes.call(request(case, &body)).await.unwrap();
-                    black_box(response.into_body().collect().await.unwrap());
-                });
+                black_box(answer(&runtime, &mut routes, request(case, &body)));
             });
         });
     }
@@ -116,19 +127,14 @@ fn handlers(c: &mut Criterion) {
     for case in &cases {
         let body = Bytes::from(case.body.clone());
         let mut call_floor = || {
-            runtime.block_on(async {
-                let response = floor
-                    .call(request(user_flow, &user_flow_body))
-                    .await
-                    .unwrap();
-                black_box(response.into_body().collect().await.unwrap());
-            });
+            black_box(answer(
+                &runtime,
+                &mut floor,
+                request(user_flow, &user_flow_body),
+            ));
         };
         let mut call_endpoint = || {
-            runtime.block_on(async {
-                let response = routes.call(request(case, &body)).await.unwrap();
-                black_box(response.into_body().collect().await.unwrap());
-            });
+            black_box(answer(&runtime, &mut routes, request(case, &body)));
         };
         let differences = paired_differences(&mut call_floor, &mut call_endpoint);
         println!(
