@@ -44,16 +44,8 @@ fn metrics_address(server: &support::Server) -> SocketAddr {
 fn the_metrics_listener_needs_no_credentials_and_the_main_metrics_still_do() {
     let dir = support::with_keys();
     let server = support::serve(
-        support::invitegate(dir.path())
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--keys-file",
-                "keys.txt",
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ])
+        support::serve_command(dir.path())
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .env("BASIC_AUTH_USERNAME", "b2c")
             .env("BASIC_AUTH_PASSWORD", PASSWORD)
             .env("INVITEGATE_LOG", support::START_UP_LOG),
@@ -92,16 +84,8 @@ fn the_metrics_listener_needs_no_credentials_and_the_main_metrics_still_do() {
 fn entra_only_says_where_the_metrics_are() {
     let dir = support::with_keys();
     let server = support::serve(
-        support::invitegate(dir.path())
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--keys-file",
-                "keys.txt",
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ])
+        support::serve_command(dir.path())
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .env("ENTRA_TENANT_ID", TENANT)
             .env("ENTRA_AUDIENCE", AUDIENCE)
             .env("ENTRA_JWKS_URL", "http://127.0.0.1:9/keys")
@@ -121,18 +105,8 @@ fn entra_only_says_where_the_metrics_are() {
 fn readyz_names_every_part_not_ready_and_the_drain() {
     let dir = support::with_keys();
     let mut server = support::serve(
-        support::invitegate(dir.path())
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--keys-file",
-                "keys.txt",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--drain-timeout",
-                "100s",
-            ])
+        support::serve_command(dir.path())
+            .args(["--metrics-listen", "127.0.0.1:0", "--drain-timeout", "100s"])
             .env("BASIC_AUTH_USERNAME", "b2c")
             .env("BASIC_AUTH_PASSWORD", PASSWORD)
             .env("ENTRA_TENANT_ID", TENANT)
@@ -213,14 +187,7 @@ fn healthcheck_asks_the_metrics_listener_when_serve_speaks_tls() {
     let dir = support::with_keys();
     support::tls::pair("server").write(&dir.path().join("tls.crt"), &dir.path().join("tls.key"));
     let server = support::serve(
-        support::invitegate(dir.path())
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--keys-file",
-                "keys.txt",
-            ])
+        support::serve_command(dir.path())
             .args(["--tls-cert", "tls.crt", "--tls-key", "tls.key"])
             .args(["--metrics-listen", "127.0.0.1:0"])
             .env("BASIC_AUTH_USERNAME", "b2c")

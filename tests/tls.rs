@@ -56,18 +56,8 @@ fn folder(pair: &Pair) -> tempfile::TempDir {
 
 /// `serve` over TLS on a loopback port, with `dir`'s key ring and TLS pair.
 fn tls_command(dir: &Path) -> std::process::Command {
-    let mut command = support::invitegate(dir);
-    command.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--keys-file",
-        "keys.txt",
-        "--tls-cert",
-        "tls.crt",
-        "--tls-key",
-        "tls.key",
-    ]);
+    let mut command = support::serve_command(dir);
+    command.args(["--tls-cert", "tls.crt", "--tls-key", "tls.key"]);
     command
 }
 
@@ -371,17 +361,9 @@ fn pins_alone_turn_the_b2c_endpoints_on() {
 }
 
 fn serve_plain_pinned(dir: &Path, pins: &str, trust: bool) -> support::Server {
-    let mut command = support::invitegate(dir);
+    let mut command = support::serve_command(dir);
     command
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--keys-file",
-            "keys.txt",
-            "--client-cert-thumbprints",
-            pins,
-        ])
+        .args(["--client-cert-thumbprints", pins])
         .env("INVITEGATE_LOG", "info");
     if trust {
         command.env("INVITEGATE_TRUST_ARR_CLIENT_CERT", "true");

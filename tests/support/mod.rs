@@ -145,6 +145,20 @@ pub fn basic_header(user: &str, password: &str) -> String {
     format!("Authorization: Basic {auth}\r\n")
 }
 
+/// `invitegate serve` from `dir` on a free loopback port with `dir`'s `keys.txt`: add the rest
+/// of the command line.
+pub fn serve_command(dir: &Path) -> Command {
+    let mut command = invitegate(dir);
+    command.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--keys-file",
+        "keys.txt",
+    ]);
+    command
+}
+
 /// A code for `alice@contoso.com` under the ring `keys` (text), valid for an hour from now.
 pub fn alice_code(keys: &str) -> String {
     let expiry = invitegate::Expiry::from_datetime(
