@@ -84,28 +84,30 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Appends one whole line, or drops and counts it when the buffer is full.
-    fn append(&self, line: &[u8]) {
+    /// Adds one line of `bytes` to the pending lines with `add`, or drops and counts it when
+    /// the buffer is full.
+    fn add(&self, bytes: usize, add: impl FnOnce(&mut Pending)) {
         let mut pending = self.lock();
-        if pending.bytes() + line.len() > LOG_BUFFER_BYTES {
+        if pending.bytes() + bytes > LOG_BUFFER_BYTES {
             drop(pending);
             self.dropped.fetch_add(1, Ordering::Relaxed);
         } else {
-            pending.text.extend_from_slice(line);
+            add(&mut pending);
         }
+    }
+
+    /// Appends one whole line, or drops and counts it when the buffer is full.
+    fn append(&self, line: &[u8]) {
+        self.add(line.len(), |pending| pending.text.extend_from_slice(line));
     }
 
     /// Queues one request line for the log thread to format, or drops and counts it when the
     /// buffer is full.
     fn defer(&self, deferred: Deferred) {
-        let mut pending = self.lock();
-        if pending.bytes() + DEFERRED_LINE_BYTES > LOG_BUFFER_BYTES {
-            drop(pending);
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        } else {
+        self.add(DEFERRED_LINE_BYTES, |pending| {
             let at = pending.text.len();
             pending.requests.push((at, deferred));
-        }
+        });
     }
 }
 
@@ -240,7 +242,8 @@ where
     let _ = DIRECT.set(Direct {
         shared: Arc::clone(&shared),
         json,
-        requests_enabled: tracing::enabled!(target: REQUEST_TARGET, tracing::Level::INFO),
+        // Asked of the subscriber just installed, as no writer is set yet.
+        requests_enabled: enabled(),
     });
     let worker = Arc::clone(&shared);
     let thread = std::thread::Builder::new()
