@@ -657,6 +657,37 @@ mod tests {
     }
 
     #[test]
+    fn a_full_buffer_drops_and_counts_lines_of_either_kind() {
+        let shared = Shared::default();
+        let request = RequestLine::new(EndpointLabel::Entra);
+        let fits = LOG_BUFFER_BYTES / DEFERRED_LINE_BYTES;
+        for _ in 0..fits {
+            shared.defer(Deferred {
+                line: request.clone(),
+                status: StatusCode::OK,
+                micros: 1,
+                at: Duration::ZERO,
+            });
+        }
+        assert_eq!(shared.dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(shared.lock().requests.len(), fits);
+        // What is left is less than a request line's share, but a short text line fits.
+        shared.defer(Deferred {
+            line: request,
+            status: StatusCode::OK,
+            micros: 1,
+            at: Duration::ZERO,
+        });
+        assert_eq!(shared.dropped.load(Ordering::Relaxed), 1);
+        let room = LOG_BUFFER_BYTES - shared.lock().bytes();
+        shared.append(&vec![b'x'; room]);
+        assert_eq!(shared.dropped.load(Ordering::Relaxed), 1);
+        shared.append(b"\n");
+        assert_eq!(shared.dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(shared.lock().bytes(), LOG_BUFFER_BYTES);
+    }
+
+    #[test]
     fn summary_lines_written_directly_match_the_subscriber() {
         let summaries = [
             Summary {
