@@ -14,6 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;
+use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group};
@@ -78,12 +79,13 @@ fn handlers(c: &mut Criterion) {
     let signer = DevSigner::generate().unwrap();
     let config = runtime.block_on(endpoints::config(&signer));
     let mut routes = warp::service(invitegate::server::routes(config));
-    let mut bare = warp::service(endpoints::bare_route(std::time::Duration::ZERO));
+    let mut bare = warp::service(endpoints::bare_route(Duration::ZERO));
     let floor_log = common::floor::FloorLog::start(tempfile::tempfile().unwrap());
     let mut floor = warp::service(common::floor::floor_route(
         &endpoints::user_flow_authorization(),
         endpoints::KEY_BYTES,
         floor_log,
+        Duration::ZERO,
     ));
     let mut group = c.benchmark_group(GROUP);
     let cases = endpoints::cases(&signer);

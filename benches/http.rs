@@ -25,6 +25,9 @@
 //! measures only the endpoints whose name contains that text (to profile one).
 //! `INVITEGATE_BENCH_BARE_WORK_US=N` makes the bare route compute for N µs a request: a
 //! calibration of what a handler costing that much does to the ratio on the machine at hand.
+//! `INVITEGATE_BENCH_FLOOR_PLUS_NS=250,500,1000` adds, for each figure, the floor route computing
+//! that many nanoseconds more (a busy loop), with its ratio to the floor: what a given cost
+//! beyond the floor does to that ratio, to set beside `cargo bench --bench handlers`.
 //! `cargo bench --bench handlers` measures the endpoints' own cost without sockets.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -163,6 +166,10 @@ async fn read_response(stream: &mut TcpStream, buffer: &mut [u8], expect: &[u8])
             return Some(head.to_ascii_lowercase().contains("\r\nconnection: close"));
         }
     }
+}
+
+fn leak_name(text: String) -> &'static str {
+    Box::leak(text.into_boxed_str())
 }
 
 fn leak(text: String) -> &'static [u8] {
@@ -318,11 +325,34 @@ fn main() {
     let floor_log = common::floor::FloorLog::start(
         std::fs::File::create(log_dir.path().join("floor.log")).unwrap(),
     );
-    let floor = common::floor::floor_route(
-        &endpoints::user_flow_authorization(),
-        endpoints::KEY_BYTES,
-        floor_log,
-    );
+    let floor_with = |extra: Duration| {
+        common::floor::floor_route(
+            &endpoints::user_flow_authorization(),
+            endpoints::KEY_BYTES,
+            floor_log.clone(),
+            extra,
+        )
+    };
+    let floor = floor_with(Duration::ZERO);
+    // The calibration: the floor plus a fixed cost, each on its own listener.
+    let floor_plus: Vec<u64> = std::env::var("INVITEGATE_BENCH_FLOOR_PLUS_NS")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    let floor_plus: Vec<(u64, SocketAddr)> = floor_plus
+        .into_iter()
+        .map(|nanos| {
+            let route = floor_with(Duration::from_nanos(nanos));
+            let addr = server_runtime.block_on(async {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                tokio::spawn(serve(listener, route, stopper(stop_rx.clone())));
+                addr
+            });
+            (nanos, addr)
+        })
+        .collect();
     let (bare_addr, floor_addr, endpoints_addr, drain_addr, drain_stop) =
         server_runtime.block_on(async {
             let bare_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -384,10 +414,26 @@ fn main() {
                 expect: b"{\"version\":\"1.0.0\",\"action\":\"Continue\"",
                 tally: Tally::default(),
             });
+            let floor_twin = routes.len() - 2;
+            for &(nanos, addr) in &floor_plus {
+                routes.push(Route {
+                    name: leak_name(format!("floor +{nanos} ns")),
+                    baseline: Some(floor_twin),
+                    endpoint: true,
+                    addr,
+                    request,
+                    expect: b"{\"version\":\"1.0.0\",\"action\":\"Continue\"",
+                    tally: Tally::default(),
+                });
+            }
         }
+        let twin = routes
+            .iter()
+            .rposition(|route| route.baseline.is_none())
+            .unwrap();
         routes.push(Route {
             name: case.name,
-            baseline: Some(routes.len() - 1 - usize::from(case.name == endpoints::NAMES[0])),
+            baseline: Some(twin),
             endpoint: true,
             addr: endpoints_addr,
             request,

@@ -91,13 +91,19 @@ struct LogLine<'a> {
 }
 
 /// The floor route for the user flow's requests; `basic` is the whole expected header value
-/// (`Basic ...`), `key` the HMAC key.
+/// (`Basic ...`), `key` the HMAC key. With `extra` above zero it also computes for that long (a
+/// busy loop): a calibration of what a given cost beyond the floor does to the ratio.
 pub fn floor_route(
     basic: &str,
     key: &[u8],
     log: FloorLog,
-) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone + Send + Sync + 'static
-{
+    extra: Duration,
+) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible>
++ Clone
++ Send
++ Sync
++ 'static
++ use<> {
     let expected: Arc<[u8]> = Arc::from(basic.as_bytes());
     let prepared = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
     warp::post()
@@ -120,6 +126,12 @@ pub fn floor_route(
                 mac.update(&request.code.as_bytes()[..request.code.len().min(6)]);
                 mac.update(email.as_bytes());
                 std::hint::black_box(mac.finalize().into_bytes());
+                if !extra.is_zero() {
+                    let spinning = Instant::now();
+                    while spinning.elapsed() < extra {
+                        std::hint::spin_loop();
+                    }
+                }
                 let action = "Continue";
                 let answer = serde_json::to_vec(&Answer {
                     version: "1.0.0",
