@@ -39,10 +39,7 @@ fn alice_code() -> String {
 
 fn config() -> Config {
     let mut config = Config::new(Verifier::new(ring()));
-    let flow = UserFlow {
-        attribute: AttributeNames::new("InvitationCode", Some(APP_ID)),
-        keep_code_attribute: false,
-    };
+    let flow = UserFlow::new(AttributeNames::new("InvitationCode", Some(APP_ID)), false);
     config.user_flow = Some(Endpoint::new(
         Auth::Basic(BasicAuth::new(USER, PASSWORD)),
         flow,
@@ -223,7 +220,8 @@ async fn valid_codes_continue_and_clear_the_attribute() {
         );
     }
     let mut keep = config();
-    user_flow(&mut keep).connector.keep_code_attribute = true;
+    user_flow(&mut keep).connector =
+        UserFlow::new(AttributeNames::new("InvitationCode", Some(APP_ID)), true);
     let reply = connector(keep, json!({"email": "alice@contoso.com", ATTR: code})).await;
     assert_eq!(
         reply.json,

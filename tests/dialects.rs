@@ -166,10 +166,7 @@ fn config(deny: DenyList) -> Config {
     let mut config = Config::new(verifier);
     config.user_flow = Some(Endpoint::new(
         Auth::None,
-        UserFlow {
-            attribute: names.clone(),
-            keep_code_attribute: false,
-        },
+        UserFlow::new(names.clone(), false),
     ));
     config.custom_policy = Some(Endpoint::new(
         Auth::ApiKey(ApiKey::new("x-functions-key", API_KEY).unwrap()),

@@ -38,10 +38,7 @@ async fn a_flood_of_refusals_writes_few_lines_and_is_counted_whole() {
     let captured = support::Captured::default();
     let logging = invitegate::server::log::init("info", true, false, captured.clone()).unwrap();
     let mut config = Config::new(Verifier::new(KeyRing::parse(KEYS).unwrap()));
-    let flow = UserFlow {
-        attribute: AttributeNames::new("InvitationCode", None),
-        keep_code_attribute: false,
-    };
+    let flow = UserFlow::new(AttributeNames::new("InvitationCode", None), false);
     config.user_flow = Some(Endpoint::new(
         Auth::Basic(BasicAuth::new("b2c", PASSWORD)),
         flow,

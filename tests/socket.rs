@@ -24,10 +24,7 @@ const KEYS: &str = "7:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 fn config() -> Config {
     let mut config = Config::new(Verifier::new(KeyRing::parse(KEYS).unwrap()));
-    let flow = UserFlow {
-        attribute: AttributeNames::new("InvitationCode", None),
-        keep_code_attribute: false,
-    };
+    let flow = UserFlow::new(AttributeNames::new("InvitationCode", None), false);
     config.user_flow = Some(Endpoint::new(
         Auth::Basic(BasicAuth::new("b2c", "pw")),
         flow,

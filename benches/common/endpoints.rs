@@ -52,10 +52,7 @@ pub async fn config(signer: &DevSigner) -> Config {
     let mut config = Config::new(Verifier::new(ring));
     config.user_flow = Some(Endpoint::new(
         Auth::Basic(BasicAuth::new("b2c", "a-long-enough-password")),
-        UserFlow {
-            attribute: names.clone(),
-            keep_code_attribute: false,
-        },
+        UserFlow::new(names.clone(), false),
     ));
     config.custom_policy = Some(Endpoint::new(
         Auth::ApiKey(ApiKey::new("x-functions-key", API_KEY).unwrap()),

@@ -129,7 +129,7 @@ fn render<'b>(
     Answer {
         status,
         // Serializing these plain structs cannot fail; an empty object would still be JSON.
-        body: body.unwrap_or_else(|_| b"{}".to_vec()),
+        body: body.map_or_else(|_| bytes::Bytes::from_static(b"{}"), bytes::Bytes::from),
         refusal: decision.refusal(),
         code: decision.code,
         email,

@@ -107,10 +107,41 @@ fn email_identity(identities: &RawValue) -> Option<Cow<'_, str>> {
 #[derive(Debug, Clone)]
 pub struct UserFlow {
     /// Where the code attribute is in requests.
-    pub attribute: AttributeNames,
+    attribute: AttributeNames,
     /// Keep the code in the directory (do not clear the attribute on Continue).
-    pub keep_code_attribute: bool,
+    keep_code_attribute: bool,
+    /// The Continue answer clearing the attribute under the name B2C sends,
+    /// `extension_<appid>_<attribute>` (or `extension_<attribute>` without the app id): the
+    /// answer of nearly every request, written once.
+    continue_cleared: bytes::Bytes,
 }
+
+impl UserFlow {
+    /// The endpoint reading the code from `attribute`; `keep_code_attribute` leaves the code in
+    /// the directory instead of clearing it on Continue.
+    #[must_use]
+    pub fn new(attribute: AttributeNames, keep_code_attribute: bool) -> Self {
+        let name = attribute.response_name();
+        let continue_cleared = json_body("Continue", None, std::iter::once((name, ""))).into();
+        Self {
+            attribute,
+            keep_code_attribute,
+            continue_cleared,
+        }
+    }
+
+    /// Continue, clearing the attribute under `key` (its name as sent) unless it is kept.
+    fn continue_body(&self, key: Option<&str>) -> bytes::Bytes {
+        match key.filter(|_| !self.keep_code_attribute) {
+            Some(key) if key == self.attribute.response_name() => self.continue_cleared.clone(),
+            Some(key) => json_body("Continue", None, std::iter::once((key, ""))).into(),
+            None => bytes::Bytes::from_static(CONTINUE),
+        }
+    }
+}
+
+/// Continue without clearing any claim.
+const CONTINUE: &[u8] = br#"{"version":"1.0.0","action":"Continue"}"#;
 
 impl Connector for UserFlow {
     fn answer<'b>(&self, verifier: &Verifier, body: &'b [u8], now: UnixTime) -> Answer<'b> {
@@ -157,11 +188,9 @@ impl UserFlow {
     ) -> Answer<'b> {
         let response = match &decision.verdict {
             Verdict::Continue(_) => {
-                // Written straight from the key: the answer of nearly every request.
-                let cleared = key.filter(|_| !self.keep_code_attribute);
                 return Answer {
                     status: 200,
-                    body: json_body("Continue", None, cleared.map(|key| (key, "")).into_iter()),
+                    body: self.continue_body(key),
                     refusal: decision.refusal(),
                     code: decision.code,
                     email,
@@ -182,7 +211,7 @@ impl UserFlow {
         };
         Answer {
             status: response.status(),
-            body: response.to_json(),
+            body: response.to_json().into(),
             refusal: decision.refusal(),
             code: decision.code,
             email,

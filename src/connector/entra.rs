@@ -286,7 +286,7 @@ impl Connector for Entra {
             });
             return Answer {
                 status: 400,
-                body: body.to_string().into_bytes(),
+                body: body.to_string().into_bytes().into(),
                 refusal: Some(Reason::BadRequest),
                 code: None,
                 email: None,
@@ -352,10 +352,9 @@ impl Connector for Entra {
                 }
             }
         };
-        let body = action.to_json();
         Answer {
             status: 200,
-            body,
+            body: action.to_json().into(),
             refusal: decision.refusal(),
             code: decision.code,
             email: email.cloned(),

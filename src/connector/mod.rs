@@ -30,8 +30,9 @@ pub trait Connector: Send + Sync + 'static {
 pub struct Answer<'b> {
     /// The HTTP status.
     pub status: u16,
-    /// The JSON body.
-    pub body: Vec<u8>,
+    /// The JSON body: shared, so that an answer written once (a user flow's Continue) is
+    /// handed out without copying it.
+    pub body: bytes::Bytes,
     /// Why the sign-up was refused; `None` when it continues.
     pub refusal: Option<Reason>,
     /// The code the request carried, when it parsed (the log shows its fingerprint).

@@ -547,8 +547,8 @@ where
 }
 
 /// A reply with a JSON body.
-pub(crate) fn json_reply(status: StatusCode, body: Vec<u8>) -> Response {
-    let mut response = Response::new(body.into());
+pub(crate) fn json_reply(status: StatusCode, body: impl Into<Bytes>) -> Response {
+    let mut response = Response::new(body.into().into());
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

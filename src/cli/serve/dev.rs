@@ -113,10 +113,7 @@ pub(super) async fn dev_config(
     let basic = BasicAuth::new("dev", &password);
     config.user_flow = Some(Endpoint::new(
         Auth::Basic(basic.clone()),
-        UserFlow {
-            attribute: names.clone(),
-            keep_code_attribute: args.keep_code_attribute,
-        },
+        UserFlow::new(names.clone(), args.keep_code_attribute),
     ));
     config.custom_policy = Some(Endpoint::new(
         Auth::ApiKey(ApiKey::new(header, &api_key_value)?),

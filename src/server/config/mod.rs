@@ -363,10 +363,7 @@ pub fn build(settings: &Settings) -> Result<Built, Vec<Problem>> {
     config.user_flow = user_flow.map(|auth| {
         Endpoint::new(
             auth,
-            UserFlow {
-                attribute: names.clone(),
-                keep_code_attribute: settings.keep_code_attribute,
-            },
+            UserFlow::new(names.clone(), settings.keep_code_attribute),
         )
     });
     config.custom_policy = custom_policy.map(|auth| {
