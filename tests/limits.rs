@@ -42,7 +42,10 @@ fn config(limits: Limits) -> Config {
     let mut config = Config::new(Verifier::new(KeyRing::parse(KEYS).unwrap()));
     config.user_flow = Some(invitegate::server::Endpoint::new(
         Auth::None,
-        invitegate::connector::b2c_user_flow::UserFlow::new(invitegate::connector::AttributeNames::new("InvitationCode", None), false),
+        invitegate::connector::b2c_user_flow::UserFlow::new(
+            invitegate::connector::AttributeNames::new("InvitationCode", None),
+            false,
+        ),
     ));
     config.metrics_auth = Some(Auth::None);
     config.limits = limits;

@@ -46,8 +46,18 @@ impl Default for CustomPolicy {
 #[serde(rename_all = "camelCase")]
 struct Valid<'a> {
     invitation_kind: &'a str,
-    invitation_expires: String,
+    /// Written into the answer as it is serialized, with no string of its own.
+    #[serde(serialize_with = "as_text")]
+    invitation_expires: &'a crate::expiry::Expiry,
     invitation_key_id: u8,
+}
+
+/// A value written as its `Display` text.
+fn as_text<S: serde::Serializer>(
+    value: &&crate::expiry::Expiry,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
 }
 
 /// A refusal, in the shape B2C reads.
@@ -108,7 +118,7 @@ fn render<'b>(
         Verdict::Continue(grant) => {
             let valid = Valid {
                 invitation_kind: grant.kind().name(),
-                invitation_expires: grant.expiry.to_string(),
+                invitation_expires: &grant.expiry,
                 invitation_key_id: grant.key_id,
             };
             (200, serde_json::to_vec(&valid))
