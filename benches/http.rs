@@ -14,6 +14,9 @@
 //! Prints requests per second, p50 and p99 latency and each route's share of its bare rate, then
 //! each round's ratios to bare and to the floor, their median and range. Targets: user flow and
 //! custom policy at least 0.95 of the floor, Entra at least 0.85 (its request is the bigger one).
+//! For an endpoint sent a request other than the floor's (Entra, the custom policy), also the
+//! ratio of the shares of bare (its own over the floor's), which sets apart what its request
+//! itself costs the kernel and hyper.
 //!
 //! Then two checks of the connection handling, with their figures:
 //! - flood: 1,100 keep-alive connections trickling `GET /healthz` every 2 s hold every slot;
@@ -512,7 +515,28 @@ fn main() {
         let Some(bare) = route.baseline else { continue };
         let to_floor = match floor {
             Some(floor) if route.endpoint => {
-                format!("   {} of the floor", summary(&round_ratios(route, floor)))
+                let mut line = format!("   {} of the floor", summary(&round_ratios(route, floor)));
+                // Sent a request of its own, an endpoint also pays what that request costs the
+                // kernel and hyper: each round's share of its own bare twin over the floor's
+                // share of the floor's twin sets that apart.
+                let floor_bare = routes[floor].baseline.unwrap();
+                if bare != floor_bare {
+                    let mut shares: Vec<f64> = (0..route.tally.rounds.len())
+                        .map(|i| {
+                            let own = route.tally.rounds[i] / routes[bare].tally.rounds[i];
+                            let floors =
+                                routes[floor].tally.rounds[i] / routes[floor_bare].tally.rounds[i];
+                            own / floors
+                        })
+                        .collect();
+                    shares.sort_by(f64::total_cmp);
+                    line += &format!(
+                        "\n  {:<14} {} of the floor, each of its own bare twin",
+                        "",
+                        summary(&shares)
+                    );
+                }
+                line
             }
             _ => String::new(),
         };
