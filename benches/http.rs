@@ -14,6 +14,9 @@
 //! Prints requests per second, p50 and p99 latency and each route's share of its bare rate, then
 //! each round's ratios to bare and to the floor, their median and range. Targets: user flow and
 //! custom policy at least 0.95 of the floor, Entra at least 0.85 (its request is the bigger one).
+//! Where Linux shows a thread's CPU time (`/proc/.../schedstat`), also the server thread's CPU
+//! time a request, each round's, and each endpoint's beyond the floor's: what a route costs the
+//! server in place, in µs (its rounds vary as much as the rates do).
 //! For an endpoint sent a request other than the floor's (Entra, the custom policy), also the
 //! ratio of the shares of bare (its own over the floor's), which sets apart what its request
 //! itself costs the kernel and hyper.
@@ -56,12 +59,14 @@ fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Latencies of every request in the rounds so far, the time they took, and each round's rate.
+/// Latencies of every request in the rounds so far, the time they took, each round's rate and,
+/// where Linux shows it, the server thread's CPU time a request in each round (ns).
 #[derive(Default)]
 struct Tally {
     latencies: Vec<Duration>,
     seconds: f64,
     rounds: Vec<f64>,
+    cpu: Vec<f64>,
 }
 
 impl Tally {
@@ -190,6 +195,27 @@ fn request(case: &Case) -> &'static [u8] {
     ))
 }
 
+/// Where Linux shows the CPU time of `runtime`'s worker thread (`schedstat`, whose first field
+/// is the nanoseconds it has run), found from inside that thread; `None` without such a file.
+fn worker_schedstat(runtime: &tokio::runtime::Runtime) -> Option<std::path::PathBuf> {
+    let task = runtime
+        .block_on(async { tokio::spawn(async { std::fs::read_link("/proc/thread-self") }).await })
+        .ok()?
+        .ok()?;
+    let path = std::path::Path::new("/proc").join(task).join("schedstat");
+    cpu_ns(&path).map(|_| path)
+}
+
+/// The nanoseconds a thread has run, from its `schedstat`.
+fn cpu_ns(schedstat: &std::path::Path) -> Option<u64> {
+    std::fs::read_to_string(schedstat)
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// A runtime of one worker thread, pinned to `core` when the machine has more than one.
 fn runtime(core: usize, name: &str) -> tokio::runtime::Runtime {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -309,6 +335,9 @@ fn main() {
         invitegate::server::log::init(if log_on { "info" } else { "off" }, true, false, log_file)
             .unwrap();
     let server_runtime = runtime(0, "bench-server");
+    // The server thread's CPU time a request: what a route costs in place, the kernel's part
+    // (the client's wake-ups) and cold caches included.
+    let schedstat = worker_schedstat(&server_runtime);
     let load_runtime = runtime(1, "bench-load");
 
     let signer = DevSigner::generate().unwrap();
@@ -460,8 +489,17 @@ fn main() {
         let round = Duration::from_millis(500);
         for _ in 0..(time.as_millis() / round.as_millis()).max(1) {
             for route in &mut routes {
+                let before = schedstat.as_deref().and_then(cpu_ns);
                 let measured =
                     load(route.addr, route.request, route.expect, connections, round).await;
+                let after = schedstat.as_deref().and_then(cpu_ns);
+                if let (Some(before), Some(after)) = (before, after) {
+                    let requests = measured.0.len().max(1) as f64;
+                    route
+                        .tally
+                        .cpu
+                        .push(after.saturating_sub(before) as f64 / requests);
+                }
                 route.tally.add(measured);
             }
         }
@@ -547,6 +585,35 @@ fn main() {
         );
     }
     println!("  targets: user flow and custom policy >= 0.95 of the floor, Entra >= 0.85");
+    if let (Some(floor), true) = (floor, schedstat.is_some()) {
+        let median_range = |mut values: Vec<f64>| {
+            values.sort_by(f64::total_cmp);
+            format!(
+                "{:.2} ({:.2} to {:.2})",
+                values[values.len() / 2],
+                values[0],
+                values[values.len() - 1]
+            )
+        };
+        println!("server thread's CPU time a request, in µs, median of the rounds (range):");
+        for route in &routes {
+            let mut line = format!(
+                "  {:<14} {}",
+                route.name,
+                median_range(route.tally.cpu.iter().map(|ns| ns / 1e3).collect())
+            );
+            if route.endpoint {
+                let floor_cpu = &routes[floor].tally.cpu;
+                let beyond = route.tally.cpu.iter().zip(floor_cpu);
+                line += &format!(
+                    "   beyond the floor {}   the floor's over its own {}",
+                    median_range(beyond.clone().map(|(ours, f)| (ours - f) / 1e3).collect()),
+                    median_range(beyond.map(|(ours, f)| f / ours).collect())
+                );
+            }
+            println!("{line}");
+        }
+    }
 
     let (median, slowest, fresh) = load_runtime.block_on(flood(endpoints_addr));
     println!(
