@@ -492,7 +492,6 @@ fn check_symbol(values: &[u8; DATA_SYMBOLS]) -> u8 {
     luhn.check()
 }
 
-/// Bytes as lower-case hex digits, two a byte: how fingerprints and digests are shown.
 /// A byte's two lower-case hex digits.
 fn hex_pair(byte: u8) -> [u8; 2] {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -502,6 +501,7 @@ fn hex_pair(byte: u8) -> [u8; 2] {
     ]
 }
 
+/// Bytes as lower-case hex digits, two a byte: how fingerprints and digests are shown.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     let mut text = String::with_capacity(bytes.len() * 2);
     for &byte in bytes {
