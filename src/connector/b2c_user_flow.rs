@@ -186,32 +186,24 @@ impl UserFlow {
         decision: Decision<'_>,
         email: Option<Cow<'b, str>>,
     ) -> Answer<'b> {
-        let response = match &decision.verdict {
-            Verdict::Continue(_) => {
-                return Answer {
-                    status: 200,
-                    body: self.continue_body(key),
-                    refusal: decision.refusal(),
-                    code: decision.code,
-                    email,
-                    email_source: None,
-                };
-            }
+        let (status, body) = match &decision.verdict {
+            Verdict::Continue(_) => (200, self.continue_body(key)),
             Verdict::Refuse(reason) => {
                 let user_message = decision
                     .message(&verifier.messages, locales)
                     .unwrap_or_default()
                     .into_owned();
-                if reason.blocks() {
+                let response = if reason.blocks() {
                     Response::ShowBlockPage { user_message }
                 } else {
                     Response::ValidationError { user_message }
-                }
+                };
+                (response.status(), response.to_json().into())
             }
         };
         Answer {
-            status: response.status(),
-            body: response.to_json().into(),
+            status,
+            body,
             refusal: decision.refusal(),
             code: decision.code,
             email,
